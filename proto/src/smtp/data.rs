@@ -1,0 +1,139 @@
+//! DATA (RFC 5321 §4.1.1.4): reads the message to the lone dot, unstuffs
+//! dots, and refuses messages with bare CR/LF (SMTP smuggling), over-long
+//! lines, too many octets, or too many `Received:` headers (a mail loop).
+
+use super::event::{Event, Message, Violation};
+use super::reply::Reply;
+use super::session::{Pending, Session, State, Transaction};
+
+/// The state of one message being read.
+#[derive(Debug, Default)]
+pub(super) struct DataReader {
+    content: Vec<u8>,
+    in_headers: bool,
+    received_headers: usize,
+    oversize: bool,
+    bare_line_ending: bool,
+    line_too_long: bool,
+}
+
+impl Session {
+    pub(super) fn handle_data(&mut self) {
+        if !self.require_helo() {
+            return;
+        }
+        if self.transaction.sender.is_none() {
+            return self.reply(Reply::new(503, "5.5.1", "Need MAIL command"));
+        }
+        if self.transaction.recipients.is_empty() {
+            return self.reply(Reply::new(554, "5.5.1", "No valid recipients"));
+        }
+        self.data = DataReader {
+            in_headers: true,
+            ..DataReader::default()
+        };
+        self.reply(Reply::plain(
+            354,
+            vec!["End data with <CR><LF>.<CR><LF>".into()],
+        ));
+        self.state = State::Data;
+    }
+
+    /// Reads buffered message lines; returns false when it needs more input.
+    pub(super) fn read_data(&mut self) -> bool {
+        let limits = &self.config.limits;
+        let (text_line, max_size) = (limits.text_line, limits.max_message_size);
+        let mut progressed = false;
+        while let Some(line) = self.input.next_line(text_line) {
+            progressed = true;
+            let data = &mut self.data;
+            if line.too_long {
+                data.line_too_long = true;
+                continue;
+            }
+            let bytes = self.input.bytes(&line);
+            if line.bare_line_ending {
+                data.bare_line_ending = true;
+                continue;
+            }
+            if bytes == b"." {
+                self.finish_data();
+                return true;
+            }
+            let bytes = bytes.strip_prefix(b".").unwrap_or(bytes);
+            if data.in_headers {
+                if bytes.is_empty() {
+                    data.in_headers = false;
+                } else if bytes.len() >= 9 && bytes[..9].eq_ignore_ascii_case(b"received:") {
+                    data.received_headers += 1;
+                }
+            }
+            if data.content.len() + bytes.len() + 2 > max_size {
+                data.oversize = true;
+                data.content = Vec::new();
+            }
+            if !data.oversize {
+                data.content.extend_from_slice(bytes);
+                data.content.extend_from_slice(b"\r\n");
+            }
+        }
+        progressed
+    }
+
+    fn finish_data(&mut self) {
+        self.state = State::Ready;
+        let data = std::mem::take(&mut self.data);
+        let limits = &self.config.limits;
+        let refusal = if data.bare_line_ending {
+            self.events
+                .push_back(Event::Violation(Violation::BareLineEnding));
+            Some(Reply::new(
+                554,
+                "5.5.2",
+                "Message refused: bare <CR> or <LF> in the message (RFC 5321 §2.3.8)",
+            ))
+        } else if data.line_too_long {
+            let text = format!(
+                "Message refused: line longer than {} octets (RFC 5321 §4.5.3.1.6)",
+                limits.text_line
+            );
+            Some(Reply::new(554, "5.5.2", text))
+        } else if data.oversize {
+            let text = format!(
+                "Message size exceeds fixed maximum message size ({} octets)",
+                limits.max_message_size
+            );
+            Some(Reply::new(552, "5.3.4", text))
+        } else if data.received_headers > limits.max_received_headers {
+            Some(Reply::new(
+                554,
+                "5.4.6",
+                "Too many Received headers: mail loop detected",
+            ))
+        } else {
+            None
+        };
+        if let Some(reply) = refusal {
+            self.transaction = Transaction::default();
+            if !self.input.is_empty() && self.violation(Violation::Pipelining) {
+                return;
+            }
+            return self.reply(reply);
+        }
+        let transaction = std::mem::take(&mut self.transaction);
+        let message = Message {
+            helo: self.helo.clone().unwrap_or_default(),
+            sender: transaction.sender.flatten(),
+            recipients: transaction.recipients,
+            content: data.content,
+            smtputf8: transaction.smtputf8,
+            eight_bit_mime: transaction.eight_bit_mime,
+            tls: self.tls,
+            esmtp: self.esmtp,
+        };
+        if !self.input.is_empty() {
+            self.input_while_awaiting = true;
+        }
+        self.await_verdict(Pending::Message, Event::Message(message));
+    }
+}

@@ -1,0 +1,169 @@
+//! Splits the client's byte stream into lines, flagging bare CR / bare LF and
+//! lines over the limit, with memory bounded by that limit.
+
+/// One line in the input buffer, without its line ending.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Line {
+    start: usize,
+    end: usize,
+    /// It ended in LF without CR, or held a CR not followed by LF.
+    pub bare_line_ending: bool,
+    /// It was longer than the limit; its content was dropped.
+    pub too_long: bool,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Input {
+    buf: Vec<u8>,
+    pos: usize,
+    /// Inside a line that went over the limit: drop bytes until its LF.
+    skipping: bool,
+}
+
+impl Input {
+    pub fn push(&mut self, data: &[u8]) {
+        if self.pos > 0 && self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > 64 * 1024 && self.pos * 2 > self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// True when nothing waits to be read.
+    pub fn is_empty(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.pos = 0;
+        self.skipping = false;
+    }
+
+    pub fn bytes(&self, line: &Line) -> &[u8] {
+        &self.buf[line.start..line.end]
+    }
+
+    /// The next complete line, if one is buffered. `limit` counts the line
+    /// ending. A longer line is returned once, when its LF arrives, with
+    /// `too_long` set and no content.
+    pub fn next_line(&mut self, limit: usize) -> Option<Line> {
+        let rest = &self.buf[self.pos..];
+        let lf = rest.iter().position(|&b| b == b'\n');
+        if self.skipping {
+            match lf {
+                Some(i) => {
+                    self.pos += i + 1;
+                    self.skipping = false;
+                    let at = self.pos;
+                    return Some(Line {
+                        start: at,
+                        end: at,
+                        bare_line_ending: false,
+                        too_long: true,
+                    });
+                }
+                None => {
+                    self.pos = self.buf.len();
+                    return None;
+                }
+            }
+        }
+        let Some(i) = lf else {
+            if rest.len() >= limit {
+                self.skipping = true;
+                self.pos = self.buf.len();
+            }
+            return None;
+        };
+        let start = self.pos;
+        self.pos += i + 1;
+        if i + 1 > limit {
+            let at = self.pos;
+            return Some(Line {
+                start: at,
+                end: at,
+                bare_line_ending: false,
+                too_long: true,
+            });
+        }
+        let crlf = i > 0 && rest[i - 1] == b'\r';
+        let end = if crlf { start + i - 1 } else { start + i };
+        let bare_cr = self.buf[start..end].contains(&b'\r');
+        Some(Line {
+            start,
+            end,
+            bare_line_ending: !crlf || bare_cr,
+            too_long: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(input: &mut Input, limit: usize) -> Vec<(Vec<u8>, bool, bool)> {
+        let mut out = vec![];
+        while let Some(l) = input.next_line(limit) {
+            out.push((input.bytes(&l).to_vec(), l.bare_line_ending, l.too_long));
+        }
+        out
+    }
+
+    #[test]
+    fn crlf_lines_split_cleanly_across_pushes() {
+        let mut input = Input::default();
+        input.push(b"EHLO a\r\nNO");
+        assert_eq!(
+            lines(&mut input, 512),
+            vec![(b"EHLO a".to_vec(), false, false)]
+        );
+        input.push(b"OP\r\n");
+        assert_eq!(
+            lines(&mut input, 512),
+            vec![(b"NOOP".to_vec(), false, false)]
+        );
+        assert!(input.is_empty());
+    }
+
+    #[test]
+    fn bare_lf_and_bare_cr_are_flagged() {
+        let mut input = Input::default();
+        input.push(b"a\nb\rc\r\n");
+        let got = lines(&mut input, 512);
+        assert_eq!(got[0], (b"a".to_vec(), true, false));
+        assert_eq!(got[1], (b"b\rc".to_vec(), true, false));
+    }
+
+    #[test]
+    fn over_long_line_is_reported_once_and_not_kept() {
+        let mut input = Input::default();
+        input.push(&[b'x'; 600]);
+        assert!(input.next_line(512).is_none());
+        input.push(&[b'y'; 600]);
+        assert!(input.next_line(512).is_none());
+        assert!(input.buf.len() - input.pos == 0);
+        input.push(b"zz\r\nNOOP\r\n");
+        let got = lines(&mut input, 512);
+        assert_eq!(
+            got,
+            vec![(vec![], false, true), (b"NOOP".to_vec(), false, false)]
+        );
+    }
+
+    #[test]
+    fn limit_counts_the_line_ending() {
+        let mut input = Input::default();
+        let mut line = vec![b'a'; 510];
+        line.extend_from_slice(b"\r\n");
+        input.push(&line);
+        assert!(!input.next_line(512).unwrap().too_long);
+        line.insert(0, b'a');
+        input.push(&line);
+        assert!(input.next_line(512).unwrap().too_long);
+    }
+}
