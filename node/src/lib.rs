@@ -1,1 +1,123 @@
-//! stub
+//! magicmx-node: the relay engine. [`Node::start`] wires the stages of one
+//! node together: accept → session → queue → delivery.
+
+mod connection;
+mod connections;
+mod deliver;
+mod domains;
+mod error;
+mod intake;
+mod listener;
+pub mod queue;
+pub mod route;
+pub mod settings;
+mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use magicmx_proto::smtp::SessionConfig;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+pub use error::{Error, Result};
+pub use queue::{Envelope, Queue, QueueId, RecipientStatus};
+pub use settings::{DomainSettings, NodeSettings, SmtpSettings, TlsFiles};
+pub use tls::install_crypto_provider;
+
+use connections::ConnectionSlots;
+use domains::Domains;
+
+/// What every task of a node shares.
+pub(crate) struct Shared {
+    pub settings: NodeSettings,
+    pub session_config: Arc<SessionConfig>,
+    pub domains: Domains,
+    pub queue: Queue,
+    pub tls: Option<TlsAcceptor>,
+    pub connections: Arc<ConnectionSlots>,
+    pub delivery: mpsc::UnboundedSender<QueueId>,
+}
+
+/// A running node. Dropping it leaves its tasks running; call
+/// [`Node::shutdown`] to stop them.
+pub struct Node {
+    shared: Arc<Shared>,
+    smtp_addrs: Vec<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Opens the queue, binds the listeners and starts serving. Messages left
+    /// in the queue by an earlier run are delivered.
+    pub async fn start(settings: NodeSettings) -> Result<Node> {
+        std::fs::create_dir_all(&settings.data_dir).map_err(|source| Error::Io {
+            path: settings.data_dir.clone(),
+            source,
+        })?;
+        let queue = Queue::open(&settings.data_dir.join("queue.redb"))?;
+        let tls = settings.smtp.tls.as_ref().map(tls::acceptor).transpose()?;
+        let mut session_config = settings.smtp.session.clone();
+        session_config.starttls = tls.is_some();
+        let listeners = listener::bind(&settings.smtp.listen).await?;
+        let smtp_addrs = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        let (delivery, wake) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            domains: Domains::new(&settings.domains, &session_config.hostname),
+            connections: ConnectionSlots::new(
+                settings.smtp.max_connections,
+                settings.smtp.max_connections_per_ip,
+            ),
+            session_config: Arc::new(session_config),
+            settings,
+            queue,
+            tls,
+            delivery,
+        });
+        let mut tasks = vec![tokio::spawn(deliver::run(shared.clone(), wake))];
+        for listener in listeners {
+            tasks.push(tokio::spawn(listener::accept_loop(
+                shared.clone(),
+                listener,
+            )));
+        }
+        Ok(Node {
+            shared,
+            smtp_addrs,
+            tasks,
+        })
+    }
+
+    /// The addresses the SMTP listeners are bound to (useful with port 0).
+    pub fn smtp_addrs(&self) -> &[SocketAddr] {
+        &self.smtp_addrs
+    }
+
+    /// Connections being served now.
+    pub fn connections_in_use(&self) -> usize {
+        self.shared.connections.in_use()
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.shared.queue
+    }
+
+    /// Waits until the node's tasks end (they run until shut down).
+    pub async fn wait(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Stops accepting and delivering. Sessions in progress are dropped;
+    /// what they had not been told 250 for is theirs to send again.
+    pub fn shutdown(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}

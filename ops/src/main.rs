@@ -1,1 +1,5 @@
-fn main() {}
+//! The `magicmx` binary.
+
+fn main() -> std::process::ExitCode {
+    magicmx::cli::main()
+}

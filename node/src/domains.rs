@@ -1,0 +1,116 @@
+//! The domains this node serves, and the RCPT verdict that keeps it from ever
+//! being an open relay: only served domains, no routing tricks in the local
+//! part, and `postmaster` always (RFC 5321 §4.5.1).
+
+use std::collections::HashMap;
+
+use magicmx_proto::smtp::Reply;
+use magicmx_proto::{Address, Domain};
+
+use crate::route::Route;
+use crate::settings::DomainSettings;
+
+pub struct Domains {
+    routes: HashMap<Domain, Route>,
+    /// Where the bare `<postmaster>` (addressed to the node's own hostname) goes.
+    postmaster: Option<Address>,
+    hostname: Option<Domain>,
+}
+
+impl Domains {
+    pub fn new(domains: &[DomainSettings], hostname: &str) -> Domains {
+        let routes = domains
+            .iter()
+            .map(|d| (d.name.clone(), d.route.clone()))
+            .collect();
+        let postmaster = domains.first().map(|d| Address {
+            local: "postmaster".into(),
+            domain: d.name.clone(),
+        });
+        Domains {
+            routes,
+            postmaster,
+            hostname: Domain::parse(hostname).ok(),
+        }
+    }
+
+    /// The reply to RCPT TO for this recipient.
+    pub fn verdict(&self, recipient: &Address) -> Reply {
+        let Some((_, address)) = self.route_for(recipient) else {
+            let text = format!(
+                "Relay access denied: {} is not served here",
+                recipient.domain
+            );
+            return Reply::new(550, "5.7.1", text);
+        };
+        if address.has_routing_characters() {
+            return Reply::new(
+                550,
+                "5.7.1",
+                "Relay access denied: routing characters in the local part",
+            );
+        }
+        Reply::new(250, "2.1.5", "Recipient OK")
+    }
+
+    /// The route for a recipient and the address to deliver to (the bare
+    /// postmaster is rewritten to the first served domain's postmaster).
+    pub fn route_for(&self, recipient: &Address) -> Option<(&Route, Address)> {
+        if recipient.is_postmaster() && Some(&recipient.domain) == self.hostname.as_ref() {
+            if let Some(postmaster) = &self.postmaster {
+                return self
+                    .routes
+                    .get(&postmaster.domain)
+                    .map(|r| (r, postmaster.clone()));
+            }
+        }
+        self.routes
+            .get(&recipient.domain)
+            .map(|r| (r, recipient.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domains() -> Domains {
+        let d = DomainSettings {
+            name: Domain::parse("example.test").unwrap(),
+            route: Route::Mx,
+        };
+        Domains::new(&[d], "mx.mesh.test")
+    }
+
+    fn code(d: &Domains, rcpt: &str) -> u16 {
+        d.verdict(&Address::parse(rcpt).unwrap()).code
+    }
+
+    #[test]
+    fn only_served_domains_are_accepted() {
+        let d = domains();
+        assert_eq!(code(&d, "bob@example.test"), 250);
+        assert_eq!(code(&d, "bob@EXAMPLE.test."), 250);
+        assert_eq!(code(&d, "bob@other.test"), 550);
+        assert_eq!(code(&d, "bob@sub.example.test"), 550);
+        assert_eq!(code(&d, "bob@[127.0.0.1]"), 550);
+    }
+
+    #[test]
+    fn routing_tricks_in_the_local_part_are_refused() {
+        let d = domains();
+        assert_eq!(code(&d, "bob%other.test@example.test"), 550);
+        assert_eq!(code(&d, "other.test!bob@example.test"), 550);
+        assert_eq!(code(&d, "\"bob@other.test\"@example.test"), 550);
+    }
+
+    #[test]
+    fn postmaster_of_the_node_goes_to_the_first_domain() {
+        let d = domains();
+        assert_eq!(code(&d, "postmaster@mx.mesh.test"), 250);
+        let (_, to) = d
+            .route_for(&Address::parse("PostMaster@mx.mesh.test").unwrap())
+            .unwrap();
+        assert_eq!(to.to_string(), "postmaster@example.test");
+    }
+}

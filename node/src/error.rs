@@ -1,0 +1,61 @@
+//! The node's error type. After any of these the node has not started, or
+//! the one operation named has failed; nothing already queued is affected.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The queue database could not be opened, read or written.
+    #[error("queue database: {0}")]
+    Store(#[from] redb::Error),
+    /// A queue record could not be encoded or decoded.
+    #[error("queue record: {0}")]
+    Record(#[from] postcard::Error),
+    /// A group commit failed; none of its writes took effect.
+    #[error("queue commit failed: {0}")]
+    Commit(String),
+    /// The queue's writer thread is gone (the node is shutting down).
+    #[error("queue writer stopped")]
+    QueueClosed,
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS certificate or key {path}: {reason}")]
+    Tls { path: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<redb::DatabaseError> for Error {
+    fn from(e: redb::DatabaseError) -> Self {
+        Error::Store(e.into())
+    }
+}
+impl From<redb::TransactionError> for Error {
+    fn from(e: redb::TransactionError) -> Self {
+        Error::Store(e.into())
+    }
+}
+impl From<redb::TableError> for Error {
+    fn from(e: redb::TableError) -> Self {
+        Error::Store(e.into())
+    }
+}
+impl From<redb::StorageError> for Error {
+    fn from(e: redb::StorageError) -> Self {
+        Error::Store(e.into())
+    }
+}
+impl From<redb::CommitError> for Error {
+    fn from(e: redb::CommitError) -> Self {
+        Error::Store(e.into())
+    }
+}

@@ -1,0 +1,85 @@
+//! Taking a message in: stamp the `Received:` header, commit it durably to
+//! the queue, and only then answer 250; log one line per transaction.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use magicmx_proto::smtp::{received_header, Message, ReceivedInfo, Reply, Session};
+use magicmx_proto::SourceBlock;
+use time::OffsetDateTime;
+
+use crate::queue::{Envelope, RecipientState, RecipientStatus};
+use crate::Shared;
+
+pub(crate) async fn accept(shared: &Shared, session: &Session, message: Message) -> Reply {
+    let client_ip = session.client_ip();
+    let block = SourceBlock::of(
+        client_ip,
+        shared.settings.ipv4_prefix,
+        shared.settings.ipv6_prefix,
+    );
+    let id = shared.queue.next_id();
+    let info = ReceivedInfo {
+        helo: message.helo.clone(),
+        client_ip,
+        client_name: None,
+        server: shared.session_config.hostname.clone(),
+        protocol: message.protocol(),
+        queue_id: id.to_string(),
+        single_recipient: match message.recipients.as_slice() {
+            [only] => Some(only.to_string()),
+            _ => None,
+        },
+    };
+    let mut content = received_header(&info, OffsetDateTime::now_utc()).into_bytes();
+    content.extend_from_slice(&message.content);
+    let now = unix_now();
+    let envelope = Envelope {
+        sender: message.sender,
+        recipients: message
+            .recipients
+            .into_iter()
+            .map(|address| RecipientState {
+                address,
+                status: RecipientStatus::Pending {
+                    attempts: 0,
+                    next_attempt: now,
+                    last_error: None,
+                },
+            })
+            .collect(),
+        arrived: now,
+        client_ip,
+        block: block.to_string(),
+        helo: message.helo,
+        tls: message.tls,
+        size: content.len() as u64,
+    };
+    let sender = envelope
+        .sender
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let (rcpts, size) = (envelope.recipients.len(), envelope.size);
+    match shared.queue.insert(id, &envelope, content).await {
+        Ok(()) => {
+            let _ = shared.delivery.send(id);
+            tracing::info!(queue_id = %id, client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, size, verdict = "accepted", "transaction");
+            Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))
+        }
+        Err(error) => {
+            tracing::error!(queue_id = %id, client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, size, verdict = "tempfail", %error, "transaction");
+            Reply::new(
+                451,
+                "4.3.0",
+                "Temporary failure writing the queue; please try again later",
+            )
+        }
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}

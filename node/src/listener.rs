@@ -1,0 +1,58 @@
+//! The accept loop: binds the SMTP addresses, hands each connection a slot
+//! (or a cheap `421` when the caps are reached) and spawns its session.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+use crate::connection;
+use crate::error::{Error, Result};
+use crate::Shared;
+
+pub(crate) async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>> {
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for &addr in addrs {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Listen { addr, source })?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let slot = shared.connections.take(peer.ip().to_canonical());
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            match slot {
+                Ok(slot) => {
+                    connection::serve(shared, stream, peer).await;
+                    drop(slot);
+                }
+                Err(full) => {
+                    let mut stream = stream;
+                    let host = &shared.session_config.hostname;
+                    let reply = format!(
+                        "421 4.7.0 {host} Error: too many connections, try again later\r\n"
+                    );
+                    tracing::info!(client = %peer.ip(), ?full, "connection refused: too many connections");
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,348 @@
+//! Reading the configuration: the TOML file (or the embedded default), its
+//! errors reported with file, line and key, and the node settings it yields.
+
+mod schema;
+mod values;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use magicmx_node::settings::{DomainSettings, NodeSettings, SmtpSettings, TlsFiles};
+use magicmx_proto::smtp::{Limits, SessionConfig, ViolationAction};
+
+pub use schema::Config;
+use schema::OnViolation;
+
+/// The configuration `magicmx run` uses without `--config`: one node on
+/// loopback that delivers `example.test` into a maildir under ./magicmx-data.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// A mistake in a configuration file, located as precisely as it can be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    /// `section.key`, when known.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": {key}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: None,
+            key: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&path.display().to_string(), &text)
+    }
+
+    /// The embedded default.
+    pub fn embedded() -> Config {
+        Config::parse("(embedded default)", EMBEDDED_DEFAULT)
+            .expect("the embedded default configuration is valid")
+    }
+
+    /// Parses and checks configuration text; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|span| line_of(text, span.start));
+            let key = line.and_then(|line| key_at(text, line));
+            let message = e.message().trim().replace('\n', " ");
+            ConfigError {
+                file: file.to_string(),
+                line,
+                key,
+                message,
+            }
+        })?;
+        config.check().map_err(|(key, message)| ConfigError {
+            file: file.to_string(),
+            line: locate_key(text, &key),
+            key: Some(key),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Rules that span keys; returns the key at fault and why.
+    fn check(&self) -> Result<(), (String, String)> {
+        if self.smtp.listen.is_empty() {
+            return Err((
+                "smtp.listen".into(),
+                "at least one address is needed".into(),
+            ));
+        }
+        if self.smtp.tls_cert.is_some() != self.smtp.tls_key.is_some() {
+            let key = if self.smtp.tls_cert.is_some() {
+                "smtp.tls_key"
+            } else {
+                "smtp.tls_cert"
+            };
+            return Err((key.into(), "tls_cert and tls_key go together".into()));
+        }
+        if self.domains.is_empty() {
+            return Err((
+                "domain".into(),
+                "no [[domain]] is served; add at least one".into(),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for domain in &self.domains {
+            if !seen.insert(&domain.name) {
+                return Err((
+                    "domain.name".into(),
+                    format!("{} is listed twice", domain.name),
+                ));
+            }
+        }
+        if self.throttle.ipv4_prefix > 32 {
+            return Err(("throttle.ipv4_prefix".into(), "must be 0 to 32".into()));
+        }
+        if self.throttle.ipv6_prefix > 128 {
+            return Err(("throttle.ipv6_prefix".into(), "must be 0 to 128".into()));
+        }
+        if self.smtp.max_connections == 0 || self.smtp.max_connections_per_ip == 0 {
+            return Err((
+                "smtp.max_connections".into(),
+                "connection caps must be at least 1".into(),
+            ));
+        }
+        let admin_is_local = self.admin.listen.ip().is_loopback();
+        if !admin_is_local && self.admin.token.is_none() {
+            return Err((
+                "admin.token".into(),
+                "an admin API beyond loopback needs a token".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The node's settings. Relative paths stay relative to the working directory.
+    pub fn node_settings(&self) -> NodeSettings {
+        let smtp = &self.smtp;
+        let limits = Limits {
+            max_message_size: smtp.max_message_size,
+            max_recipients: smtp.max_recipients,
+            command_timeout: smtp.command_timeout,
+            data_timeout: smtp.data_timeout,
+            ..Limits::default()
+        };
+        let session = SessionConfig {
+            hostname: smtp.hostname.clone(),
+            limits,
+            starttls: smtp.tls_cert.is_some(),
+            on_violation: match smtp.on_protocol_violation {
+                OnViolation::Reject => ViolationAction::Reject,
+                OnViolation::Ignore => ViolationAction::Ignore,
+            },
+        };
+        let tls = match (&smtp.tls_cert, &smtp.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        NodeSettings {
+            name: self.node.name.clone(),
+            data_dir: self.node.data_dir.clone(),
+            smtp: SmtpSettings {
+                listen: smtp.listen.clone(),
+                session,
+                max_connections: smtp.max_connections,
+                max_connections_per_ip: smtp.max_connections_per_ip,
+                greet_pause: smtp.greet_pause,
+                tls,
+            },
+            domains: self
+                .domains
+                .iter()
+                .map(|d| DomainSettings {
+                    name: d.name.clone(),
+                    route: d.route.clone(),
+                })
+                .collect(),
+            ipv4_prefix: self.throttle.ipv4_prefix,
+            ipv6_prefix: self.throttle.ipv6_prefix,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.node.data_dir.clone()
+    }
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// `section.key` for the key set on a line (the section from the nearest
+/// `[header]` above it).
+fn key_at(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let this = lines.get(line - 1)?.trim();
+    let key = this
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string());
+    let section = lines[..line - 1]
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    match (section, key) {
+        (Some(section), Some(key)) => Some(format!("{section}.{key}")),
+        (None, Some(key)) => Some(key),
+        (Some(section), None) if this.starts_with('[') => Some(section),
+        _ => None,
+    }
+}
+
+/// The line where `section.key` is set, if it is.
+fn locate_key(text: &str, dotted: &str) -> Option<usize> {
+    let (section, key) = dotted.rsplit_once('.').unwrap_or((dotted, ""));
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            current = trimmed
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
+            if key.is_empty() && current == section {
+                return Some(i + 1);
+            }
+        } else if current == section && !key.is_empty() {
+            if let Some((k, _)) = trimmed.split_once('=') {
+                if k.trim() == key {
+                    return Some(i + 1);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[[domain]]\nname = \"example.org\"\n";
+
+    #[test]
+    fn the_embedded_default_is_valid_and_local() {
+        let config = Config::embedded();
+        let settings = config.node_settings();
+        assert_eq!(
+            settings.smtp.listen,
+            vec!["127.0.0.1:2525".parse().unwrap()]
+        );
+        assert_eq!(settings.data_dir, PathBuf::from("./magicmx-data"));
+        assert_eq!(settings.domains[0].name.as_str(), "example.test");
+    }
+
+    #[test]
+    fn every_key_has_a_default() {
+        let config = Config::parse("t.toml", MINIMAL).unwrap();
+        assert_eq!(config.smtp.max_recipients, 100);
+        assert_eq!(config.throttle.recipients_per_hour, 30);
+        assert_eq!(
+            config.mesh.gossip_interval,
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(config.domains[0].route, magicmx_node::route::Route::Mx);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let text = format!("{MINIMAL}\n[smtp]\nhostname = \"mx\"\nmax_mesage_size = 10\n");
+        let e = Config::parse("/etc/magicmx.toml", &text).unwrap_err();
+        assert_eq!(e.line, Some(6));
+        assert_eq!(e.key.as_deref(), Some("smtp.max_mesage_size"));
+        assert!(
+            e.message.contains("unknown field `max_mesage_size`"),
+            "{}",
+            e.message
+        );
+        assert!(e
+            .to_string()
+            .starts_with("/etc/magicmx.toml:6: smtp.max_mesage_size: "));
+    }
+
+    #[test]
+    fn unknown_section_is_an_error() {
+        let e = Config::parse("c.toml", &format!("{MINIMAL}[smpt]\nlisten = []\n")).unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(e.message.contains("smpt"), "{}", e.message);
+    }
+
+    #[test]
+    fn bad_values_are_reported_on_their_line() {
+        let e = Config::parse(
+            "c.toml",
+            &format!("{MINIMAL}[throttle]\npenalty = \"soon\"\n"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(4), Some("throttle.penalty"))
+        );
+        let e = Config::parse("c.toml", &format!("{MINIMAL}route = \"lmtp:x\"\n")).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("domain.route")));
+        let e = Config::parse(
+            "c.toml",
+            &format!("{MINIMAL}[smtp]\nlisten = [\"nowhere\"]\n"),
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("smtp.listen"));
+        let e = Config::parse(
+            "c.toml",
+            &format!("{MINIMAL}[trust]\ncidrs = [\"10.0.0.0/99\"]\n"),
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("trust.cidrs"));
+    }
+
+    #[test]
+    fn rules_across_keys_are_checked() {
+        let e = Config::parse("c.toml", "[smtp]\nhostname = \"x\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("domain"));
+        let e = Config::parse(
+            "c.toml",
+            &format!("{MINIMAL}[smtp]\ntls_cert = \"a.pem\"\n"),
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (None, Some("smtp.tls_key")));
+        let twice = format!("{MINIMAL}{MINIMAL}");
+        assert!(Config::parse("c.toml", &twice)
+            .unwrap_err()
+            .message
+            .contains("twice"));
+        let e = Config::parse(
+            "c.toml",
+            &format!("{MINIMAL}[admin]\nlisten = \"0.0.0.0:8025\"\n"),
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("admin.token"));
+    }
+}

@@ -1,0 +1,251 @@
+//! The configuration file's schema: every section and key of the design, each
+//! with its default. Unknown keys are errors.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use magicmx_node::route::Route;
+use magicmx_proto::Domain;
+use serde::Deserialize;
+
+use super::values;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub node: NodeSection,
+    pub smtp: SmtpSection,
+    pub trap: TrapSection,
+    pub mesh: MeshSection,
+    pub throttle: ThrottleSection,
+    #[serde(rename = "domain")]
+    pub domains: Vec<DomainSection>,
+    pub trust: TrustSection,
+    pub checks: ChecksSection,
+    pub admin: AdminSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub nice: i32,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            name: "node1".into(),
+            data_dir: "/var/lib/magicmx".into(),
+            nice: 19,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnViolation {
+    Reject,
+    Ignore,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpSection {
+    pub listen: Vec<SocketAddr>,
+    pub hostname: String,
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    #[serde(deserialize_with = "values::duration")]
+    pub greet_pause: Duration,
+    pub on_protocol_violation: OnViolation,
+    #[serde(deserialize_with = "values::duration")]
+    pub command_timeout: Duration,
+    #[serde(deserialize_with = "values::duration")]
+    pub data_timeout: Duration,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for SmtpSection {
+    fn default() -> Self {
+        SmtpSection {
+            listen: vec!["0.0.0.0:25".parse().expect("valid address")],
+            hostname: system_hostname(),
+            max_message_size: 26_214_400,
+            max_recipients: 100,
+            max_connections: 2000,
+            max_connections_per_ip: 20,
+            greet_pause: Duration::from_secs(1),
+            on_protocol_violation: OnViolation::Reject,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+/// The kernel's host name, or `localhost`.
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrapSection {
+    pub listen: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeshSection {
+    pub listen: SocketAddr,
+    pub seeds: Vec<String>,
+    pub ca_cert: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    #[serde(deserialize_with = "values::duration")]
+    pub gossip_interval: Duration,
+    pub magic_mx_names: Vec<String>,
+    /// SHA-256 fingerprints of revoked node certificates.
+    pub revoked: Vec<String>,
+}
+
+impl Default for MeshSection {
+    fn default() -> Self {
+        MeshSection {
+            listen: "0.0.0.0:7946".parse().expect("valid address"),
+            seeds: vec![],
+            ca_cert: None,
+            cert: None,
+            key: None,
+            gossip_interval: Duration::from_millis(500),
+            magic_mx_names: vec![],
+            revoked: vec![],
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleSection {
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    pub recipients_per_hour: u32,
+    pub connections_per_minute: u32,
+    #[serde(deserialize_with = "values::duration")]
+    pub penalty: Duration,
+    #[serde(deserialize_with = "values::duration")]
+    pub hold: Duration,
+}
+
+impl Default for ThrottleSection {
+    fn default() -> Self {
+        ThrottleSection {
+            ipv4_prefix: 24,
+            ipv6_prefix: 48,
+            recipients_per_hour: 30,
+            connections_per_minute: 20,
+            penalty: Duration::from_secs(15 * 60),
+            hold: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboundTls {
+    #[default]
+    Opportunistic,
+    Require,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainSection {
+    #[serde(deserialize_with = "values::domain")]
+    pub name: Domain,
+    #[serde(deserialize_with = "values::route", default = "default_route")]
+    pub route: Route,
+    #[serde(default)]
+    pub tls: OutboundTls,
+}
+
+fn default_route() -> Route {
+    Route::Mx
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustSection {
+    #[serde(deserialize_with = "values::cidrs")]
+    pub cidrs: Vec<ipnet::IpNet>,
+    /// Host names trusted when forward-confirmed reverse DNS matches (`*.example.com`).
+    pub hostnames: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckMode {
+    Off,
+    Header,
+    Reject,
+    Strict,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChecksSection {
+    pub fcrdns: CheckMode,
+    pub spf: CheckMode,
+    pub spf_softfail: CheckMode,
+    pub dnsbl: Vec<String>,
+    pub dnsbl_threshold: u32,
+    pub verify_recipients: bool,
+    pub nameservers: Vec<SocketAddr>,
+    #[serde(deserialize_with = "values::duration")]
+    pub dns_timeout: Duration,
+}
+
+impl Default for ChecksSection {
+    fn default() -> Self {
+        ChecksSection {
+            fcrdns: CheckMode::Header,
+            spf: CheckMode::Strict,
+            spf_softfail: CheckMode::Header,
+            dnsbl: vec![],
+            dnsbl_threshold: 1,
+            verify_recipients: true,
+            nameservers: vec![],
+            dns_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    pub listen: SocketAddr,
+    pub policy_listen: SocketAddr,
+    /// Required when `listen` is not a loopback address.
+    pub token: Option<String>,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: "127.0.0.1:8025".parse().expect("valid address"),
+            policy_listen: "127.0.0.1:10040".parse().expect("valid address"),
+            token: None,
+        }
+    }
+}

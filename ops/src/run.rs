@@ -1,0 +1,46 @@
+//! `magicmx run`: logging, the crypto provider, the node, and a clean stop on
+//! SIGINT or SIGTERM.
+
+use anyhow::Context;
+use magicmx_node::Node;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_env("MAGICMX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
+    magicmx_node::install_crypto_provider();
+    let settings = config.node_settings();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    runtime.block_on(async {
+        let node = Node::start(settings.clone())
+            .await
+            .context("cannot start the node")?;
+        tracing::info!(
+            node = %settings.name,
+            smtp = ?node.smtp_addrs(),
+            data_dir = %settings.data_dir.display(),
+            domains = settings.domains.len(),
+            "magicmx started"
+        );
+        wait_for_signal().await;
+        tracing::info!("stopping");
+        node.shutdown();
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
