@@ -43,11 +43,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
     }
 }
 
-async fn drive<S>(
-    shared: &Shared,
-    session: &mut Session,
-    stream: &mut S,
-) -> std::io::Result<Outcome>
+async fn drive<S>(shared: &Shared, session: &mut Session, stream: &mut S) -> std::io::Result<Outcome>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {

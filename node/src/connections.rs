@@ -49,10 +49,7 @@ impl ConnectionSlots {
             return Err(Full::PerIp);
         }
         *count += 1;
-        Ok(Slot {
-            slots: self.clone(),
-            ip,
-        })
+        Ok(Slot { slots: self.clone(), ip })
     }
 
     pub fn in_use(&self) -> usize {

@@ -30,21 +30,20 @@ pub(crate) async fn run(shared: Arc<Shared>, mut wake: mpsc::UnboundedReceiver<Q
     let in_flight = Arc::new(Mutex::new(HashSet::new()));
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
     let mut rescan = tokio::time::interval(RESCAN);
+    // The first scan, at start, tries every pending recipient whatever its
+    // retry time: a restart usually follows a fix.
+    let mut started = false;
     loop {
         let due: Vec<QueueId> = tokio::select! {
             Some(id) = wake.recv() => vec![id],
-            _ = rescan.tick() => due_messages(&shared),
+            _ = rescan.tick() => due_messages(&shared, std::mem::replace(&mut started, true)),
             else => return,
         };
         for id in due {
             if !in_flight.lock().unwrap().insert(id) {
                 continue;
             }
-            let permit = permits
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("semaphore never closes");
+            let permit = permits.clone().acquire_owned().await.expect("semaphore never closes");
             let (shared, in_flight) = (shared.clone(), in_flight.clone());
             tokio::spawn(async move {
                 attempt(&shared, id).await;
@@ -55,8 +54,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut wake: mpsc::UnboundedReceiver<Q
     }
 }
 
-fn due_messages(shared: &Shared) -> Vec<QueueId> {
-    let now = unix_now();
+/// Messages with a recipient whose retry time has come (`all`: any pending).
+fn due_messages(shared: &Shared, started: bool) -> Vec<QueueId> {
+    let now = if started { unix_now() } else { u64::MAX };
     match shared.queue.list() {
         Ok(all) => all
             .into_iter()
@@ -94,27 +94,18 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId) {
     let mut envelope = envelope;
     let mut jobs = Vec::new();
     for (index, rcpt) in envelope.recipients.iter_mut().enumerate() {
-        let RecipientStatus::Pending {
-            attempts,
-            next_attempt,
-            ..
-        } = rcpt.status
-        else {
+        let RecipientStatus::Pending { attempts, next_attempt, .. } = rcpt.status else {
             continue;
         };
         if next_attempt > now {
             continue;
         }
         match shared.domains.route_for(&rcpt.address) {
-            Some((Route::Maildir(root), address)) => jobs.push(MaildirJob {
-                index,
-                root: root.clone(),
-                address,
-            }),
+            Some((Route::Maildir(root), address)) => {
+                jobs.push(MaildirJob { index, root: root.clone(), address })
+            }
             Some((route, _)) => {
-                let error = format!(
-                    "route {route}: outbound SMTP delivery is not available in this version"
-                );
+                let error = format!("route {route}: outbound SMTP delivery is not available in this version");
                 rcpt.status = deferred(attempts, now, error);
             }
             None => rcpt.status = deferred(attempts, now, "domain is no longer served".into()),
@@ -165,28 +156,15 @@ async fn write_maildirs(
     content: Vec<u8>,
     jobs: Vec<MaildirJob>,
 ) -> Vec<(usize, std::io::Result<PathBuf>)> {
-    let sender = envelope
-        .sender
-        .as_ref()
-        .map(ToString::to_string)
-        .unwrap_or_default();
+    let sender = envelope.sender.as_ref().map(ToString::to_string).unwrap_or_default();
     let host = shared.settings.smtp.session.hostname.clone();
     let arrived = envelope.arrived;
     let work = move || {
         jobs.into_iter()
             .map(|job| {
                 let unique = format!("{arrived}.M{id}R{}.{host}", job.index);
-                let header = format!(
-                    "Return-Path: <{sender}>\r\nDelivered-To: {}\r\n",
-                    job.address
-                );
-                let result = maildir::deliver(
-                    &job.root,
-                    &job.address,
-                    &unique,
-                    header.as_bytes(),
-                    &content,
-                );
+                let header = format!("Return-Path: <{sender}>\r\nDelivered-To: {}\r\n", job.address);
+                let result = maildir::deliver(&job.root, &job.address, &unique, header.as_bytes(), &content);
                 (job.index, result)
             })
             .collect()

@@ -19,36 +19,20 @@ pub struct Domains {
 
 impl Domains {
     pub fn new(domains: &[DomainSettings], hostname: &str) -> Domains {
-        let routes = domains
-            .iter()
-            .map(|d| (d.name.clone(), d.route.clone()))
-            .collect();
-        let postmaster = domains.first().map(|d| Address {
-            local: "postmaster".into(),
-            domain: d.name.clone(),
-        });
-        Domains {
-            routes,
-            postmaster,
-            hostname: Domain::parse(hostname).ok(),
-        }
+        let routes = domains.iter().map(|d| (d.name.clone(), d.route.clone())).collect();
+        let postmaster =
+            domains.first().map(|d| Address { local: "postmaster".into(), domain: d.name.clone() });
+        Domains { routes, postmaster, hostname: Domain::parse(hostname).ok() }
     }
 
     /// The reply to RCPT TO for this recipient.
     pub fn verdict(&self, recipient: &Address) -> Reply {
         let Some((_, address)) = self.route_for(recipient) else {
-            let text = format!(
-                "Relay access denied: {} is not served here",
-                recipient.domain
-            );
+            let text = format!("Relay access denied: {} is not served here", recipient.domain);
             return Reply::new(550, "5.7.1", text);
         };
         if address.has_routing_characters() {
-            return Reply::new(
-                550,
-                "5.7.1",
-                "Relay access denied: routing characters in the local part",
-            );
+            return Reply::new(550, "5.7.1", "Relay access denied: routing characters in the local part");
         }
         Reply::new(250, "2.1.5", "Recipient OK")
     }
@@ -58,15 +42,10 @@ impl Domains {
     pub fn route_for(&self, recipient: &Address) -> Option<(&Route, Address)> {
         if recipient.is_postmaster() && Some(&recipient.domain) == self.hostname.as_ref() {
             if let Some(postmaster) = &self.postmaster {
-                return self
-                    .routes
-                    .get(&postmaster.domain)
-                    .map(|r| (r, postmaster.clone()));
+                return self.routes.get(&postmaster.domain).map(|r| (r, postmaster.clone()));
             }
         }
-        self.routes
-            .get(&recipient.domain)
-            .map(|r| (r, recipient.clone()))
+        self.routes.get(&recipient.domain).map(|r| (r, recipient.clone()))
     }
 }
 
@@ -75,10 +54,7 @@ mod tests {
     use super::*;
 
     fn domains() -> Domains {
-        let d = DomainSettings {
-            name: Domain::parse("example.test").unwrap(),
-            route: Route::Mx,
-        };
+        let d = DomainSettings { name: Domain::parse("example.test").unwrap(), route: Route::Mx };
         Domains::new(&[d], "mx.mesh.test")
     }
 
@@ -108,9 +84,7 @@ mod tests {
     fn postmaster_of_the_node_goes_to_the_first_domain() {
         let d = domains();
         assert_eq!(code(&d, "postmaster@mx.mesh.test"), 250);
-        let (_, to) = d
-            .route_for(&Address::parse("PostMaster@mx.mesh.test").unwrap())
-            .unwrap();
+        let (_, to) = d.route_for(&Address::parse("PostMaster@mx.mesh.test").unwrap()).unwrap();
         assert_eq!(to.to_string(), "postmaster@example.test");
     }
 }

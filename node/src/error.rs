@@ -6,34 +6,42 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The queue database could not be opened, read or written.
+    /// The queue database could not be opened (another process holds it,
+    /// or the file is damaged or unreadable).
+    #[error("cannot open the queue database {path}: {reason}")]
+    QueueOpen { path: PathBuf, reason: String },
+    /// The queue database could not be read or written.
     #[error("queue database: {0}")]
-    Store(#[from] redb::Error),
+    Store(redb::Error),
     /// A queue record could not be encoded or decoded.
     #[error("queue record: {0}")]
-    Record(#[from] postcard::Error),
+    Record(postcard::Error),
     /// A group commit failed; none of its writes took effect.
     #[error("queue commit failed: {0}")]
     Commit(String),
     /// The queue's writer thread is gone (the node is shutting down).
     #[error("queue writer stopped")]
     QueueClosed,
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error("cannot listen on {addr}: {error}")]
+    Listen { addr: SocketAddr, error: std::io::Error },
     #[error("TLS certificate or key {path}: {reason}")]
     Tls { path: PathBuf, reason: String },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+impl From<redb::Error> for Error {
+    fn from(e: redb::Error) -> Self {
+        Error::Store(e)
+    }
+}
+impl From<postcard::Error> for Error {
+    fn from(e: postcard::Error) -> Self {
+        Error::Record(e)
+    }
+}
 impl From<redb::DatabaseError> for Error {
     fn from(e: redb::DatabaseError) -> Self {
         Error::Store(e.into())

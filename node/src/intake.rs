@@ -12,11 +12,7 @@ use crate::Shared;
 
 pub(crate) async fn accept(shared: &Shared, session: &Session, message: Message) -> Reply {
     let client_ip = session.client_ip();
-    let block = SourceBlock::of(
-        client_ip,
-        shared.settings.ipv4_prefix,
-        shared.settings.ipv6_prefix,
-    );
+    let block = SourceBlock::of(client_ip, shared.settings.ipv4_prefix, shared.settings.ipv6_prefix);
     let id = shared.queue.next_id();
     let info = ReceivedInfo {
         helo: message.helo.clone(),
@@ -40,11 +36,7 @@ pub(crate) async fn accept(shared: &Shared, session: &Session, message: Message)
             .into_iter()
             .map(|address| RecipientState {
                 address,
-                status: RecipientStatus::Pending {
-                    attempts: 0,
-                    next_attempt: now,
-                    last_error: None,
-                },
+                status: RecipientStatus::Pending { attempts: 0, next_attempt: now, last_error: None },
             })
             .collect(),
         arrived: now,
@@ -54,11 +46,7 @@ pub(crate) async fn accept(shared: &Shared, session: &Session, message: Message)
         tls: message.tls,
         size: content.len() as u64,
     };
-    let sender = envelope
-        .sender
-        .as_ref()
-        .map(ToString::to_string)
-        .unwrap_or_default();
+    let sender = envelope.sender.as_ref().map(ToString::to_string).unwrap_or_default();
     let (rcpts, size) = (envelope.recipients.len(), envelope.size);
     match shared.queue.insert(id, &envelope, content).await {
         Ok(()) => {
@@ -68,18 +56,11 @@ pub(crate) async fn accept(shared: &Shared, session: &Session, message: Message)
         }
         Err(error) => {
             tracing::error!(queue_id = %id, client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, size, verdict = "tempfail", %error, "transaction");
-            Reply::new(
-                451,
-                "4.3.0",
-                "Temporary failure writing the queue; please try again later",
-            )
+            Reply::new(451, "4.3.0", "Temporary failure writing the queue; please try again later")
         }
     }
 }
 
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }

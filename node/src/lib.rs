@@ -52,19 +52,14 @@ impl Node {
     /// Opens the queue, binds the listeners and starts serving. Messages left
     /// in the queue by an earlier run are delivered.
     pub async fn start(settings: NodeSettings) -> Result<Node> {
-        std::fs::create_dir_all(&settings.data_dir).map_err(|source| Error::Io {
-            path: settings.data_dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&settings.data_dir)
+            .map_err(|error| Error::Io { path: settings.data_dir.clone(), error })?;
         let queue = Queue::open(&settings.data_dir.join("queue.redb"))?;
         let tls = settings.smtp.tls.as_ref().map(tls::acceptor).transpose()?;
         let mut session_config = settings.smtp.session.clone();
         session_config.starttls = tls.is_some();
         let listeners = listener::bind(&settings.smtp.listen).await?;
-        let smtp_addrs = listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect();
+        let smtp_addrs = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
         let (delivery, wake) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             domains: Domains::new(&settings.domains, &session_config.hostname),
@@ -80,16 +75,9 @@ impl Node {
         });
         let mut tasks = vec![tokio::spawn(deliver::run(shared.clone(), wake))];
         for listener in listeners {
-            tasks.push(tokio::spawn(listener::accept_loop(
-                shared.clone(),
-                listener,
-            )));
+            tasks.push(tokio::spawn(listener::accept_loop(shared.clone(), listener)));
         }
-        Ok(Node {
-            shared,
-            smtp_addrs,
-            tasks,
-        })
+        Ok(Node { shared, smtp_addrs, tasks })
     }
 
     /// The addresses the SMTP listeners are bound to (useful with port 0).

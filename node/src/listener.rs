@@ -14,9 +14,7 @@ use crate::Shared;
 pub(crate) async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>> {
     let mut listeners = Vec::with_capacity(addrs.len());
     for &addr in addrs {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Listen { addr, source })?;
+        let listener = TcpListener::bind(addr).await.map_err(|error| Error::Listen { addr, error })?;
         listeners.push(listener);
     }
     Ok(listeners)
@@ -45,9 +43,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 Err(full) => {
                     let mut stream = stream;
                     let host = &shared.session_config.hostname;
-                    let reply = format!(
-                        "421 4.7.0 {host} Error: too many connections, try again later\r\n"
-                    );
+                    let reply = format!("421 4.7.0 {host} Error: too many connections, try again later\r\n");
                     tracing::info!(client = %peer.ip(), ?full, "connection refused: too many connections");
                     let _ = stream.write_all(reply.as_bytes()).await;
                     let _ = stream.shutdown().await;

@@ -16,10 +16,7 @@ pub fn install_crypto_provider() {
 
 pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor> {
     install_crypto_provider();
-    let tls_error = |path: &std::path::Path, reason: String| Error::Tls {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let tls_error = |path: &std::path::Path, reason: String| Error::Tls { path: path.to_path_buf(), reason };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .map_err(|e| tls_error(&files.cert, e.to_string()))?
         .collect::<std::result::Result<_, _>>()
@@ -27,8 +24,7 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor> {
     if certs.is_empty() {
         return Err(tls_error(&files.cert, "no certificate in the file".into()));
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| tls_error(&files.key, e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| tls_error(&files.key, e.to_string()))?;
     let config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)

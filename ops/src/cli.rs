@@ -48,16 +48,10 @@ pub fn main() -> ExitCode {
         }
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(parsed) => {
-                let domains: Vec<String> = parsed
-                    .domains
-                    .iter()
-                    .map(|d| format!("{} → {}", d.name, d.route))
-                    .collect();
+                let domains: Vec<String> =
+                    parsed.domains.iter().map(|d| format!("{} → {}", d.name, d.route)).collect();
                 println!("{}: OK", config.display());
-                println!(
-                    "  smtp: {:?}, hostname {}",
-                    parsed.smtp.listen, parsed.smtp.hostname
-                );
+                println!("  smtp: {:?}, hostname {}", parsed.smtp.listen, parsed.smtp.hostname);
                 println!("  data: {}", parsed.data_dir().display());
                 println!("  domains: {}", domains.join(", "));
                 ExitCode::SUCCESS

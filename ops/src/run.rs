@@ -10,18 +10,12 @@ use crate::config::Config;
 pub fn run(config: Config) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_env("MAGICMX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     magicmx_node::install_crypto_provider();
     let settings = config.node_settings();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     runtime.block_on(async {
-        let node = Node::start(settings.clone())
-            .await
-            .context("cannot start the node")?;
+        let node = Node::start(settings.clone()).await.context("cannot start the node")?;
         tracing::info!(
             node = %settings.name,
             smtp = ?node.smtp_addrs(),

@@ -26,10 +26,7 @@ impl SourceBlock {
                     let prefix = ipv6_prefix.min(128);
                     let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
                     let network = Ipv6Addr::from(u128::from(v6) & mask);
-                    SourceBlock {
-                        network: IpAddr::V6(network),
-                        prefix,
-                    }
+                    SourceBlock { network: IpAddr::V6(network), prefix }
                 }
             },
         }
@@ -39,10 +36,7 @@ impl SourceBlock {
         let prefix = prefix.min(32);
         let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
         let network = Ipv4Addr::from(u32::from(v4) & mask);
-        SourceBlock {
-            network: IpAddr::V4(network),
-            prefix,
-        }
+        SourceBlock { network: IpAddr::V4(network), prefix }
     }
 
     /// The block with the design's default prefixes.

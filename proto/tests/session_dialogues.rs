@@ -4,9 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use magicmx_proto::smtp::{
-    Event, Message, Reply, Session, SessionConfig, Violation, ViolationAction,
-};
+use magicmx_proto::smtp::{Event, Message, Reply, Session, SessionConfig, Violation, ViolationAction};
 
 /// A client talking to a session. Requests handed to the "node" are decided
 /// here: recipients at `refused.test` get 550, everything else is taken.
@@ -23,14 +21,7 @@ impl Dialogue {
     fn with(config: SessionConfig) -> Dialogue {
         let now = Instant::now();
         let session = Session::new(Arc::new(config), "192.0.2.10".parse().unwrap(), now);
-        Dialogue {
-            session,
-            now,
-            messages: vec![],
-            violations: vec![],
-            closed: false,
-            tls_requested: false,
-        }
+        Dialogue { session, now, messages: vec![], violations: vec![], closed: false, tls_requested: false }
     }
 
     fn config() -> SessionConfig {
@@ -59,12 +50,10 @@ impl Dialogue {
                 Event::StartTls => self.tls_requested = true,
                 Event::Violation(v) => self.violations.push(v),
                 Event::Mail(_) => self.session.decide(Reply::new(250, "2.1.0", "Sender OK")),
-                Event::Rcpt(r) if r.recipient.domain.as_str() == "refused.test" => self
-                    .session
-                    .decide(Reply::new(550, "5.7.1", "Relay access denied")),
-                Event::Rcpt(_) => self
-                    .session
-                    .decide(Reply::new(250, "2.1.5", "Recipient OK")),
+                Event::Rcpt(r) if r.recipient.domain.as_str() == "refused.test" => {
+                    self.session.decide(Reply::new(550, "5.7.1", "Relay access denied"))
+                }
+                Event::Rcpt(_) => self.session.decide(Reply::new(250, "2.1.5", "Recipient OK")),
                 Event::Message(m) => {
                     self.messages.push(m);
                     self.session.decide(Reply::new(250, "2.0.0", "Queued"));
@@ -120,12 +109,7 @@ fn ehlo_advertises_extensions_but_never_pipelining() {
     let reply = d.reply_to("EHLO client.test");
     assert_eq!(reply.code, 250);
     let text = reply.to_string();
-    for keyword in [
-        "SIZE 26214400",
-        "8BITMIME",
-        "ENHANCEDSTATUSCODES",
-        "SMTPUTF8",
-    ] {
+    for keyword in ["SIZE 26214400", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"] {
         assert!(text.contains(keyword), "{keyword} missing from {text}");
     }
     assert!(!text.contains("PIPELINING"));
@@ -137,10 +121,7 @@ fn ehlo_offers_starttls_when_a_certificate_is_set() {
     let mut config = Dialogue::config();
     config.starttls = true;
     let mut d = Dialogue::greeted(config);
-    assert!(d
-        .reply_to("EHLO client.test")
-        .to_string()
-        .contains("STARTTLS"));
+    assert!(d.reply_to("EHLO client.test").to_string().contains("STARTTLS"));
 }
 
 #[test]
@@ -170,14 +151,7 @@ fn a_whole_transaction_hands_over_the_message() {
 fn data_may_arrive_in_any_fragments() {
     let mut d = Dialogue::new();
     d.up_to_data();
-    for chunk in [
-        &b"Subj"[..],
-        b"ect: x\r",
-        b"\n\r\nbo",
-        b"dy\r\n.",
-        b"\r",
-        b"\n",
-    ] {
+    for chunk in [&b"Subj"[..], b"ect: x\r", b"\n\r\nbo", b"dy\r\n.", b"\r", b"\n"] {
         d.send(chunk);
     }
     assert_eq!(d.messages[0].content, b"Subject: x\r\n\r\nbody\r\n");
@@ -272,11 +246,7 @@ fn command_line_over_512_octets_is_refused_500() {
     let long = format!("MAIL FROM:<{}@client.test>", "a".repeat(500));
     let reply = d.reply_to(&long);
     assert_eq!((reply.code, reply.status.as_deref()), (500, Some("5.5.2")));
-    assert_eq!(
-        d.cmd("NOOP"),
-        250,
-        "the session goes on after the long line"
-    );
+    assert_eq!(d.cmd("NOOP"), 250, "the session goes on after the long line");
 }
 
 #[test]
@@ -314,16 +284,9 @@ fn oversized_body_is_refused_after_data_552() {
         assert!(d.send(line.as_bytes()).is_empty());
     }
     let replies = d.send(b".\r\n");
-    assert_eq!(
-        (replies[0].code, replies[0].status.as_deref()),
-        (552, Some("5.3.4"))
-    );
+    assert_eq!((replies[0].code, replies[0].status.as_deref()), (552, Some("5.3.4")));
     assert!(d.messages.is_empty());
-    assert_eq!(
-        d.cmd("MAIL FROM:<alice@client.test>"),
-        250,
-        "a new transaction may start"
-    );
+    assert_eq!(d.cmd("MAIL FROM:<alice@client.test>"), 250, "a new transaction may start");
 }
 
 #[test]
@@ -357,11 +320,7 @@ fn pipelining_after_the_final_dot_is_caught() {
     let mut d = Dialogue::new();
     d.up_to_data();
     let replies = d.send(b"x\r\n.\r\nQUIT\r\n");
-    assert_eq!(
-        codes(&replies),
-        vec![250, 554],
-        "the message is answered, then the breach"
-    );
+    assert_eq!(codes(&replies), vec![250, 554], "the message is answered, then the breach");
     assert!(d.closed);
 }
 
@@ -369,8 +328,7 @@ fn pipelining_after_the_final_dot_is_caught() {
 fn input_while_a_verdict_is_pending_is_pipelining() {
     let mut d = Dialogue::new();
     d.cmd("EHLO client.test");
-    d.session
-        .receive(b"MAIL FROM:<alice@client.test>\r\n", d.now);
+    d.session.receive(b"MAIL FROM:<alice@client.test>\r\n", d.now);
     assert!(matches!(d.session.poll(), Some(Event::Mail(_))));
     d.session.receive(b"RCPT TO:<bob@example.test>\r\n", d.now);
     d.session.decide(Reply::new(250, "2.1.0", "OK"));
@@ -383,9 +341,8 @@ fn pipelining_with_the_ignore_action_is_reported_and_served() {
     let mut config = Dialogue::config();
     config.on_violation = ViolationAction::Ignore;
     let mut d = Dialogue::greeted(config);
-    let replies = d.send(
-        b"EHLO client.test\r\nMAIL FROM:<alice@client.test>\r\nRCPT TO:<bob@example.test>\r\n",
-    );
+    let replies =
+        d.send(b"EHLO client.test\r\nMAIL FROM:<alice@client.test>\r\nRCPT TO:<bob@example.test>\r\n");
     assert_eq!(codes(&replies), vec![250, 250, 250]);
     assert!(d.violations.contains(&Violation::Pipelining));
     assert!(!d.closed);
@@ -395,10 +352,7 @@ fn pipelining_with_the_ignore_action_is_reported_and_served() {
 fn talking_before_the_greeting_is_rejected_554() {
     let mut d = Dialogue::with(Dialogue::config());
     d.session.receive(b"EHLO eager.test\r\n", d.now);
-    assert!(
-        d.drain().is_empty(),
-        "nothing is answered before the greeting"
-    );
+    assert!(d.drain().is_empty(), "nothing is answered before the greeting");
     d.session.greet(d.now);
     let replies = d.drain();
     assert_eq!(codes(&replies), vec![554]);
@@ -432,11 +386,7 @@ fn bare_cr_in_a_command_is_rejected() {
     config.on_violation = ViolationAction::Ignore;
     let mut d = Dialogue::greeted(config);
     let replies = d.send(b"EHLO client.test\rMAIL FROM:<x@y.test>\r\n");
-    assert_eq!(
-        codes(&replies),
-        vec![500],
-        "refused even when violations are ignored"
-    );
+    assert_eq!(codes(&replies), vec![500], "refused even when violations are ignored");
     assert_eq!(d.violations, vec![Violation::BareLineEnding]);
 }
 
@@ -451,10 +401,7 @@ fn bare_lf_in_data_refuses_the_message_and_smuggles_nothing() {
     );
     assert_eq!(codes(&replies), vec![554]);
     assert_eq!(replies[0].status.as_deref(), Some("5.5.2"));
-    assert!(
-        d.messages.is_empty(),
-        "neither the carrier nor the smuggled message is taken"
-    );
+    assert!(d.messages.is_empty(), "neither the carrier nor the smuggled message is taken");
     assert!(d.violations.contains(&Violation::BareLineEnding));
 }
 
@@ -473,10 +420,7 @@ fn more_than_50_received_headers_is_a_loop_554_5_4_6() {
     let mut message = "Received: from a by b; Thu, 1 Jan 2026 00:00:00 +0000\r\n".repeat(51);
     message.push_str("\r\nbody\r\n.\r\n");
     let replies = d.send(message.as_bytes());
-    assert_eq!(
-        (replies[0].code, replies[0].status.as_deref()),
-        (554, Some("5.4.6"))
-    );
+    assert_eq!((replies[0].code, replies[0].status.as_deref()), (554, Some("5.4.6")));
 }
 
 #[test]
@@ -518,10 +462,7 @@ fn bare_postmaster_is_accepted_for_the_server() {
     assert_eq!(d.cmd("RCPT TO:<>"), 501);
     d.cmd("DATA");
     d.send(b"x\r\n.\r\n");
-    assert_eq!(
-        d.messages[0].recipients[0].to_string(),
-        "postmaster@mx.mesh.test"
-    );
+    assert_eq!(d.messages[0].recipients[0].to_string(), "postmaster@mx.mesh.test");
 }
 
 #[test]
@@ -546,11 +487,7 @@ fn starttls_restarts_the_session() {
     assert_eq!(d.cmd("STARTTLS"), 220);
     assert!(d.tls_requested);
     d.session.tls_started(d.now);
-    assert_eq!(
-        d.cmd("MAIL FROM:<alice@client.test>"),
-        503,
-        "EHLO again after TLS"
-    );
+    assert_eq!(d.cmd("MAIL FROM:<alice@client.test>"), 503, "EHLO again after TLS");
     let ehlo = d.reply_to("EHLO client.test");
     assert!(!ehlo.to_string().contains("STARTTLS"));
     assert_eq!(d.cmd("STARTTLS"), 503);
@@ -583,10 +520,7 @@ fn idle_client_times_out_after_5_minutes_with_421_4_4_2() {
     assert!(d.drain().is_empty());
     d.session.handle_timeout(deadline);
     let replies = d.drain();
-    assert_eq!(
-        (replies[0].code, replies[0].status.as_deref()),
-        (421, Some("4.4.2"))
-    );
+    assert_eq!((replies[0].code, replies[0].status.as_deref()), (421, Some("4.4.2")));
     assert!(d.closed);
 }
 
@@ -604,8 +538,7 @@ fn stalled_data_times_out_after_3_minutes() {
 fn no_timeout_runs_while_the_node_decides() {
     let mut d = Dialogue::new();
     d.cmd("EHLO client.test");
-    d.session
-        .receive(b"MAIL FROM:<alice@client.test>\r\n", d.now);
+    d.session.receive(b"MAIL FROM:<alice@client.test>\r\n", d.now);
     assert!(matches!(d.session.poll(), Some(Event::Mail(_))));
     assert!(d.session.poll_timeout().is_none());
 }

@@ -63,8 +63,6 @@ pub struct Envelope {
 impl Envelope {
     /// True when no recipient is left to try.
     pub fn is_finished(&self) -> bool {
-        self.recipients
-            .iter()
-            .all(|r| !matches!(r.status, RecipientStatus::Pending { .. }))
+        self.recipients.iter().all(|r| !matches!(r.status, RecipientStatus::Pending { .. }))
     }
 }

@@ -23,18 +23,9 @@ const CONTENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("contents");
 const MAX_GROUP: usize = 512;
 
 enum Write {
-    Insert {
-        id: QueueId,
-        envelope: Vec<u8>,
-        content: Vec<u8>,
-    },
-    Update {
-        id: QueueId,
-        envelope: Vec<u8>,
-    },
-    Remove {
-        id: QueueId,
-    },
+    Insert { id: QueueId, envelope: Vec<u8>, content: Vec<u8> },
+    Update { id: QueueId, envelope: Vec<u8> },
+    Remove { id: QueueId },
 }
 
 struct Request {
@@ -42,18 +33,35 @@ struct Request {
     done: oneshot::Sender<Result<()>>,
 }
 
-/// A handle on the queue; cheap to clone.
+/// A handle on the queue; cheap to clone. When the last handle is dropped the
+/// writer finishes what it was given and the database is closed.
 #[derive(Clone)]
 pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     db: Arc<Database>,
-    writer: mpsc::UnboundedSender<Request>,
-    next_id: Arc<AtomicU64>,
+    writer: Option<mpsc::UnboundedSender<Request>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    next_id: AtomicU64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.writer.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Queue {
     /// Opens (or creates) the queue database at `path` and starts its writer.
     pub fn open(path: &Path) -> Result<Queue> {
-        let db = Arc::new(Database::create(path)?);
+        let db = Database::create(path)
+            .map_err(|e| Error::QueueOpen { path: path.to_path_buf(), reason: e.to_string() })?;
+        let db = Arc::new(db);
         let txn = db.begin_write()?;
         txn.open_table(ENVELOPES)?;
         txn.open_table(CONTENTS)?;
@@ -66,41 +74,27 @@ impl Queue {
         };
         // Ids never repeat, even after the queue empties: they start above
         // both the last one stored and the current time in microseconds.
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_micros() as u64;
-        let next_id = Arc::new(AtomicU64::new(last.max(now) + 1));
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
+        let next_id = AtomicU64::new(last.max(now) + 1);
         let (writer, requests) = mpsc::unbounded_channel();
         let writer_db = db.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("queue-writer".into())
             .spawn(move || run_writer(writer_db, requests))
-            .map_err(|source| Error::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        Ok(Queue {
-            db,
-            writer,
-            next_id,
-        })
+            .map_err(|error| Error::Io { path: path.to_path_buf(), error })?;
+        let inner = Inner { db, writer: Some(writer), thread: Some(thread), next_id };
+        Ok(Queue { inner: Arc::new(inner) })
     }
 
     /// A fresh queue id.
     pub fn next_id(&self) -> QueueId {
-        QueueId(self.next_id.fetch_add(1, Ordering::Relaxed))
+        QueueId(self.inner.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Stores a message durably; returns once the commit is on disk.
     pub async fn insert(&self, id: QueueId, envelope: &Envelope, content: Vec<u8>) -> Result<()> {
         let envelope = postcard::to_stdvec(envelope)?;
-        self.submit(Write::Insert {
-            id,
-            envelope,
-            content,
-        })
-        .await
+        self.submit(Write::Insert { id, envelope, content }).await
     }
 
     /// Replaces a message's envelope (recipient states) durably.
@@ -116,15 +110,14 @@ impl Queue {
 
     async fn submit(&self, write: Write) -> Result<()> {
         let (done, result) = oneshot::channel();
-        self.writer
-            .send(Request { write, done })
-            .map_err(|_| Error::QueueClosed)?;
+        let writer = self.inner.writer.as_ref().ok_or(Error::QueueClosed)?;
+        writer.send(Request { write, done }).map_err(|_| Error::QueueClosed)?;
         result.await.map_err(|_| Error::QueueClosed)?
     }
 
     /// Every queued message's id and envelope, oldest first.
     pub fn list(&self) -> Result<Vec<(QueueId, Envelope)>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.inner.db.begin_read()?;
         let table = txn.open_table(ENVELOPES)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -135,7 +128,7 @@ impl Queue {
     }
 
     pub fn envelope(&self, id: QueueId) -> Result<Option<Envelope>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.inner.db.begin_read()?;
         let table = txn.open_table(ENVELOPES)?;
         let value = table.get(id.0)?;
         Ok(match value {
@@ -145,7 +138,7 @@ impl Queue {
     }
 
     pub fn content(&self, id: QueueId) -> Result<Option<Vec<u8>>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.inner.db.begin_read()?;
         let table = txn.open_table(CONTENTS)?;
         let value = table.get(id.0)?;
         Ok(value.map(|v| v.value().to_vec()))
@@ -173,18 +166,13 @@ fn run_writer(db: Arc<Database>, mut requests: mpsc::UnboundedReceiver<Request>)
 
 fn commit(db: &Database, group: &[Request]) -> Result<()> {
     let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(|e| Error::Store(redb::Error::from(e)))?;
+    txn.set_durability(Durability::Immediate).map_err(|e| Error::Store(redb::Error::from(e)))?;
     {
         let mut envelopes = txn.open_table(ENVELOPES)?;
         let mut contents = txn.open_table(CONTENTS)?;
         for request in group {
             match &request.write {
-                Write::Insert {
-                    id,
-                    envelope,
-                    content,
-                } => {
+                Write::Insert { id, envelope, content } => {
                     envelopes.insert(id.0, envelope.as_slice())?;
                     contents.insert(id.0, content.as_slice())?;
                 }

@@ -37,11 +37,7 @@ pub fn deliver(
         fs::create_dir_all(dir)?;
     }
     let tmp_path = tmp.join(unique);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp_path)?;
+    let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp_path)?;
     file.write_all(header)?;
     file.write_all(content)?;
     file.sync_all()?;
@@ -61,15 +57,9 @@ mod tests {
         let root = Path::new("/m");
         let a = |s: &str| Address::parse(s).unwrap();
         assert_eq!(mailbox_dir(root, &a("Bob@x.test")), Path::new("/m/bob"));
-        assert_eq!(
-            mailbox_dir(root, &a("first.last@x.test")),
-            Path::new("/m/first.last")
-        );
+        assert_eq!(mailbox_dir(root, &a("first.last@x.test")), Path::new("/m/first.last"));
         assert_eq!(mailbox_dir(root, &a("..@x.test")), Path::new("/m/%2E."));
-        assert_eq!(
-            mailbox_dir(root, &a("a/../b@x.test")),
-            Path::new("/m/a%2F..%2Fb")
-        );
+        assert_eq!(mailbox_dir(root, &a("a/../b@x.test")), Path::new("/m/a%2F..%2Fb"));
     }
 
     #[test]
@@ -81,10 +71,6 @@ mod tests {
         assert!(path.starts_with(dir.path().join("bob/new")));
         assert_eq!(fs::read_dir(dir.path().join("bob/tmp")).unwrap().count(), 0);
         deliver(dir.path(), &rcpt, "1.M1R0.host", b"H: 1\r\n", b"body\r\n").unwrap();
-        assert_eq!(
-            fs::read_dir(dir.path().join("bob/new")).unwrap().count(),
-            1,
-            "same name: no duplicate"
-        );
+        assert_eq!(fs::read_dir(dir.path().join("bob/new")).unwrap().count(), 1, "same name: no duplicate");
     }
 }

@@ -41,14 +41,9 @@ impl FromStr for Route {
             if host.is_empty() {
                 return Err(format!("no host in {s:?}"));
             }
-            return Ok(Route::Smtp {
-                host: host.to_string(),
-                port,
-            });
+            return Ok(Route::Smtp { host: host.to_string(), port });
         }
-        Err(format!(
-            "unknown route {s:?}: use \"mx\", \"smtp://host:port\" or \"maildir:/path\""
-        ))
+        Err(format!("unknown route {s:?}: use \"mx\", \"smtp://host:port\" or \"maildir:/path\""))
     }
 }
 
@@ -69,30 +64,15 @@ mod tests {
     #[test]
     fn routes_parse_from_their_config_form() {
         assert_eq!("mx".parse(), Ok(Route::Mx));
-        assert_eq!(
-            "maildir:/var/mail".parse(),
-            Ok(Route::Maildir("/var/mail".into()))
-        );
+        assert_eq!("maildir:/var/mail".parse(), Ok(Route::Maildir("/var/mail".into())));
         assert_eq!(
             "smtp://mail.example.org:2525".parse(),
-            Ok(Route::Smtp {
-                host: "mail.example.org".into(),
-                port: 2525
-            })
+            Ok(Route::Smtp { host: "mail.example.org".into(), port: 2525 })
         );
-        assert_eq!(
-            "smtp://[::1]:25".parse(),
-            Ok(Route::Smtp {
-                host: "::1".into(),
-                port: 25
-            })
-        );
+        assert_eq!("smtp://[::1]:25".parse(), Ok(Route::Smtp { host: "::1".into(), port: 25 }));
         assert_eq!(
             "smtp://mail.example.org".parse(),
-            Ok(Route::Smtp {
-                host: "mail.example.org".into(),
-                port: 25
-            })
+            Ok(Route::Smtp { host: "mail.example.org".into(), port: 25 })
         );
         assert!("maildir:".parse::<Route>().is_err());
         assert!("lmtp:x".parse::<Route>().is_err());

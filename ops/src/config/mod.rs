@@ -67,12 +67,7 @@ impl Config {
             let line = e.span().map(|span| line_of(text, span.start));
             let key = line.and_then(|line| key_at(text, line));
             let message = e.message().trim().replace('\n', " ");
-            ConfigError {
-                file: file.to_string(),
-                line,
-                key,
-                message,
-            }
+            ConfigError { file: file.to_string(), line, key, message }
         })?;
         config.check().map_err(|(key, message)| ConfigError {
             file: file.to_string(),
@@ -86,32 +81,19 @@ impl Config {
     /// Rules that span keys; returns the key at fault and why.
     fn check(&self) -> Result<(), (String, String)> {
         if self.smtp.listen.is_empty() {
-            return Err((
-                "smtp.listen".into(),
-                "at least one address is needed".into(),
-            ));
+            return Err(("smtp.listen".into(), "at least one address is needed".into()));
         }
         if self.smtp.tls_cert.is_some() != self.smtp.tls_key.is_some() {
-            let key = if self.smtp.tls_cert.is_some() {
-                "smtp.tls_key"
-            } else {
-                "smtp.tls_cert"
-            };
+            let key = if self.smtp.tls_cert.is_some() { "smtp.tls_key" } else { "smtp.tls_cert" };
             return Err((key.into(), "tls_cert and tls_key go together".into()));
         }
         if self.domains.is_empty() {
-            return Err((
-                "domain".into(),
-                "no [[domain]] is served; add at least one".into(),
-            ));
+            return Err(("domain".into(), "no [[domain]] is served; add at least one".into()));
         }
         let mut seen = HashSet::new();
         for domain in &self.domains {
             if !seen.insert(&domain.name) {
-                return Err((
-                    "domain.name".into(),
-                    format!("{} is listed twice", domain.name),
-                ));
+                return Err(("domain.name".into(), format!("{} is listed twice", domain.name)));
             }
         }
         if self.throttle.ipv4_prefix > 32 {
@@ -121,17 +103,11 @@ impl Config {
             return Err(("throttle.ipv6_prefix".into(), "must be 0 to 128".into()));
         }
         if self.smtp.max_connections == 0 || self.smtp.max_connections_per_ip == 0 {
-            return Err((
-                "smtp.max_connections".into(),
-                "connection caps must be at least 1".into(),
-            ));
+            return Err(("smtp.max_connections".into(), "connection caps must be at least 1".into()));
         }
         let admin_is_local = self.admin.listen.ip().is_loopback();
         if !admin_is_local && self.admin.token.is_none() {
-            return Err((
-                "admin.token".into(),
-                "an admin API beyond loopback needs a token".into(),
-            ));
+            return Err(("admin.token".into(), "an admin API beyond loopback needs a token".into()));
         }
         Ok(())
     }
@@ -156,10 +132,7 @@ impl Config {
             },
         };
         let tls = match (&smtp.tls_cert, &smtp.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-            }),
+            (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
             _ => None,
         };
         NodeSettings {
@@ -176,10 +149,7 @@ impl Config {
             domains: self
                 .domains
                 .iter()
-                .map(|d| DomainSettings {
-                    name: d.name.clone(),
-                    route: d.route.clone(),
-                })
+                .map(|d| DomainSettings { name: d.name.clone(), route: d.route.clone() })
                 .collect(),
             ipv4_prefix: self.throttle.ipv4_prefix,
             ipv6_prefix: self.throttle.ipv6_prefix,
@@ -201,9 +171,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 fn key_at(text: &str, line: usize) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     let this = lines.get(line - 1)?.trim();
-    let key = this
-        .split_once('=')
-        .map(|(k, _)| k.trim().trim_matches('"').to_string());
+    let key = this.split_once('=').map(|(k, _)| k.trim().trim_matches('"').to_string());
     let section = lines[..line - 1]
         .iter()
         .rev()
@@ -225,10 +193,7 @@ fn locate_key(text: &str, dotted: &str) -> Option<usize> {
     for (i, line) in text.lines().enumerate() {
         let trimmed = line.trim();
         if trimmed.starts_with('[') {
-            current = trimmed
-                .trim_matches(|c| c == '[' || c == ']')
-                .trim()
-                .to_string();
+            current = trimmed.trim_matches(|c| c == '[' || c == ']').trim().to_string();
             if key.is_empty() && current == section {
                 return Some(i + 1);
             }
@@ -253,10 +218,7 @@ mod tests {
     fn the_embedded_default_is_valid_and_local() {
         let config = Config::embedded();
         let settings = config.node_settings();
-        assert_eq!(
-            settings.smtp.listen,
-            vec!["127.0.0.1:2525".parse().unwrap()]
-        );
+        assert_eq!(settings.smtp.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
         assert_eq!(settings.data_dir, PathBuf::from("./magicmx-data"));
         assert_eq!(settings.domains[0].name.as_str(), "example.test");
     }
@@ -266,10 +228,7 @@ mod tests {
         let config = Config::parse("t.toml", MINIMAL).unwrap();
         assert_eq!(config.smtp.max_recipients, 100);
         assert_eq!(config.throttle.recipients_per_hour, 30);
-        assert_eq!(
-            config.mesh.gossip_interval,
-            std::time::Duration::from_millis(500)
-        );
+        assert_eq!(config.mesh.gossip_interval, std::time::Duration::from_millis(500));
         assert_eq!(config.domains[0].route, magicmx_node::route::Route::Mx);
     }
 
@@ -279,14 +238,8 @@ mod tests {
         let e = Config::parse("/etc/magicmx.toml", &text).unwrap_err();
         assert_eq!(e.line, Some(6));
         assert_eq!(e.key.as_deref(), Some("smtp.max_mesage_size"));
-        assert!(
-            e.message.contains("unknown field `max_mesage_size`"),
-            "{}",
-            e.message
-        );
-        assert!(e
-            .to_string()
-            .starts_with("/etc/magicmx.toml:6: smtp.max_mesage_size: "));
+        assert!(e.message.contains("unknown field `max_mesage_size`"), "{}", e.message);
+        assert!(e.to_string().starts_with("/etc/magicmx.toml:6: smtp.max_mesage_size: "));
     }
 
     #[test]
@@ -298,28 +251,14 @@ mod tests {
 
     #[test]
     fn bad_values_are_reported_on_their_line() {
-        let e = Config::parse(
-            "c.toml",
-            &format!("{MINIMAL}[throttle]\npenalty = \"soon\"\n"),
-        )
-        .unwrap_err();
-        assert_eq!(
-            (e.line, e.key.as_deref()),
-            (Some(4), Some("throttle.penalty"))
-        );
+        let e = Config::parse("c.toml", &format!("{MINIMAL}[throttle]\npenalty = \"soon\"\n")).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("throttle.penalty")));
         let e = Config::parse("c.toml", &format!("{MINIMAL}route = \"lmtp:x\"\n")).unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("domain.route")));
-        let e = Config::parse(
-            "c.toml",
-            &format!("{MINIMAL}[smtp]\nlisten = [\"nowhere\"]\n"),
-        )
-        .unwrap_err();
+        let e = Config::parse("c.toml", &format!("{MINIMAL}[smtp]\nlisten = [\"nowhere\"]\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("smtp.listen"));
-        let e = Config::parse(
-            "c.toml",
-            &format!("{MINIMAL}[trust]\ncidrs = [\"10.0.0.0/99\"]\n"),
-        )
-        .unwrap_err();
+        let e =
+            Config::parse("c.toml", &format!("{MINIMAL}[trust]\ncidrs = [\"10.0.0.0/99\"]\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("trust.cidrs"));
     }
 
@@ -327,22 +266,12 @@ mod tests {
     fn rules_across_keys_are_checked() {
         let e = Config::parse("c.toml", "[smtp]\nhostname = \"x\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("domain"));
-        let e = Config::parse(
-            "c.toml",
-            &format!("{MINIMAL}[smtp]\ntls_cert = \"a.pem\"\n"),
-        )
-        .unwrap_err();
+        let e = Config::parse("c.toml", &format!("{MINIMAL}[smtp]\ntls_cert = \"a.pem\"\n")).unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (None, Some("smtp.tls_key")));
         let twice = format!("{MINIMAL}{MINIMAL}");
-        assert!(Config::parse("c.toml", &twice)
-            .unwrap_err()
-            .message
-            .contains("twice"));
-        let e = Config::parse(
-            "c.toml",
-            &format!("{MINIMAL}[admin]\nlisten = \"0.0.0.0:8025\"\n"),
-        )
-        .unwrap_err();
+        assert!(Config::parse("c.toml", &twice).unwrap_err().message.contains("twice"));
+        let e =
+            Config::parse("c.toml", &format!("{MINIMAL}[admin]\nlisten = \"0.0.0.0:8025\"\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("admin.token"));
     }
 }

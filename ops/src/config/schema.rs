@@ -36,11 +36,7 @@ pub struct NodeSection {
 
 impl Default for NodeSection {
     fn default() -> Self {
-        NodeSection {
-            name: "node1".into(),
-            data_dir: "/var/lib/magicmx".into(),
-            nice: 19,
-        }
+        NodeSection { name: "node1".into(), data_dir: "/var/lib/magicmx".into(), nice: 19 }
     }
 }
 

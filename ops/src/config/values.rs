@@ -11,9 +11,7 @@ use serde::{de::Error, Deserialize, Deserializer};
 pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(&text).map_err(|e| {
-        D::Error::custom(format!(
-            "bad duration {text:?}: {e} (write e.g. \"500ms\", \"2s\", \"15m\")"
-        ))
+        D::Error::custom(format!("bad duration {text:?}: {e} (write e.g. \"500ms\", \"2s\", \"15m\")"))
     })
 }
 
@@ -25,9 +23,7 @@ pub fn domain<'de, D: Deserializer<'de>>(d: D) -> Result<Domain, D::Error> {
     let text = String::deserialize(d)?;
     let domain = Domain::parse(&text).map_err(|e| D::Error::custom(format!("{text:?}: {e}")))?;
     if domain.is_literal() {
-        return Err(D::Error::custom(
-            "an address literal cannot be a served domain",
-        ));
+        return Err(D::Error::custom("an address literal cannot be a served domain"));
     }
     Ok(domain)
 }

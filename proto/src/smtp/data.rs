@@ -28,14 +28,8 @@ impl Session {
         if self.transaction.recipients.is_empty() {
             return self.reply(Reply::new(554, "5.5.1", "No valid recipients"));
         }
-        self.data = DataReader {
-            in_headers: true,
-            ..DataReader::default()
-        };
-        self.reply(Reply::plain(
-            354,
-            vec!["End data with <CR><LF>.<CR><LF>".into()],
-        ));
+        self.data = DataReader { in_headers: true, ..DataReader::default() };
+        self.reply(Reply::plain(354, vec!["End data with <CR><LF>.<CR><LF>".into()]));
         self.state = State::Data;
     }
 
@@ -85,8 +79,7 @@ impl Session {
         let data = std::mem::take(&mut self.data);
         let limits = &self.config.limits;
         let refusal = if data.bare_line_ending {
-            self.events
-                .push_back(Event::Violation(Violation::BareLineEnding));
+            self.events.push_back(Event::Violation(Violation::BareLineEnding));
             Some(Reply::new(
                 554,
                 "5.5.2",
@@ -105,11 +98,7 @@ impl Session {
             );
             Some(Reply::new(552, "5.3.4", text))
         } else if data.received_headers > limits.max_received_headers {
-            Some(Reply::new(
-                554,
-                "5.4.6",
-                "Too many Received headers: mail loop detected",
-            ))
+            Some(Reply::new(554, "5.4.6", "Too many Received headers: mail loop detected"))
         } else {
             None
         };

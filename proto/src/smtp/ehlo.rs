@@ -9,10 +9,7 @@ impl Session {
         self.transaction = Transaction::default();
         self.helo = Some(host.to_string());
         self.esmtp = esmtp;
-        let greeting = format!(
-            "{} Hello {} [{}]",
-            self.config.hostname, host, self.client_ip
-        );
+        let greeting = format!("{} Hello {} [{}]", self.config.hostname, host, self.client_ip);
         if !esmtp {
             return self.reply(Reply::plain(250, vec![greeting]));
         }

@@ -59,12 +59,7 @@ impl Input {
                     self.pos += i + 1;
                     self.skipping = false;
                     let at = self.pos;
-                    return Some(Line {
-                        start: at,
-                        end: at,
-                        bare_line_ending: false,
-                        too_long: true,
-                    });
+                    return Some(Line { start: at, end: at, bare_line_ending: false, too_long: true });
                 }
                 None => {
                     self.pos = self.buf.len();
@@ -83,22 +78,12 @@ impl Input {
         self.pos += i + 1;
         if i + 1 > limit {
             let at = self.pos;
-            return Some(Line {
-                start: at,
-                end: at,
-                bare_line_ending: false,
-                too_long: true,
-            });
+            return Some(Line { start: at, end: at, bare_line_ending: false, too_long: true });
         }
         let crlf = i > 0 && rest[i - 1] == b'\r';
         let end = if crlf { start + i - 1 } else { start + i };
         let bare_cr = self.buf[start..end].contains(&b'\r');
-        Some(Line {
-            start,
-            end,
-            bare_line_ending: !crlf || bare_cr,
-            too_long: false,
-        })
+        Some(Line { start, end, bare_line_ending: !crlf || bare_cr, too_long: false })
     }
 }
 
@@ -118,15 +103,9 @@ mod tests {
     fn crlf_lines_split_cleanly_across_pushes() {
         let mut input = Input::default();
         input.push(b"EHLO a\r\nNO");
-        assert_eq!(
-            lines(&mut input, 512),
-            vec![(b"EHLO a".to_vec(), false, false)]
-        );
+        assert_eq!(lines(&mut input, 512), vec![(b"EHLO a".to_vec(), false, false)]);
         input.push(b"OP\r\n");
-        assert_eq!(
-            lines(&mut input, 512),
-            vec![(b"NOOP".to_vec(), false, false)]
-        );
+        assert_eq!(lines(&mut input, 512), vec![(b"NOOP".to_vec(), false, false)]);
         assert!(input.is_empty());
     }
 
@@ -149,10 +128,7 @@ mod tests {
         assert!(input.buf.len() - input.pos == 0);
         input.push(b"zz\r\nNOOP\r\n");
         let got = lines(&mut input, 512);
-        assert_eq!(
-            got,
-            vec![(vec![], false, true), (b"NOOP".to_vec(), false, false)]
-        );
+        assert_eq!(got, vec![(vec![], false, true), (b"NOOP".to_vec(), false, false)]);
     }
 
     #[test]

@@ -33,17 +33,11 @@ impl Session {
         } else {
             match Address::parse(&from.address) {
                 Ok(address) => Some(address),
-                Err(e) => {
-                    return self.reply(Reply::new(501, "5.1.7", format!("Bad sender address: {e}")))
-                }
+                Err(e) => return self.reply(Reply::new(501, "5.1.7", format!("Bad sender address: {e}"))),
             }
         };
         if sender.as_ref().is_some_and(Address::is_utf8) && !smtputf8 {
-            return self.reply(Reply::new(
-                553,
-                "5.6.7",
-                "Non-ASCII sender address needs SMTPUTF8",
-            ));
+            return self.reply(Reply::new(553, "5.6.7", "Non-ASCII sender address needs SMTPUTF8"));
         }
         self.transaction.smtputf8 = smtputf8;
         self.transaction.eight_bit_mime = from.flags & MAIL_BODY_8BITMIME != 0;

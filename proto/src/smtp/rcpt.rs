@@ -21,53 +21,30 @@ impl Session {
         };
         let max = self.config.limits.max_recipients;
         if self.transaction.recipients.len() >= max {
-            return self.reply(Reply::new(
-                452,
-                "4.5.3",
-                format!("Too many recipients (limit {max})"),
-            ));
+            return self.reply(Reply::new(452, "4.5.3", format!("Too many recipients (limit {max})")));
         }
         let recipient = if to.address.is_empty() {
             // smtp-proto reports both `<>` and `<postmaster>` as empty.
             if !contains_ignore_case(raw, b"<postmaster>") {
                 return self.reply(Reply::new(501, "5.1.3", "Bad recipient address syntax"));
             }
-            let domain = Domain::parse(&self.config.hostname).unwrap_or_else(|_| {
-                Domain::parse("localhost").expect("localhost is a valid domain")
-            });
-            Address {
-                local: "postmaster".into(),
-                domain,
-            }
+            let domain = Domain::parse(&self.config.hostname)
+                .unwrap_or_else(|_| Domain::parse("localhost").expect("localhost is a valid domain"));
+            Address { local: "postmaster".into(), domain }
         } else {
             match Address::parse(&to.address) {
                 Ok(address) => address,
-                Err(e) => {
-                    return self.reply(Reply::new(
-                        501,
-                        "5.1.3",
-                        format!("Bad recipient address: {e}"),
-                    ))
-                }
+                Err(e) => return self.reply(Reply::new(501, "5.1.3", format!("Bad recipient address: {e}"))),
             }
         };
         if recipient.is_utf8() && !self.transaction.smtputf8 {
-            return self.reply(Reply::new(
-                553,
-                "5.6.7",
-                "Non-ASCII recipient address needs SMTPUTF8",
-            ));
+            return self.reply(Reply::new(553, "5.6.7", "Non-ASCII recipient address needs SMTPUTF8"));
         }
         self.transaction.pending_recipient = Some(recipient.clone());
-        self.await_verdict(
-            Pending::Rcpt,
-            Event::Rcpt(RcptRequest { recipient, sender }),
-        );
+        self.await_verdict(Pending::Rcpt, Event::Rcpt(RcptRequest { recipient, sender }));
     }
 }
 
 fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+    haystack.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
 }

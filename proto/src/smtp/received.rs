@@ -22,20 +22,13 @@ pub struct ReceivedInfo {
 
 /// The header, folded over lines, ending in CRLF. The date is passed in.
 pub fn received_header(info: &ReceivedInfo, date: OffsetDateTime) -> String {
-    let date = date
-        .format(&Rfc2822)
-        .unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 +0000".into());
+    let date = date.format(&Rfc2822).unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 +0000".into());
     let ip = match info.client_ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("IPv6:{v6}"),
     };
     let name = info.client_name.as_deref().unwrap_or("unknown");
-    let helo: String = info
-        .helo
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(255)
-        .collect();
+    let helo: String = info.helo.chars().filter(|c| !c.is_control()).take(255).collect();
     let mut header = format!(
         "Received: from {helo} ({name} [{ip}])\r\n\tby {} (magicmx) with {} id {}",
         info.server, info.protocol, info.queue_id

@@ -14,20 +14,12 @@ pub struct Reply {
 impl Reply {
     /// A one-line reply with an enhanced status code.
     pub fn new(code: u16, status: &str, text: impl Into<String>) -> Reply {
-        Reply {
-            code,
-            status: Some(status.to_string()),
-            lines: vec![text.into()],
-        }
+        Reply { code, status: Some(status.to_string()), lines: vec![text.into()] }
     }
 
     /// A reply without an enhanced status code (greetings, EHLO).
     pub fn plain(code: u16, lines: Vec<String>) -> Reply {
-        Reply {
-            code,
-            status: None,
-            lines,
-        }
+        Reply { code, status: None, lines }
     }
 
     /// 2xx or 3xx: the command was taken.

@@ -104,8 +104,7 @@ impl Session {
             return;
         }
         let text = format!("{} ESMTP magicmx", self.config.hostname);
-        self.events
-            .push_back(Event::Reply(Reply::plain(220, vec![text])));
+        self.events.push_back(Event::Reply(Reply::plain(220, vec![text])));
     }
 
     /// Feeds bytes from the client.
@@ -207,8 +206,7 @@ impl Session {
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.poll_timeout().is_some_and(|deadline| now >= deadline) {
             let text = format!("{} Error: timeout exceeded", self.config.hostname);
-            self.events
-                .push_back(Event::Reply(Reply::new(421, "4.4.2", text)));
+            self.events.push_back(Event::Reply(Reply::new(421, "4.4.2", text)));
             self.close();
         }
     }
@@ -242,8 +240,7 @@ impl Session {
             self.errors += 1;
             if self.errors >= self.config.limits.max_errors && self.state != State::Closed {
                 let text = format!("{} Error: too many errors", self.config.hostname);
-                self.events
-                    .push_back(Event::Reply(Reply::new(421, "4.7.0", text)));
+                self.events.push_back(Event::Reply(Reply::new(421, "4.7.0", text)));
                 self.close();
             }
         }
@@ -269,13 +266,10 @@ impl Session {
         }
         let text = match violation {
             Violation::Pregreet => "Protocol error: talking before the greeting",
-            Violation::Pipelining => {
-                "Protocol error: PIPELINING was not offered, wait for each reply"
-            }
+            Violation::Pipelining => "Protocol error: PIPELINING was not offered, wait for each reply",
             Violation::BareLineEnding => "Protocol error: bare <CR> or <LF> received",
         };
-        self.events
-            .push_back(Event::Reply(Reply::new(554, "5.5.1", text)));
+        self.events.push_back(Event::Reply(Reply::new(554, "5.5.1", text)));
         self.close();
         true
     }
@@ -293,20 +287,13 @@ impl Session {
 
     fn handle_command(&mut self, line: Line) {
         if line.too_long {
-            let text = format!(
-                "Line too long (limit {} octets)",
-                self.config.limits.command_line
-            );
+            let text = format!("Line too long (limit {} octets)", self.config.limits.command_line);
             return self.reply(Reply::new(500, "5.5.2", text));
         }
         if line.bare_line_ending {
             self.violation(Violation::BareLineEnding);
             if self.state != State::Closed {
-                self.reply(Reply::new(
-                    500,
-                    "5.5.2",
-                    "Syntax error: bare <CR> or <LF> received",
-                ));
+                self.reply(Reply::new(500, "5.5.2", "Syntax error: bare <CR> or <LF> received"));
             }
             return;
         }
@@ -365,8 +352,7 @@ impl Session {
         if !self.config.starttls {
             return self.reply(Reply::new(502, "5.5.1", "STARTTLS not available"));
         }
-        self.events
-            .push_back(Event::Reply(Reply::new(220, "2.0.0", "Ready to start TLS")));
+        self.events.push_back(Event::Reply(Reply::new(220, "2.0.0", "Ready to start TLS")));
         self.events.push_back(Event::StartTls);
         self.state = State::StartingTls;
     }
@@ -388,15 +374,9 @@ fn parse_error_reply(error: smtp_proto::Error) -> Reply {
         E::InvalidSenderAddress => Reply::new(501, "5.1.7", "Bad sender address syntax"),
         E::InvalidRecipientAddress => Reply::new(501, "5.1.3", "Bad recipient address syntax"),
         E::SyntaxError { syntax } => Reply::new(501, "5.5.4", format!("Syntax: {syntax}")),
-        E::InvalidParameter { param } => {
-            Reply::new(501, "5.5.4", format!("Invalid parameter {param}"))
-        }
+        E::InvalidParameter { param } => Reply::new(501, "5.5.4", format!("Invalid parameter {param}")),
         E::UnsupportedParameter { param } => {
-            let param: String = param
-                .chars()
-                .filter(|c| c.is_ascii_graphic())
-                .take(64)
-                .collect();
+            let param: String = param.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
             Reply::new(555, "5.5.4", format!("Unsupported parameter {param}"))
         }
         _ => Reply::new(500, "5.5.2", "Syntax error"),

@@ -1,0 +1,105 @@
+//! A message that got 250 is on disk: it survives SIGKILL of the node right
+//! after the reply and is delivered once after a restart.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use magicmx_node::{Queue, RecipientStatus};
+use magicmx_tests::{free_port, node_config, python, wait_for_maildir_files, NodeProcess};
+
+/// Sends one message and SIGKILLs the node the moment the 250 arrives.
+const SEND_THEN_KILL: &str = r#"
+import os, signal, smtplib, sys
+port, pid, n = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+s = smtplib.SMTP("127.0.0.1", port, timeout=10)
+s.ehlo("client.test")
+s.mail("alice@client.test")
+s.rcpt("bob@example.test")
+code, text = s.data(("Subject: message %s\r\n\r\nbody %s\r\n" % (n, n)).encode())
+os.kill(pid, signal.SIGKILL)
+print(code, text.decode())
+"#;
+
+fn addr(port: u16) -> SocketAddr {
+    format!("127.0.0.1:{port}").parse().unwrap()
+}
+
+#[test]
+fn message_that_got_250_is_in_the_queue_after_sigkill_and_delivered_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // First life: the maildir cannot be written (its root is a file), so the
+    // message can only be in the queue when the node dies.
+    let blocked = dir.path().join("maildir");
+    std::fs::write(&blocked, b"not a directory").unwrap();
+    let config = node_config(dir.path(), port, "");
+    let node = NodeProcess::start(dir.path(), &config, addr(port));
+    let out = python(SEND_THEN_KILL, &[&port.to_string(), &node.pid().to_string(), "1"]);
+    assert!(out.starts_with("250 2.0.0 Ok: queued as"), "{out}");
+    node.kill9();
+
+    let queue_path = dir.path().join("data/queue.redb");
+    {
+        let queue = Queue::open(&queue_path).expect("the queue opens after SIGKILL");
+        let queued = queue.list().unwrap();
+        assert_eq!(queued.len(), 1, "the accepted message is in the queue");
+        let (id, envelope) = &queued[0];
+        assert_eq!(envelope.recipients[0].address.to_string(), "bob@example.test");
+        assert!(matches!(envelope.recipients[0].status, RecipientStatus::Pending { .. }));
+        let content = String::from_utf8(queue.content(*id).unwrap().unwrap()).unwrap();
+        assert!(content.ends_with("Subject: message 1\r\n\r\nbody 1\r\n"), "{content}");
+    }
+
+    // Second life: the maildir is fixed; the restart delivers the message.
+    std::fs::remove_file(&blocked).unwrap();
+    let node = NodeProcess::start(dir.path(), &config, addr(port));
+    let files = wait_for_maildir_files(&blocked, "bob", 1, Duration::from_secs(15));
+    assert_eq!(files.len(), 1, "delivered after the restart:\n{}", node.log_text());
+    let stored = String::from_utf8(std::fs::read(&files[0]).unwrap()).unwrap();
+    assert!(stored.ends_with("body 1\r\n"));
+    assert!(wait_for_empty_queue(&node, &queue_path), "the queue empties once delivered");
+}
+
+#[test]
+fn repeated_sigkill_right_after_250_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = node_config(dir.path(), port, "");
+    const ROUNDS: usize = 5;
+    for n in 0..ROUNDS {
+        let node = NodeProcess::start(dir.path(), &config, addr(port));
+        let out = python(SEND_THEN_KILL, &[&port.to_string(), &node.pid().to_string(), &n.to_string()]);
+        assert!(out.starts_with("250 "), "{out}");
+        node.kill9();
+    }
+    let node = NodeProcess::start(dir.path(), &config, addr(port));
+    let maildir = dir.path().join("maildir");
+    let files = wait_for_maildir_files(&maildir, "bob", ROUNDS, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(500));
+    let files_after = wait_for_maildir_files(&maildir, "bob", ROUNDS, Duration::from_secs(0));
+    assert_eq!(files.len(), ROUNDS, "every accepted message arrives:\n{}", node.log_text());
+    assert_eq!(files_after.len(), ROUNDS, "and none twice");
+    let mut subjects: Vec<String> = files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            text.lines().find(|l| l.starts_with("Subject:")).unwrap().to_string()
+        })
+        .collect();
+    subjects.sort();
+    let expected: Vec<String> = (0..ROUNDS).map(|n| format!("Subject: message {n}")).collect();
+    assert_eq!(subjects, expected);
+}
+
+/// Waits for the node to empty its queue, checked through a second reader
+/// is not possible while the node holds the database, so by the node's log.
+fn wait_for_empty_queue(node: &NodeProcess, _queue: &std::path::Path) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if node.log_text().contains("result=\"delivered\"") {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}

@@ -1,0 +1,150 @@
+//! The real `magicmx` binary taking mail from real clients (Python's smtplib
+//! and a raw socket), as a postmaster would see it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use magicmx_tests::{free_port, node_config, python, wait_for_maildir_files, NodeProcess, RawClient};
+
+const SEND: &str = r#"
+import smtplib, sys
+port, body = int(sys.argv[1]), sys.argv[2].encode()
+s = smtplib.SMTP("127.0.0.1", port, timeout=10)
+s.ehlo("client.test")
+refused = s.sendmail("alice@client.test", ["bob@example.test"], body)
+print("refused", refused)
+s.quit()
+"#;
+
+fn start(dir: &std::path::Path, extra: &str) -> NodeProcess {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    NodeProcess::start(dir, &node_config(dir, port, extra), addr)
+}
+
+#[test]
+fn smtplib_message_lands_in_the_maildir_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), "");
+    // CRLF line ends, a line that needs dot-stuffing, 8-bit text, long-ish lines.
+    let body = "From: Alice <alice@client.test>\r\nTo: bob@example.test\r\nSubject: byte for byte\r\n\r\nHello Bob,\r\n.a line that starts with a dot\r\n..two dots\r\n\r\nGrüße, Alice\r\n".to_string()
+        + &"x".repeat(900)
+        + "\r\n";
+    let out = python(SEND, &[&node.smtp.port().to_string(), &body]);
+    assert!(out.contains("refused {}"), "{out}");
+    let files = wait_for_maildir_files(&dir.path().join("maildir"), "bob", 1, Duration::from_secs(10));
+    assert_eq!(files.len(), 1, "one file for one recipient:\n{}", node.log_text());
+    let stored = std::fs::read(&files[0]).unwrap();
+    let received_at = find(&stored, b"Received: from client.test").expect("a Received header");
+    let after = &stored[received_at..];
+    let header_end = find(after, b"\r\nFrom: Alice").expect("the message after the Received header") + 2;
+    assert_eq!(
+        &after[header_end..],
+        body.as_bytes(),
+        "the message after the Received header is exactly what was sent"
+    );
+    let received = String::from_utf8_lossy(&after[..header_end]);
+    assert!(received.contains("by mx.mesh.test (magicmx) with ESMTP id"), "{received}");
+}
+
+#[test]
+fn relay_to_a_domain_not_served_is_refused_550_5_7_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), "");
+    let script = r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10)
+s.ehlo("client.test")
+s.mail("alice@client.test")
+for rcpt in ["victim@elsewhere.test", "user%elsewhere.test@example.test", "user@[127.0.0.1]", "postmaster@example.test"]:
+    code, text = s.rcpt(rcpt)
+    print(rcpt, code, text.decode())
+s.quit()
+"#;
+    let out = python(script, &[&node.smtp.port().to_string()]);
+    assert!(out.contains("victim@elsewhere.test 550 5.7.1"), "{out}");
+    assert!(out.contains("user%elsewhere.test@example.test 550 5.7.1"), "{out}");
+    // An address literal is refused too (smtp-proto already refuses its syntax).
+    assert!(out.contains("user@[127.0.0.1] 5"), "{out}");
+    assert!(out.contains("postmaster@example.test 250"), "{out}");
+}
+
+#[test]
+fn starttls_upgrades_with_the_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["mx.mesh.test".into(), "127.0.0.1".into()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let extra = format!("tls_cert = \"{}\"\ntls_key = \"{}\"", cert_path.display(), key_path.display());
+    let node = start(dir.path(), &extra);
+    let script = r#"
+import smtplib, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10)
+s.ehlo("client.test")
+print("offered", s.has_extn("starttls"))
+s.starttls(context=ctx)
+s.ehlo("client.test")
+print("offered-after", s.has_extn("starttls"))
+s.sendmail("alice@client.test", ["bob@example.test"], b"Subject: tls\r\n\r\nsecret\r\n")
+s.quit()
+"#;
+    let out = python(script, &[&node.smtp.port().to_string(), &cert_path.display().to_string()]);
+    assert!(out.contains("offered True") && out.contains("offered-after False"), "{out}");
+    let files = wait_for_maildir_files(&dir.path().join("maildir"), "bob", 1, Duration::from_secs(10));
+    let stored = String::from_utf8(std::fs::read(&files[0]).unwrap()).unwrap();
+    assert!(stored.contains("with ESMTPS id"), "{stored}");
+}
+
+#[test]
+fn client_that_talks_before_the_greeting_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), "");
+    // Restart with a greet pause long enough to talk into.
+    let port = node.smtp.port();
+    node.kill9();
+    let config = node_config(dir.path(), port, "").replace("greet_pause = \"0s\"", "greet_pause = \"500ms\"");
+    let node = NodeProcess::start(dir.path(), &config, format!("127.0.0.1:{port}").parse().unwrap());
+    let mut client = RawClient::connect(node.smtp);
+    client.send(b"EHLO eager.test\r\n");
+    let reply = client.reply();
+    assert!(reply.starts_with("554 5.5.1"), "{reply}");
+    assert!(client.is_closed());
+    let mut polite = RawClient::connect(node.smtp);
+    assert!(polite.reply().starts_with("220 "));
+}
+
+#[test]
+fn pipelining_client_is_refused_554_and_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), "");
+    let mut client = RawClient::connect(node.smtp);
+    assert!(client.reply().starts_with("220 "));
+    client.send(b"EHLO bot.test\r\nMAIL FROM:<a@bot.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n");
+    let reply = client.reply();
+    assert!(reply.starts_with("554 5.5.1"), "{reply}");
+    assert!(client.is_closed());
+}
+
+#[test]
+fn connections_over_the_per_ip_cap_get_421() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), "max_connections_per_ip = 2");
+    // The start-up probe's slot is handed back just after its connection closes.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut first = RawClient::connect(node.smtp);
+    let mut second = RawClient::connect(node.smtp);
+    assert!(first.reply().starts_with("220 ") && second.reply().starts_with("220 "));
+    let mut third = RawClient::connect(node.smtp);
+    let reply = third.reply();
+    assert!(reply.starts_with("421 4.7.0"), "{reply}");
+    drop(first);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fourth = RawClient::connect(node.smtp);
+    assert!(fourth.reply().starts_with("220 "), "the slot came back");
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
