@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use magicmx_proto::smtp::{Event, Reply, Session};
+use magicmx_proto::SourceBlock;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -50,10 +51,18 @@ where
     let client_ip = session.client_ip();
     let mut buf = vec![0u8; 16 * 1024];
     let mut out = Vec::with_capacity(1024);
+    // Between the 354 and the reply to the message: a reply the session makes
+    // itself there is its refusal of the message.
+    let mut in_data = false;
     loop {
         while let Some(event) = session.poll() {
             match event {
-                Event::Reply(reply) => out.extend_from_slice(&reply.to_bytes()),
+                Event::Reply(reply) => {
+                    if std::mem::replace(&mut in_data, reply.code == 354) {
+                        log_refused_message(shared, client_ip, &reply);
+                    }
+                    out.extend_from_slice(&reply.to_bytes());
+                }
                 Event::Close => {
                     stream.write_all(&out).await?;
                     let _ = stream.shutdown().await;
@@ -76,6 +85,7 @@ where
                     session.decide(reply);
                 }
                 Event::Message(message) => {
+                    in_data = false;
                     let reply = intake::accept(shared, session, message).await;
                     session.decide(reply);
                 }
@@ -101,4 +111,10 @@ where
             Ok(Ok(n)) => session.receive(&buf[..n], Instant::now()),
         }
     }
+}
+
+fn log_refused_message(shared: &Shared, client_ip: std::net::IpAddr, reply: &Reply) {
+    let block = SourceBlock::of(client_ip, shared.settings.ipv4_prefix, shared.settings.ipv6_prefix);
+    let reply = reply.to_string();
+    tracing::info!(client = %client_ip, %block, verdict = "rejected", reply = %reply.trim_end(), "transaction");
 }

@@ -224,6 +224,19 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_config_is_valid() {
+        let text = include_str!("../../deploy/magicmx.toml");
+        let config = Config::parse("magicmx.toml", text).unwrap();
+        let defaults = Config::parse("t.toml", MINIMAL).unwrap();
+        // The example states the defaults: it must agree with them.
+        assert_eq!(format!("{:?}", config.throttle), format!("{:?}", defaults.throttle));
+        assert_eq!(format!("{:?}", config.checks), format!("{:?}", defaults.checks));
+        assert_eq!(format!("{:?}", config.admin), format!("{:?}", defaults.admin));
+        assert_eq!(config.smtp.max_connections_per_ip, defaults.smtp.max_connections_per_ip);
+        assert_eq!(config.smtp.greet_pause, defaults.smtp.greet_pause);
+    }
+
+    #[test]
     fn every_key_has_a_default() {
         let config = Config::parse("t.toml", MINIMAL).unwrap();
         assert_eq!(config.smtp.max_recipients, 100);

@@ -1,0 +1,59 @@
+//! Fuzzes the SMTP server session: the input is split into chunks fed to the
+//! session as if they arrived from a client, with verdicts, STARTTLS and
+//! time-outs mixed in by control bytes. The session must never panic, never
+//! hand out an event after Close, and keep its buffers bounded.
+
+#![no_main]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libfuzzer_sys::fuzz_target;
+use magicmx_proto::smtp::{Event, Limits, Reply, Session, SessionConfig, ViolationAction};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&flags, data)) = data.split_first() else { return };
+    let config = SessionConfig {
+        hostname: "mx.fuzz.test".into(),
+        limits: Limits { max_message_size: 4096, max_recipients: 5, ..Limits::default() },
+        starttls: flags & 1 != 0,
+        on_violation: if flags & 2 != 0 { ViolationAction::Ignore } else { ViolationAction::Reject },
+    };
+    let start = Instant::now();
+    let mut now = start;
+    let mut session = Session::new(Arc::new(config), "192.0.2.1".parse().unwrap(), now);
+    if flags & 4 != 0 {
+        session.receive(b"EHLO early\r\n", now);
+    }
+    session.greet(now);
+    let mut closed = false;
+    // 0xFF splits chunks; the byte after it steers the next verdicts.
+    for chunk in data.split(|&b| b == 0xFF) {
+        let (steer, bytes) = chunk.split_first().map(|(s, b)| (*s, b)).unwrap_or((0, chunk));
+        now += Duration::from_secs(u64::from(steer & 0x0F) * 30);
+        session.handle_timeout(now);
+        session.receive(bytes, now);
+        while let Some(event) = session.poll() {
+            assert!(!closed, "event after Close: {event:?}");
+            match event {
+                Event::Close => closed = true,
+                Event::StartTls => session.tls_started(now),
+                Event::Mail(_) | Event::Rcpt(_) | Event::Message(_) => {
+                    if let Event::Message(message) = &event {
+                        assert!(message.content.len() <= 4096, "message over the size limit");
+                        assert!(!message.recipients.is_empty() && message.recipients.len() <= 5);
+                    }
+                    let reply = match steer >> 6 {
+                        0 => Reply::new(250, "2.0.0", "OK"),
+                        1 => Reply::new(451, "4.7.1", "later"),
+                        2 => Reply::new(550, "5.7.1", "no"),
+                        _ => Reply::new(421, "4.7.0", "bye"),
+                    };
+                    session.decide(reply);
+                }
+                Event::Reply(r) => assert!((200..600).contains(&r.code)),
+                Event::Violation(_) => {}
+            }
+        }
+    }
+});
