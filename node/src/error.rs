@@ -42,28 +42,14 @@ impl From<postcard::Error> for Error {
         Error::Record(e)
     }
 }
-impl From<redb::DatabaseError> for Error {
-    fn from(e: redb::DatabaseError) -> Self {
-        Error::Store(e.into())
-    }
+/// redb's specific errors all become [`Error::Store`].
+macro_rules! store_error_from {
+    ($($redb:ident),*) => {$(
+        impl From<redb::$redb> for Error {
+            fn from(e: redb::$redb) -> Self {
+                Error::Store(e.into())
+            }
+        }
+    )*};
 }
-impl From<redb::TransactionError> for Error {
-    fn from(e: redb::TransactionError) -> Self {
-        Error::Store(e.into())
-    }
-}
-impl From<redb::TableError> for Error {
-    fn from(e: redb::TableError) -> Self {
-        Error::Store(e.into())
-    }
-}
-impl From<redb::StorageError> for Error {
-    fn from(e: redb::StorageError) -> Self {
-        Error::Store(e.into())
-    }
-}
-impl From<redb::CommitError> for Error {
-    fn from(e: redb::CommitError) -> Self {
-        Error::Store(e.into())
-    }
-}
+store_error_from!(DatabaseError, TransactionError, TableError, StorageError, CommitError);
