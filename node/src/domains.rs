@@ -8,10 +8,11 @@ use magicmx_proto::smtp::Reply;
 use magicmx_proto::{Address, Domain};
 
 use crate::route::Route;
-use crate::settings::DomainSettings;
+use crate::settings::{DomainSettings, OutboundTls};
 
 pub struct Domains {
     routes: HashMap<Domain, Route>,
+    tls: HashMap<Domain, OutboundTls>,
     /// Where the bare `<postmaster>` (addressed to the node's own hostname) goes.
     postmaster: Option<Address>,
     hostname: Option<Domain>,
@@ -20,9 +21,10 @@ pub struct Domains {
 impl Domains {
     pub fn new(domains: &[DomainSettings], hostname: &str) -> Domains {
         let routes = domains.iter().map(|d| (d.name.clone(), d.route.clone())).collect();
+        let tls = domains.iter().map(|d| (d.name.clone(), d.tls)).collect();
         let postmaster =
             domains.first().map(|d| Address { local: "postmaster".into(), domain: d.name.clone() });
-        Domains { routes, postmaster, hostname: Domain::parse(hostname).ok() }
+        Domains { routes, tls, postmaster, hostname: Domain::parse(hostname).ok() }
     }
 
     /// The reply to RCPT TO for this recipient.
@@ -35,6 +37,11 @@ impl Domains {
             return Reply::new(550, "5.7.1", "Relay access denied: routing characters in the local part");
         }
         Reply::new(250, "2.1.5", "Recipient OK")
+    }
+
+    /// The TLS policy for delivering to a served domain's recipient.
+    pub fn tls_for(&self, recipient: &Address) -> OutboundTls {
+        self.tls.get(&recipient.domain).copied().unwrap_or_default()
     }
 
     /// The route for a recipient and the address to deliver to (the bare
@@ -54,7 +61,11 @@ mod tests {
     use super::*;
 
     fn domains() -> Domains {
-        let d = DomainSettings { name: Domain::parse("example.test").unwrap(), route: Route::Mx };
+        let d = DomainSettings {
+            name: Domain::parse("example.test").unwrap(),
+            route: Route::Mx,
+            tls: OutboundTls::Opportunistic,
+        };
         Domains::new(&[d], "mx.mesh.test")
     }
 

@@ -24,6 +24,9 @@ pub enum Error {
     QueueClosed,
     #[error("cannot listen on {addr}: {error}")]
     Listen { addr: SocketAddr, error: std::io::Error },
+    /// The DNS resolver could not be set up.
+    #[error("DNS resolver: {0}")]
+    Dns(String),
     #[error("TLS certificate or key {path}: {reason}")]
     Tls { path: PathBuf, reason: String },
     #[error("{path}: {error}")]

@@ -7,6 +7,9 @@ use magicmx_proto::smtp::{received_header, Message, ReceivedInfo, Reply, Session
 use magicmx_proto::SourceBlock;
 use time::OffsetDateTime;
 
+use std::sync::Arc;
+
+use crate::deliver::Job;
 use crate::queue::{Envelope, RecipientState, RecipientStatus};
 use crate::Shared;
 
@@ -36,7 +39,11 @@ pub(crate) async fn accept(shared: &Shared, session: &Session, message: Message)
             .into_iter()
             .map(|address| RecipientState {
                 address,
-                status: RecipientStatus::Pending { attempts: 0, next_attempt: now, last_error: None },
+                status: RecipientStatus::Pending {
+                    attempts: 0,
+                    next_attempt_ms: now * 1000,
+                    last_error: None,
+                },
             })
             .collect(),
         arrived: now,
@@ -45,12 +52,14 @@ pub(crate) async fn accept(shared: &Shared, session: &Session, message: Message)
         helo: message.helo,
         tls: message.tls,
         size: content.len() as u64,
+        dsn_for: None,
     };
     let sender = envelope.sender.as_ref().map(ToString::to_string).unwrap_or_default();
     let (rcpts, size) = (envelope.recipients.len(), envelope.size);
-    match shared.queue.insert(id, &envelope, content).await {
+    let content = Arc::new(content);
+    match shared.queue.insert(id, &envelope, content.to_vec()).await {
         Ok(()) => {
-            let _ = shared.delivery.send(id);
+            let _ = shared.delivery.send(Job { id, loaded: Some((envelope, content)) });
             tracing::info!(queue_id = %id, client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, size, verdict = "accepted", "transaction");
             Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))
         }

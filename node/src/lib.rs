@@ -4,7 +4,9 @@
 mod connection;
 mod connections;
 mod deliver;
+mod dns;
 mod domains;
+mod dsn;
 mod error;
 mod intake;
 mod listener;
@@ -27,7 +29,9 @@ pub use settings::{DomainSettings, NodeSettings, SmtpSettings, TlsFiles};
 pub use tls::install_crypto_provider;
 
 use connections::ConnectionSlots;
+use dns::Dns;
 use domains::Domains;
+use route::outbound::Outbound;
 
 /// What every task of a node shares.
 pub(crate) struct Shared {
@@ -37,7 +41,9 @@ pub(crate) struct Shared {
     pub queue: Queue,
     pub tls: Option<TlsAcceptor>,
     pub connections: Arc<ConnectionSlots>,
-    pub delivery: mpsc::UnboundedSender<QueueId>,
+    pub delivery: mpsc::UnboundedSender<deliver::Job>,
+    pub dns: Arc<Dns>,
+    pub outbound: Outbound,
 }
 
 /// A running node. Dropping it leaves its tasks running; call
@@ -59,8 +65,10 @@ impl Node {
         let mut session_config = settings.smtp.session.clone();
         session_config.starttls = tls.is_some();
         let listeners = listener::bind(&settings.smtp.listen).await?;
-        let smtp_addrs = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let smtp_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
         let (delivery, wake) = mpsc::unbounded_channel();
+        let dns = Arc::new(Dns::new(&settings.dns)?);
+        let outbound = Outbound::new(dns.clone(), settings.delivery.clone(), smtp_addrs.clone())?;
         let shared = Arc::new(Shared {
             domains: Domains::new(&settings.domains, &session_config.hostname),
             connections: ConnectionSlots::new(
@@ -72,6 +80,8 @@ impl Node {
             queue,
             tls,
             delivery,
+            dns,
+            outbound,
         });
         let mut tasks = vec![tokio::spawn(deliver::run(shared.clone(), wake))];
         for listener in listeners {

@@ -16,6 +16,8 @@ pub struct NodeSettings {
     pub data_dir: PathBuf,
     pub smtp: SmtpSettings,
     pub domains: Vec<DomainSettings>,
+    pub delivery: DeliverySettings,
+    pub dns: DnsSettings,
     /// Prefix lengths of a source block.
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
@@ -45,4 +47,55 @@ pub struct TlsFiles {
 pub struct DomainSettings {
     pub name: Domain,
     pub route: Route,
+    pub tls: OutboundTls,
+}
+
+/// TLS when delivering by SMTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutboundTls {
+    /// STARTTLS when offered, any certificate; plaintext when not offered or
+    /// when the handshake fails.
+    #[default]
+    Opportunistic,
+    /// STARTTLS with a certificate valid for the host name, or no delivery.
+    Require,
+}
+
+/// How the node delivers by SMTP and how long it keeps trying.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// The name this node gives in EHLO.
+    pub helo_name: String,
+    /// The port of MX hosts (25; tests point it elsewhere).
+    pub mx_port: u16,
+    /// The first retry comes this long after a failure; each next one twice as long...
+    pub retry_first: Duration,
+    /// ...up to this.
+    pub retry_max: Duration,
+    /// A message not delivered after this long is returned to its sender.
+    pub expire: Duration,
+    pub connect_timeout: Duration,
+    /// Waiting for the greeting and the replies to EHLO, MAIL, RCPT, DATA
+    /// (RFC 5321 §4.5.3.2: 5 minutes).
+    pub command_timeout: Duration,
+    /// Waiting for the reply to the final dot (RFC 5321 §4.5.3.2.6: 10 minutes).
+    pub data_timeout: Duration,
+    /// Connections to one destination address at once.
+    pub max_per_host: usize,
+    /// Messages being delivered at once.
+    pub max_concurrent: usize,
+    /// How long an idle connection is kept for the next message.
+    pub idle_connection: Duration,
+    /// Extra trust anchors (PEM) for `tls = "require"`, beside the web PKI roots.
+    pub ca_file: Option<PathBuf>,
+    /// The mesh's own MX names (`mx.mesh.example`, `*.mesh.example`): never delivered to.
+    pub magic_mx_names: Vec<String>,
+}
+
+/// Where DNS questions go.
+#[derive(Debug, Clone, Default)]
+pub struct DnsSettings {
+    /// Servers to ask; empty means the system's resolver configuration.
+    pub nameservers: Vec<SocketAddr>,
+    pub timeout: Duration,
 }

@@ -110,6 +110,12 @@ impl NodeProcess {
         self.child.id()
     }
 
+    /// SIGTERM (a clean stop), and wait for the process to be gone.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill9(mut self) {
         let _ = self.child.kill();

@@ -28,10 +28,10 @@ impl std::str::FromStr for QueueId {
 /// Where one recipient stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RecipientStatus {
-    /// Not yet delivered; try at or after `next_attempt` (Unix seconds).
+    /// Not yet delivered; try at or after `next_attempt_ms` (Unix milliseconds).
     Pending {
         attempts: u32,
-        next_attempt: u64,
+        next_attempt_ms: u64,
         last_error: Option<String>,
     },
     Delivered,
@@ -58,9 +58,22 @@ pub struct Envelope {
     pub helo: String,
     pub tls: bool,
     pub size: u64,
+    /// For a DSN made by this node: the message it reports on.
+    pub dsn_for: Option<QueueId>,
 }
 
 impl Envelope {
+    /// When the next pending recipient is due (Unix milliseconds).
+    pub fn next_due_ms(&self) -> Option<u64> {
+        self.recipients
+            .iter()
+            .filter_map(|r| match r.status {
+                RecipientStatus::Pending { next_attempt_ms, .. } => Some(next_attempt_ms),
+                _ => None,
+            })
+            .min()
+    }
+
     /// True when no recipient is left to try.
     pub fn is_finished(&self) -> bool {
         self.recipients.iter().all(|r| !matches!(r.status, RecipientStatus::Pending { .. }))

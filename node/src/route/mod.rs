@@ -3,10 +3,26 @@
 //! `maildir:/path` (local files).
 
 pub mod maildir;
+pub mod mx;
+pub mod outbound;
+pub mod pool;
+pub mod smtp;
+pub mod tls;
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+
+/// What became of one recipient at one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Taken by the next hop (or written to the maildir); what it said.
+    Delivered(String),
+    /// Try again later; why.
+    Transient(String),
+    /// Never: the recipient fails; why.
+    Permanent(String),
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {

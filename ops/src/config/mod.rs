@@ -8,11 +8,13 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use magicmx_node::settings::{DomainSettings, NodeSettings, SmtpSettings, TlsFiles};
+use magicmx_node::settings::{
+    DeliverySettings, DnsSettings, DomainSettings, NodeSettings, OutboundTls, SmtpSettings, TlsFiles,
+};
 use magicmx_proto::smtp::{Limits, SessionConfig, ViolationAction};
 
 pub use schema::Config;
-use schema::OnViolation;
+use schema::{OnViolation, OutboundTls as TlsMode};
 
 /// The configuration `magicmx run` uses without `--config`: one node on
 /// loopback that delivers `example.test` into a maildir under ./magicmx-data.
@@ -96,6 +98,21 @@ impl Config {
                 return Err(("domain.name".into(), format!("{} is listed twice", domain.name)));
             }
         }
+        if self.delivery.max_per_host == 0 || self.delivery.max_concurrent == 0 {
+            return Err(("delivery.max_per_host".into(), "delivery concurrency must be at least 1".into()));
+        }
+        if self.delivery.retry_first.is_zero() || self.delivery.retry_max < self.delivery.retry_first {
+            return Err(("delivery.retry_max".into(), "need 0 < retry_first <= retry_max".into()));
+        }
+        for name in &self.mesh.magic_mx_names {
+            let bare = name.strip_prefix("*.").unwrap_or(name);
+            if magicmx_proto::Domain::parse(bare).is_err() {
+                return Err((
+                    "mesh.magic_mx_names".into(),
+                    format!("{name:?} is not a host name or *.suffix"),
+                ));
+            }
+        }
         if self.throttle.ipv4_prefix > 32 {
             return Err(("throttle.ipv4_prefix".into(), "must be 0 to 32".into()));
         }
@@ -149,10 +166,41 @@ impl Config {
             domains: self
                 .domains
                 .iter()
-                .map(|d| DomainSettings { name: d.name.clone(), route: d.route.clone() })
+                .map(|d| DomainSettings {
+                    name: d.name.clone(),
+                    route: d.route.clone(),
+                    tls: match d.tls {
+                        TlsMode::Opportunistic => OutboundTls::Opportunistic,
+                        TlsMode::Require => OutboundTls::Require,
+                    },
+                })
                 .collect(),
+            delivery: self.delivery_settings(),
+            dns: DnsSettings {
+                nameservers: self.checks.nameservers.clone(),
+                timeout: self.checks.dns_timeout,
+            },
             ipv4_prefix: self.throttle.ipv4_prefix,
             ipv6_prefix: self.throttle.ipv6_prefix,
+        }
+    }
+
+    fn delivery_settings(&self) -> DeliverySettings {
+        let d = &self.delivery;
+        DeliverySettings {
+            helo_name: d.helo_name.clone().unwrap_or_else(|| self.smtp.hostname.clone()),
+            mx_port: d.port,
+            retry_first: d.retry_first,
+            retry_max: d.retry_max,
+            expire: d.expire,
+            connect_timeout: d.connect_timeout,
+            command_timeout: d.command_timeout,
+            data_timeout: d.data_timeout,
+            max_per_host: d.max_per_host,
+            max_concurrent: d.max_concurrent,
+            idle_connection: d.idle_connection,
+            ca_file: d.ca_file.clone(),
+            magic_mx_names: self.mesh.magic_mx_names.clone(),
         }
     }
 
@@ -232,6 +280,7 @@ mod tests {
         assert_eq!(format!("{:?}", config.throttle), format!("{:?}", defaults.throttle));
         assert_eq!(format!("{:?}", config.checks), format!("{:?}", defaults.checks));
         assert_eq!(format!("{:?}", config.admin), format!("{:?}", defaults.admin));
+        assert_eq!(format!("{:?}", config.delivery), format!("{:?}", defaults.delivery));
         assert_eq!(config.smtp.max_connections_per_ip, defaults.smtp.max_connections_per_ip);
         assert_eq!(config.smtp.greet_pause, defaults.smtp.greet_pause);
     }

@@ -22,6 +22,7 @@ pub struct Config {
     #[serde(rename = "domain")]
     pub domains: Vec<DomainSection>,
     pub trust: TrustSection,
+    pub delivery: DeliverySection,
     pub checks: ChecksSection,
     pub admin: AdminSection,
 }
@@ -178,6 +179,50 @@ pub struct DomainSection {
 
 fn default_route() -> Route {
     Route::Mx
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySection {
+    /// Default: `smtp.hostname`.
+    pub helo_name: Option<String>,
+    pub port: u16,
+    #[serde(deserialize_with = "values::duration")]
+    pub retry_first: Duration,
+    #[serde(deserialize_with = "values::duration")]
+    pub retry_max: Duration,
+    #[serde(deserialize_with = "values::duration")]
+    pub expire: Duration,
+    #[serde(deserialize_with = "values::duration")]
+    pub connect_timeout: Duration,
+    #[serde(deserialize_with = "values::duration")]
+    pub command_timeout: Duration,
+    #[serde(deserialize_with = "values::duration")]
+    pub data_timeout: Duration,
+    pub max_per_host: usize,
+    pub max_concurrent: usize,
+    #[serde(deserialize_with = "values::duration")]
+    pub idle_connection: Duration,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for DeliverySection {
+    fn default() -> Self {
+        DeliverySection {
+            helo_name: None,
+            port: 25,
+            retry_first: Duration::from_secs(5 * 60),
+            retry_max: Duration::from_secs(60 * 60),
+            expire: Duration::from_secs(5 * 24 * 60 * 60),
+            connect_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+            max_per_host: 20,
+            max_concurrent: 100,
+            idle_connection: Duration::from_secs(2),
+            ca_file: None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -4,6 +4,7 @@
 //! out [`Event`]s: replies to send, and requests (sender, recipient, message)
 //! that the caller answers with a [`Reply`] through [`Session::decide`].
 
+pub mod client;
 mod config;
 mod data;
 mod ehlo;

@@ -1,0 +1,109 @@
+//! The delivery worker. It keeps the queue's schedule in memory (loaded at
+//! start, when every pending recipient is tried at once: a restart usually
+//! follows a fix), starts an attempt for each message as it arrives or its
+//! retry time comes, at most `max_concurrent` at a time, and sleeps until the
+//! next retry is due.
+
+mod attempt;
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::queue::{Envelope, QueueId};
+use crate::Shared;
+
+/// A message to try now, with its envelope and content when the caller has
+/// them at hand (fresh from intake), saving a read of the queue.
+pub(crate) struct Job {
+    pub id: QueueId,
+    pub loaded: Option<(Envelope, Arc<Vec<u8>>)>,
+}
+
+/// How often idle outbound connections are swept.
+const SWEEP: Duration = Duration::from_secs(1);
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+/// Back-off before attempt `attempts + 1`: the first delay, doubled each time, capped.
+pub(crate) fn backoff(first: Duration, max: Duration, attempts: u32) -> Duration {
+    first.saturating_mul(1u32 << attempts.min(20)).min(max)
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    let mut schedule: BTreeSet<(u64, QueueId)> = BTreeSet::new();
+    match shared.queue.list() {
+        Ok(queued) => schedule.extend(queued.into_iter().map(|(id, _)| (0, id))),
+        Err(error) => tracing::error!(%error, "cannot read the queue at start"),
+    }
+    let mut in_flight: HashSet<QueueId> = HashSet::new();
+    let permits = Arc::new(Semaphore::new(shared.settings.delivery.max_concurrent));
+    let (done, mut finished) = mpsc::unbounded_channel::<(QueueId, Option<u64>)>();
+    let mut sweep = tokio::time::interval(SWEEP);
+    loop {
+        let now = now_ms();
+        while let Some(&(due, id)) = schedule.first() {
+            if due > now {
+                break;
+            }
+            schedule.pop_first();
+            start(&shared, &permits, &done, &mut in_flight, Job { id, loaded: None }).await;
+        }
+        let next_due = schedule.first().map(|&(due, _)| due);
+        let sleep =
+            tokio::time::sleep(Duration::from_millis(next_due.map_or(60_000, |d| d.saturating_sub(now))));
+        tokio::select! {
+            job = jobs.recv() => match job {
+                Some(job) => start(&shared, &permits, &done, &mut in_flight, job).await,
+                None => return,
+            },
+            Some((id, next)) = finished.recv() => {
+                in_flight.remove(&id);
+                if let Some(due) = next {
+                    schedule.insert((due, id));
+                }
+            }
+            _ = sleep => {}
+            _ = sweep.tick() => shared.outbound.pool().sweep(),
+        }
+    }
+}
+
+async fn start(
+    shared: &Arc<Shared>,
+    permits: &Arc<Semaphore>,
+    done: &mpsc::UnboundedSender<(QueueId, Option<u64>)>,
+    in_flight: &mut HashSet<QueueId>,
+    job: Job,
+) {
+    // A message already being tried is rescheduled by that attempt.
+    if !in_flight.insert(job.id) {
+        return;
+    }
+    let permit = permits.clone().acquire_owned().await.expect("never closed");
+    let (shared, done) = (shared.clone(), done.clone());
+    tokio::spawn(async move {
+        let id = job.id;
+        let next = attempt::run(&shared, job).await;
+        let _ = done.send((id, next));
+        drop(permit);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let (first, max) = (Duration::from_secs(300), Duration::from_secs(3600));
+        let secs: Vec<u64> = (0..6).map(|n| backoff(first, max, n).as_secs()).collect();
+        assert_eq!(secs, vec![300, 600, 1200, 2400, 3600, 3600]);
+        assert_eq!(backoff(first, max, 1000), max);
+    }
+}

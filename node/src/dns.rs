@@ -1,0 +1,125 @@
+//! DNS look-ups for delivery (and later the checks), through hickory-resolver
+//! with its cache. Answers are reduced to what mail routing needs: records,
+//! "no such records" (final), or a temporary failure (try again later).
+
+use std::net::{IpAddr, SocketAddr};
+
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::rr::RData;
+use hickory_resolver::TokioResolver;
+
+use crate::error::{Error, Result};
+use crate::settings::DnsSettings;
+
+/// Why a look-up gave no records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The name does not exist or has no records of that type: final.
+    NotFound,
+    /// Time-out, SERVFAIL, network trouble: ask again later.
+    Temporary(String),
+}
+
+/// One MX record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mx {
+    pub preference: u16,
+    /// Lower-case, without the trailing dot.
+    pub exchange: String,
+}
+
+pub struct Dns {
+    resolver: TokioResolver,
+}
+
+impl Dns {
+    pub fn new(settings: &DnsSettings) -> Result<Dns> {
+        let provider = TokioRuntimeProvider::default();
+        let mut builder = if settings.nameservers.is_empty() {
+            TokioResolver::builder_tokio().map_err(|e| Error::Dns(e.to_string()))?
+        } else {
+            let mut config = ResolverConfig::from_parts(None, vec![], vec![]);
+            for server in &settings.nameservers {
+                config.add_name_server(name_server(*server));
+            }
+            TokioResolver::builder_with_config(config, provider)
+        };
+        let options = builder.options_mut();
+        if !settings.timeout.is_zero() {
+            options.timeout = settings.timeout;
+        }
+        options.attempts = 2;
+        options.ndots = 0;
+        Ok(Dns { resolver: builder.build().map_err(|e| Error::Dns(e.to_string()))? })
+    }
+
+    /// The MX records of `domain`, most preferred first.
+    pub async fn mx(&self, domain: &str) -> std::result::Result<Vec<Mx>, Failure> {
+        let lookup = self.resolver.mx_lookup(fqdn(domain)).await.map_err(failure)?;
+        let mut records: Vec<Mx> = lookup
+            .answers()
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::MX(mx) => Some(Mx {
+                    preference: mx.preference,
+                    exchange: mx.exchange.to_ascii().trim_end_matches('.').to_ascii_lowercase(),
+                }),
+                _ => None,
+            })
+            .collect();
+        if records.is_empty() {
+            return Err(Failure::NotFound);
+        }
+        records.sort_by_key(|mx| mx.preference);
+        Ok(records)
+    }
+
+    /// The addresses of `host` (A and AAAA); an IP literal is its own answer.
+    pub async fn addresses(&self, host: &str) -> std::result::Result<Vec<IpAddr>, Failure> {
+        if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        let lookup = self.resolver.lookup_ip(fqdn(host)).await.map_err(failure)?;
+        let ips: Vec<IpAddr> = lookup.iter().collect();
+        if ips.is_empty() {
+            return Err(Failure::NotFound);
+        }
+        Ok(ips)
+    }
+
+    /// True when `domain` can receive mail: it has MX records, or addresses.
+    /// A temporary failure counts as no.
+    pub async fn accepts_mail(&self, domain: &str) -> bool {
+        match self.mx(domain).await {
+            Ok(records) => records.iter().any(|mx| !mx.exchange.is_empty()),
+            Err(Failure::NotFound) => self.addresses(domain).await.is_ok(),
+            Err(Failure::Temporary(_)) => false,
+        }
+    }
+}
+
+fn name_server(addr: SocketAddr) -> NameServerConfig {
+    let mut udp = ConnectionConfig::udp();
+    udp.port = addr.port();
+    let mut tcp = ConnectionConfig::tcp();
+    tcp.port = addr.port();
+    NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+}
+
+/// Names are asked for as written, never with a search domain.
+fn fqdn(name: &str) -> String {
+    if name.ends_with('.') {
+        name.to_string()
+    } else {
+        format!("{name}.")
+    }
+}
+
+fn failure(error: NetError) -> Failure {
+    match error {
+        NetError::Dns(DnsError::NoRecordsFound(_)) => Failure::NotFound,
+        other => Failure::Temporary(other.to_string()),
+    }
+}

@@ -1,0 +1,199 @@
+//! Delivery by SMTP to a next hop: a fixed host, or the MX hosts of a domain
+//! tried in order, each address of each host in turn, never this node itself.
+//! Connections are reused through the pool.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use magicmx_proto::Address;
+
+use super::mx::{self, Hops};
+use super::pool::Pool;
+use super::smtp::{connector, Broken, Connection, Timeouts, TlsPolicy, TransactionError};
+use super::tls::ClientTls;
+use super::Outcome;
+use crate::dns::{Dns, Failure};
+use crate::error::Result;
+use crate::settings::{DeliverySettings, OutboundTls};
+
+/// Where one group of recipients goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NextHop {
+    /// The MX hosts of this domain.
+    Mx(String),
+    /// This host and port (`smtp://` routes).
+    Fixed { host: String, port: u16 },
+}
+
+pub struct Outbound {
+    dns: Arc<Dns>,
+    pool: Pool,
+    tls: ClientTls,
+    settings: DeliverySettings,
+    /// This node's own SMTP addresses: never a destination.
+    own_addrs: Vec<SocketAddr>,
+}
+
+/// What trying one address came to.
+enum Tried {
+    /// The host answered for the recipients (some may still be deferred).
+    Answered(Vec<Outcome>),
+    /// Try the next address or host, for this reason.
+    Next(String),
+}
+
+impl Outbound {
+    pub fn new(dns: Arc<Dns>, settings: DeliverySettings, own_addrs: Vec<SocketAddr>) -> Result<Outbound> {
+        Ok(Outbound {
+            dns,
+            pool: Pool::new(settings.max_per_host, settings.idle_connection),
+            tls: ClientTls::new(settings.ca_file.as_deref())?,
+            settings,
+            own_addrs,
+        })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Delivers one message to `recipients` through `hop`; one outcome per recipient.
+    pub async fn deliver(
+        &self,
+        hop: &NextHop,
+        tls: OutboundTls,
+        sender: Option<&Address>,
+        recipients: &[Address],
+        content: &[u8],
+    ) -> Vec<Outcome> {
+        let all = |outcome: Outcome| vec![outcome; recipients.len()];
+        let (hosts, port) = match hop {
+            NextHop::Fixed { host, port } => (vec![host.clone()], *port),
+            NextHop::Mx(domain) => match mx::hops(&self.dns, domain, &self.settings.magic_mx_names).await {
+                Hops::Hosts(hosts) => (hosts, self.settings.mx_port),
+                Hops::Refuses(why) => return all(Outcome::Permanent(why)),
+                Hops::Later(why) => return all(Outcome::Transient(why)),
+            },
+        };
+        let mut last = String::from("no next hop could be reached");
+        for host in hosts {
+            let ips = match self.dns.addresses(&host).await {
+                Ok(ips) => ips,
+                Err(Failure::NotFound) => {
+                    last = format!("{host} has no address records");
+                    continue;
+                }
+                Err(Failure::Temporary(e)) => {
+                    last = format!("DNS for {host}: {e}");
+                    continue;
+                }
+            };
+            for ip in ips {
+                let addr = SocketAddr::new(ip, port);
+                if self.is_own(addr) {
+                    last = format!("{host} [{ip}] is this node: mail loops back");
+                    continue;
+                }
+                match self.try_address(addr, &host, tls, sender, recipients, content).await {
+                    Tried::Answered(outcomes) => return outcomes,
+                    Tried::Next(why) => last = why,
+                }
+            }
+        }
+        all(Outcome::Transient(last))
+    }
+
+    async fn try_address(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        tls: OutboundTls,
+        sender: Option<&Address>,
+        recipients: &[Address],
+        content: &[u8],
+    ) -> Tried {
+        let _slot = self.pool.slot(addr).await;
+        let verified = tls == OutboundTls::Require;
+        // A pooled connection may have been closed by the server meanwhile:
+        // on failure, one more try on a fresh connection.
+        if let Some(mut conn) = self.pool.take(addr, verified) {
+            match conn.send(sender, recipients, content).await {
+                Ok(sent) => {
+                    self.pool.give_back(conn, verified);
+                    return Tried::Answered(sent.outcomes);
+                }
+                Err(TransactionError::SenderDeferred(reply)) => {
+                    return Tried::Next(format!(
+                        "{host}[{}] deferred the sender: {}",
+                        addr.ip(),
+                        reply.to_string().trim_end()
+                    ));
+                }
+                Err(TransactionError::Broken(_)) => {}
+            }
+        }
+        let mut conn = match self.open(addr, host, tls).await {
+            Ok(conn) => conn,
+            Err(broken) => return Tried::Next(format!("{host}[{}]: {broken}", addr.ip())),
+        };
+        match conn.send(sender, recipients, content).await {
+            Ok(sent) => {
+                self.pool.give_back(conn, verified);
+                Tried::Answered(sent.outcomes)
+            }
+            Err(TransactionError::SenderDeferred(reply)) => {
+                tokio::spawn(conn.quit());
+                Tried::Next(format!(
+                    "{host}[{}] deferred the sender: {}",
+                    addr.ip(),
+                    reply.to_string().trim_end()
+                ))
+            }
+            Err(TransactionError::Broken(broken)) => Tried::Next(format!("{host}[{}]: {broken}", addr.ip())),
+        }
+    }
+
+    /// A new connection; for opportunistic TLS, a failed handshake is retried in plaintext.
+    async fn open(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        tls: OutboundTls,
+    ) -> std::result::Result<Connection, Broken> {
+        let timeouts = Timeouts {
+            connect: self.settings.connect_timeout,
+            command: self.settings.command_timeout,
+            data: self.settings.data_timeout,
+        };
+        let helo = &self.settings.helo_name;
+        match tls {
+            OutboundTls::Require => {
+                let policy = TlsPolicy::Require(connector(&self.tls.verified));
+                Connection::open(addr, host, helo, &policy, timeouts).await
+            }
+            OutboundTls::Opportunistic => {
+                let policy = TlsPolicy::Opportunistic(connector(&self.tls.opportunistic));
+                match Connection::open(addr, host, helo, &policy, timeouts).await {
+                    Err(Broken::Tls(why)) => {
+                        tracing::info!(host, %addr, %why, "TLS handshake failed; delivering in plaintext");
+                        Connection::open(addr, host, helo, &TlsPolicy::Off, timeouts).await
+                    }
+                    other => other,
+                }
+            }
+        }
+    }
+
+    fn is_own(&self, addr: SocketAddr) -> bool {
+        self.own_addrs.iter().any(|own| {
+            own.port() == addr.port()
+                && (own.ip() == addr.ip() || (own.ip().is_unspecified() && is_local(addr.ip())))
+        })
+    }
+}
+
+/// Loopback addresses are this machine; other local addresses are not known
+/// without asking the OS, and are caught by the Received-header loop limit.
+fn is_local(ip: IpAddr) -> bool {
+    ip.is_loopback() || ip.is_unspecified()
+}

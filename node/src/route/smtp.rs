@@ -1,0 +1,298 @@
+//! One outbound SMTP connection: greeting, EHLO (HELO when EHLO is refused),
+//! STARTTLS, and mail transactions with a result per recipient. Commands go
+//! one at a time and every reply is awaited under the RFC 5321 time-outs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use magicmx_proto::smtp::client::{dot_stuff, Capabilities, ReplyReader};
+use magicmx_proto::smtp::Reply;
+use magicmx_proto::Address;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::Outcome;
+
+/// Anything a connection can run over: plain TCP or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// What went wrong on a connection; the connection is not to be reused.
+#[derive(Debug)]
+pub enum Broken {
+    /// Could not connect, or the connection failed or timed out.
+    Network(String),
+    /// The server answered something unreadable.
+    Protocol(String),
+    /// The server refused the session (greeting, EHLO/HELO, or required TLS).
+    Refused(Reply),
+    /// TLS was required and is not available or not valid.
+    Tls(String),
+}
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Broken::Network(e) => write!(f, "connection: {e}"),
+            Broken::Protocol(e) => write!(f, "protocol: {e}"),
+            Broken::Refused(reply) => write!(f, "refused: {}", reply.to_string().trim_end()),
+            Broken::Tls(e) => write!(f, "TLS: {e}"),
+        }
+    }
+}
+
+/// Time-outs of one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub command: Duration,
+    pub data: Duration,
+}
+
+/// How to treat STARTTLS on this connection.
+pub enum TlsPolicy {
+    /// Use it when offered; any certificate.
+    Opportunistic(TlsConnector),
+    /// Plaintext only (after an opportunistic handshake failed).
+    Off,
+    /// Must be offered and the certificate valid for `name`.
+    Require(TlsConnector),
+}
+
+pub struct Connection {
+    io: Box<dyn Io>,
+    reader: ReplyReader,
+    caps: Capabilities,
+    timeouts: Timeouts,
+    pub addr: SocketAddr,
+    pub host: String,
+    pub tls: bool,
+}
+
+/// The server's answer to one whole transaction.
+pub struct Sent {
+    /// One outcome per recipient, in order.
+    pub outcomes: Vec<Outcome>,
+}
+
+/// Why a transaction did not reach a result for its recipients.
+pub enum TransactionError {
+    /// MAIL FROM got a temporary refusal: another host may take it.
+    SenderDeferred(Reply),
+    /// The connection broke.
+    Broken(Broken),
+}
+
+impl Connection {
+    /// Connects, reads the greeting, says EHLO and sets up TLS as asked.
+    pub async fn open(
+        addr: SocketAddr,
+        host: &str,
+        helo: &str,
+        tls: &TlsPolicy,
+        timeouts: Timeouts,
+    ) -> Result<Connection, Broken> {
+        let stream = tokio::time::timeout(timeouts.connect, TcpStream::connect(addr))
+            .await
+            .map_err(|_| Broken::Network("connect timed out".into()))?
+            .map_err(|e| Broken::Network(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let mut conn = Connection {
+            io: Box::new(stream),
+            reader: ReplyReader::default(),
+            caps: Capabilities::default(),
+            timeouts,
+            addr,
+            host: host.to_string(),
+            tls: false,
+        };
+        let greeting = conn.read_reply(timeouts.command).await?;
+        if greeting.code != 220 {
+            return Err(Broken::Refused(greeting));
+        }
+        conn.hello(helo).await?;
+        let connector = match tls {
+            TlsPolicy::Off => return Ok(conn),
+            TlsPolicy::Opportunistic(_) if !conn.caps.starttls => return Ok(conn),
+            TlsPolicy::Require(_) if !conn.caps.starttls => {
+                return Err(Broken::Tls(format!("{host} does not offer STARTTLS")))
+            }
+            TlsPolicy::Opportunistic(c) | TlsPolicy::Require(c) => c,
+        };
+        let reply = conn.command(b"STARTTLS\r\n", timeouts.command).await?;
+        if reply.code != 220 {
+            return match tls {
+                TlsPolicy::Require(_) => Err(Broken::Refused(reply)),
+                _ => Ok(conn),
+            };
+        }
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| Broken::Tls(format!("{host}: {e}")))?;
+        let plain = std::mem::replace(&mut conn.io, Box::new(tokio::io::duplex(1).0));
+        let tls_stream = tokio::time::timeout(timeouts.command, connector.connect(name, plain))
+            .await
+            .map_err(|_| Broken::Tls("handshake timed out".into()))?
+            .map_err(|e| Broken::Tls(e.to_string()))?;
+        conn.io = Box::new(tls_stream);
+        conn.tls = true;
+        conn.reader = ReplyReader::default();
+        conn.hello(helo).await?;
+        Ok(conn)
+    }
+
+    async fn hello(&mut self, helo: &str) -> Result<(), Broken> {
+        let reply = self.command(format!("EHLO {helo}\r\n").as_bytes(), self.timeouts.command).await?;
+        if reply.code == 250 {
+            self.caps = Capabilities::from_ehlo(&reply);
+            return Ok(());
+        }
+        let reply = self.command(format!("HELO {helo}\r\n").as_bytes(), self.timeouts.command).await?;
+        if reply.code != 250 {
+            return Err(Broken::Refused(reply));
+        }
+        self.caps = Capabilities::default();
+        Ok(())
+    }
+
+    /// One mail transaction. Recipients the server refuses are reported per
+    /// recipient; the connection stays usable unless an error is returned.
+    pub async fn send(
+        &mut self,
+        sender: Option<&Address>,
+        recipients: &[Address],
+        content: &[u8],
+    ) -> Result<Sent, TransactionError> {
+        let needs_utf8 = sender.is_some_and(Address::is_utf8) || recipients.iter().any(Address::is_utf8);
+        if needs_utf8 && !self.caps.smtputf8 {
+            let why = format!("{} does not support SMTPUTF8, which these addresses need", self.host);
+            return Ok(Sent { outcomes: vec![Outcome::Permanent(why); recipients.len()] });
+        }
+        if let Some(limit) = self.caps.size.filter(|&n| n > 0 && content.len() > n) {
+            let why = format!("message of {} octets exceeds {}'s limit of {limit}", content.len(), self.host);
+            return Ok(Sent { outcomes: vec![Outcome::Permanent(why); recipients.len()] });
+        }
+        let mut mail = format!("MAIL FROM:<{}>", sender.map(ToString::to_string).unwrap_or_default());
+        if self.caps.size.is_some() {
+            mail.push_str(&format!(" SIZE={}", content.len()));
+        }
+        if self.caps.eight_bit_mime && !content.is_ascii() {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if needs_utf8 {
+            mail.push_str(" SMTPUTF8");
+        }
+        mail.push_str("\r\n");
+        let command = self.timeouts.command;
+        let reply = self.command(mail.as_bytes(), command).await.map_err(TransactionError::Broken)?;
+        if reply.is_transient() {
+            return Err(TransactionError::SenderDeferred(reply));
+        }
+        if !reply.is_positive() {
+            let outcome = self.refusal(&reply);
+            self.reset().await;
+            return Ok(Sent { outcomes: vec![outcome; recipients.len()] });
+        }
+        let mut outcomes = Vec::with_capacity(recipients.len());
+        let mut accepted = Vec::new();
+        for (i, rcpt) in recipients.iter().enumerate() {
+            let line = format!("RCPT TO:<{rcpt}>\r\n");
+            let reply = self.command(line.as_bytes(), command).await.map_err(TransactionError::Broken)?;
+            if reply.is_positive() {
+                accepted.push(i);
+                outcomes.push(Outcome::Delivered(String::new()));
+            } else {
+                outcomes.push(self.refusal(&reply));
+            }
+        }
+        if accepted.is_empty() {
+            self.reset().await;
+            return Ok(Sent { outcomes });
+        }
+        let reply = self.command(b"DATA\r\n", command).await.map_err(TransactionError::Broken)?;
+        let final_reply = if reply.code == 354 {
+            self.write(&dot_stuff(content)).await.map_err(TransactionError::Broken)?;
+            self.read_reply(self.timeouts.data).await.map_err(TransactionError::Broken)?
+        } else {
+            reply
+        };
+        let result = if final_reply.is_positive() {
+            Outcome::Delivered(self.describe(&final_reply))
+        } else {
+            self.refusal(&final_reply)
+        };
+        for i in accepted {
+            outcomes[i] = result.clone();
+        }
+        Ok(Sent { outcomes })
+    }
+
+    /// Ends the session politely.
+    pub async fn quit(mut self) {
+        let _ = self.command(b"QUIT\r\n", Duration::from_secs(5)).await;
+        let _ = self.io.shutdown().await;
+    }
+
+    async fn reset(&mut self) {
+        let _ = self.command(b"RSET\r\n", self.timeouts.command).await;
+    }
+
+    fn describe(&self, reply: &Reply) -> String {
+        format!(
+            "{}[{}] said: {}",
+            self.host,
+            self.addr.ip(),
+            reply.to_string().trim_end().replace("\r\n", " ")
+        )
+    }
+
+    fn refusal(&self, reply: &Reply) -> Outcome {
+        if reply.is_transient() {
+            Outcome::Transient(self.describe(reply))
+        } else {
+            Outcome::Permanent(self.describe(reply))
+        }
+    }
+
+    async fn command(&mut self, line: &[u8], timeout: Duration) -> Result<Reply, Broken> {
+        self.write(line).await?;
+        self.read_reply(timeout).await
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), Broken> {
+        let write = async {
+            self.io.write_all(bytes).await?;
+            self.io.flush().await
+        };
+        tokio::time::timeout(self.timeouts.command, write)
+            .await
+            .map_err(|_| Broken::Network("write timed out".into()))?
+            .map_err(|e| Broken::Network(e.to_string()))
+    }
+
+    async fn read_reply(&mut self, timeout: Duration) -> Result<Reply, Broken> {
+        let mut buf = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.reader.next_reply() {
+                Ok(Some(reply)) => return Ok(reply),
+                Ok(None) => {}
+                Err(e) => return Err(Broken::Protocol(e.to_string())),
+            }
+            let n = tokio::time::timeout_at(deadline, self.io.read(&mut buf))
+                .await
+                .map_err(|_| Broken::Network(format!("no reply within {}s", timeout.as_secs())))?
+                .map_err(|e| Broken::Network(e.to_string()))?;
+            if n == 0 {
+                return Err(Broken::Network("connection closed by the server".into()));
+            }
+            self.reader.push(&buf[..n]);
+        }
+    }
+}
+
+/// A shared handle on a connector, for [`TlsPolicy`].
+pub fn connector(config: &Arc<rustls::ClientConfig>) -> TlsConnector {
+    TlsConnector::from(config.clone())
+}
