@@ -1,0 +1,100 @@
+//! An authoritative DNS server for tests: hickory-server with in-memory
+//! zones, on UDP and TCP on a loopback port, in a thread of its own.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use hickory_proto::rr::rdata::{MX, SOA, TXT};
+use hickory_proto::rr::{LowerName, Name, RData, Record};
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
+use hickory_server::Server;
+use tokio::sync::oneshot;
+
+/// One record's data.
+#[derive(Debug, Clone)]
+pub enum Rec {
+    Mx(u16, String),
+    A(Ipv4Addr),
+    Txt(String),
+}
+
+/// A running server; stops when dropped.
+pub struct TestDns {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestDns {
+    /// Serves `zones`: each an origin and its records as (name, data); an SOA
+    /// is added to each zone.
+    pub fn start(zones: &[(&str, Vec<(&str, Rec)>)]) -> TestDns {
+        let mut catalog = Catalog::new();
+        for (origin, records) in zones {
+            let origin = Name::from_str(&format!("{origin}.")).unwrap();
+            let mut zone: InMemoryZoneHandler =
+                InMemoryZoneHandler::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
+            let soa = SOA::new(
+                Name::from_str("ns.test.").unwrap(),
+                Name::from_str("hostmaster.test.").unwrap(),
+                1,
+                3600,
+                600,
+                86400,
+                60,
+            );
+            zone.upsert_mut(Record::from_rdata(origin.clone(), 60, RData::SOA(soa)), 1);
+            for (name, rec) in records {
+                let name = Name::from_str(&format!("{name}.")).unwrap();
+                let data = match rec {
+                    Rec::Mx(pref, host) => {
+                        let host = if host.is_empty() {
+                            Name::root()
+                        } else {
+                            Name::from_str(&format!("{host}.")).unwrap()
+                        };
+                        RData::MX(MX::new(*pref, host))
+                    }
+                    Rec::A(ip) => RData::A((*ip).into()),
+                    Rec::Txt(text) => RData::TXT(TXT::new(vec![text.clone()])),
+                };
+                zone.upsert_mut(Record::from_rdata(name, 60, data), 1);
+            }
+            catalog.upsert(LowerName::new(&origin), vec![Arc::new(zone)]);
+        }
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = udp.local_addr().unwrap();
+        let tcp = std::net::TcpListener::bind(addr).unwrap();
+        udp.set_nonblocking(true).unwrap();
+        tcp.set_nonblocking(true).unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let mut server = Server::new(catalog);
+                server.register_socket(tokio::net::UdpSocket::from_std(udp).unwrap());
+                server.register_listener(
+                    tokio::net::TcpListener::from_std(tcp).unwrap(),
+                    std::time::Duration::from_secs(5),
+                    65535,
+                );
+                let _ = stopped.await;
+                let _ = server.shutdown_gracefully().await;
+            });
+        });
+        TestDns { addr, stop: Some(stop), thread: Some(thread) }
+    }
+}
+
+impl Drop for TestDns {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Postfix's smtp-sink as a real MX for tests: it takes (or refuses, as
+//! told) every message and dumps each one to a file we can read back.
+
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Sink {
+    child: Child,
+    pub addr: SocketAddr,
+    dumps: PathBuf,
+}
+
+impl Sink {
+    /// Starts smtp-sink on `addr` with `options` (e.g. `["-r", "RCPT"]` for
+    /// 4xx to RCPT), dumping messages under `dir`. Fails the test if
+    /// smtp-sink (Debian's postfix package) is not installed.
+    pub fn start(dir: &Path, addr: SocketAddr, options: &[&str]) -> Sink {
+        let binary = ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("smtp-sink is needed by this test: apt-get install postfix (see .ci/run)");
+        let dumps = dir.join(format!("sink-{}-{}", addr.ip(), addr.port()));
+        std::fs::create_dir_all(&dumps).unwrap();
+        // smtp-sink drops to `nobody`; it must reach and write the dump directory.
+        for path in [dir, dumps.as_path()] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        let mut command = Command::new(binary);
+        if is_root() {
+            command.args(["-u", "nobody"]);
+        }
+        let child = command
+            .args(["-d", &format!("{}/msg-", dumps.display())])
+            .args(options)
+            .arg(addr.to_string())
+            .arg("64")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start smtp-sink");
+        let sink = Sink { child, addr, dumps };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+            assert!(Instant::now() < deadline, "smtp-sink did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sink
+    }
+
+    /// The dumped messages so far (smtp-sink's X- headers, then the message).
+    pub fn messages(&self) -> Vec<String> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dumps)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).collect()
+    }
+
+    /// Waits until at least `count` messages are in, or `timeout` passes.
+    pub fn wait_for(&self, count: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let messages = self.messages();
+            if messages.len() >= count || Instant::now() > deadline {
+                return messages;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
