@@ -50,13 +50,15 @@ impl Sink {
         sink
     }
 
-    /// The dumped messages so far (smtp-sink's X- headers, then the message).
+    /// The messages dumped whole so far (smtp-sink's X- headers, then the
+    /// message). A dump ends with an empty line; a file without it is still
+    /// being written.
     pub fn messages(&self) -> Vec<String> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dumps)
             .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
             .unwrap_or_default();
         files.sort();
-        files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).collect()
+        files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).filter(|m| m.ends_with("\n\n")).collect()
     }
 
     /// Waits until at least `count` messages are in, or `timeout` passes.

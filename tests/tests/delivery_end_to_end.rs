@@ -30,8 +30,8 @@ fn ip(a: u8, b: u8, c: u8) -> Ipv4Addr {
 }
 
 /// A node serving example.test by MX, asking `dns`, MX hosts on `mx_port`,
-/// retrying after a second.
-fn start_node(dir: &Path, dns: &TestDns, mx_port: u16, extra: &str) -> NodeProcess {
+/// retrying after a second; `domain` and `delivery` add keys to those sections.
+fn start_node(dir: &Path, dns: &TestDns, mx_port: u16, domain: &str, delivery: &str) -> NodeProcess {
     let port = free_port();
     let config = format!(
         r#"[node]
@@ -51,6 +51,7 @@ port = {mx_port}
 retry_first = "1s"
 retry_max = "2s"
 connect_timeout = "2s"
+{delivery}
 
 [checks]
 nameservers = ["{dns}"]
@@ -59,7 +60,7 @@ dns_timeout = "2s"
 [[domain]]
 name = "example.test"
 route = "mx"
-{extra}
+{domain}
 "#,
         data = dir.join("data").display(),
         dns = dns.addr,
@@ -98,7 +99,7 @@ fn delivers_to_the_real_mx_and_never_to_the_magic_one() {
     ]);
     let magic = Sink::start(dir.path(), SocketAddr::new(ip(0, 31, 2).into(), mx_port), &[]);
     let real = Sink::start(dir.path(), SocketAddr::new(ip(0, 31, 3).into(), mx_port), &[]);
-    let node = start_node(dir.path(), &dns, mx_port, "");
+    let node = start_node(dir.path(), &dns, mx_port, "", "");
     send(&node, "alice@client.test", "bob@example.test", "via-mx");
     let got = real.wait_for(1, Duration::from_secs(15));
     assert_eq!(got.len(), 1, "the real MX got the message:\n{}", node.log_text());
@@ -157,7 +158,7 @@ fn temporary_refusal_then_acceptance_delivers_once_after_a_retry() {
         ],
     )]);
     let refusing = Sink::start(dir.path(), mx, &["-r", "RCPT"]);
-    let node = start_node(dir.path(), &dns, mx_port, "");
+    let node = start_node(dir.path(), &dns, mx_port, "", "");
     send(&node, "alice@client.test", "bob@example.test", "retry-me");
     assert!(wait_for_log(&node, "status=\"deferred\"", 2, Duration::from_secs(10)), "{}", node.log_text());
     assert!(refusing.messages().is_empty());
@@ -213,7 +214,7 @@ fn permanent_refusal_returns_a_dsn_but_never_for_a_null_sender() {
     ]);
     let _refusing = Sink::start(dir.path(), SocketAddr::new(ip(0, 33, 3).into(), mx_port), &["-f", "RCPT"]);
     let senders_mx = Sink::start(dir.path(), SocketAddr::new(ip(0, 33, 5).into(), mx_port), &[]);
-    let node = start_node(dir.path(), &dns, mx_port, "");
+    let node = start_node(dir.path(), &dns, mx_port, "", "");
     send(&node, "alice@client.test", "bob@example.test", "bounce-me");
     let got = senders_mx.wait_for(1, Duration::from_secs(15));
     assert_eq!(got.len(), 1, "the sender got a DSN:\n{}", node.log_text());
@@ -246,7 +247,7 @@ fn restart_while_messages_wait_for_retry_loses_and_duplicates_nothing() {
         ],
     )]);
     // Nothing listens at the MX yet: every message waits for a retry.
-    let node = start_node(dir.path(), &dns, mx_port, "");
+    let node = start_node(dir.path(), &dns, mx_port, "", "");
     const COUNT: usize = 5;
     for n in 0..COUNT {
         send(&node, "alice@client.test", "bob@example.test", &format!("queued-{n}"));
@@ -270,4 +271,112 @@ fn restart_while_messages_wait_for_retry_loses_and_duplicates_nothing() {
     subjects.sort();
     let expected: Vec<String> = (0..COUNT).map(|n| format!("Subject: queued-{n}")).collect();
     assert_eq!(subjects, expected, "each exactly once");
+}
+
+/// A CA and a certificate it signed for `host`, as PEM files in `dir`:
+/// returns (ca.pem, cert.pem, key.pem).
+fn test_ca(dir: &Path, host: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec![host.to_string()]).unwrap().signed_by(&leaf_key, &ca).unwrap();
+    let paths = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, leaf.pem()).unwrap();
+    std::fs::write(&paths.2, leaf_key.serialize_pem()).unwrap();
+    paths
+}
+
+#[test]
+fn required_tls_delivers_only_over_a_verified_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mx_port = free_port();
+    let dns = TestDns::start(&[(
+        "example.test",
+        vec![
+            ("example.test", Rec::Mx(10, "mail.example.test".into())),
+            ("mail.example.test", Rec::A(ip(0, 35, 3))),
+        ],
+    )]);
+    // The real MX is a second magicmx with a certificate from the test CA.
+    let (ca, cert, key) = test_ca(dir.path(), "mail.example.test");
+    let mx_dir = dir.path().join("mx");
+    std::fs::create_dir_all(&mx_dir).unwrap();
+    let mx_config = format!(
+        "[node]\ndata_dir = \"{data}\"\n[smtp]\nlisten = [\"127.0.35.3:{mx_port}\"]\nhostname = \"mail.example.test\"\ngreet_pause = \"0s\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n[[domain]]\nname = \"example.test\"\nroute = \"maildir:{maildir}\"\n",
+        data = mx_dir.join("data").display(),
+        maildir = mx_dir.join("maildir").display(),
+        cert = cert.display(),
+        key = key.display(),
+    );
+    let _mx = NodeProcess::start(&mx_dir, &mx_config, SocketAddr::new(ip(0, 35, 3).into(), mx_port));
+    // The sending node trusts the test CA through `delivery.ca_file`.
+    let ca_file = format!("ca_file = \"{}\"", ca.display());
+    let node = start_node(dir.path(), &dns, mx_port, "tls = \"require\"", &ca_file);
+    send(&node, "alice@client.test", "bob@example.test", "over-tls");
+    let files =
+        magicmx_tests::wait_for_maildir_files(&mx_dir.join("maildir"), "bob", 1, Duration::from_secs(15));
+    assert_eq!(files.len(), 1, "delivered:\n{}", node.log_text());
+    let stored = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(stored.contains("by mail.example.test (magicmx) with ESMTPS id"), "{stored}");
+}
+
+#[test]
+fn required_tls_defers_when_the_mx_offers_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let mx_port = free_port();
+    let dns = TestDns::start(&[(
+        "example.test",
+        vec![
+            ("example.test", Rec::Mx(10, "mail.example.test".into())),
+            ("mail.example.test", Rec::A(ip(0, 36, 3))),
+        ],
+    )]);
+    let sink = Sink::start(dir.path(), SocketAddr::new(ip(0, 36, 3).into(), mx_port), &[]);
+    let node = start_node(dir.path(), &dns, mx_port, "tls = \"require\"", "");
+    send(&node, "alice@client.test", "bob@example.test", "plaintext-never");
+    assert!(
+        wait_for_log(&node, "does not offer STARTTLS", 1, Duration::from_secs(10)),
+        "{}",
+        node.log_text()
+    );
+    assert!(node.log_text().contains("status=\"deferred\""));
+    assert!(sink.messages().is_empty(), "nothing went out in plaintext");
+}
+
+#[test]
+fn expired_messages_are_returned_but_not_to_a_sender_domain_without_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let mx_port = free_port();
+    let dns = TestDns::start(&[
+        (
+            "example.test",
+            vec![
+                ("example.test", Rec::Mx(10, "mail.example.test".into())),
+                ("mail.example.test", Rec::A(ip(0, 37, 3))),
+            ],
+        ),
+        (
+            "client.test",
+            vec![
+                ("client.test", Rec::Mx(10, "mail.client.test".into())),
+                ("mail.client.test", Rec::A(ip(0, 37, 5))),
+            ],
+        ),
+    ]);
+    let senders_mx = Sink::start(dir.path(), SocketAddr::new(ip(0, 37, 5).into(), mx_port), &[]);
+    // Nothing listens at example.test's MX; messages expire after 2 seconds.
+    let node = start_node(dir.path(), &dns, mx_port, "", "expire = \"2s\"");
+    send(&node, "alice@client.test", "bob@example.test", "too-late");
+    send(&node, "forged@nowhere.test", "bob@example.test", "too-late-forged");
+    assert!(wait_for_log(&node, "gave up after 2s", 2, Duration::from_secs(20)), "{}", node.log_text());
+    let got = senders_mx.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1, "alice gets her DSN:\n{}", node.log_text());
+    assert!(got[0].contains("Action: failed") && got[0].contains("gave up after 2s"), "{}", got[0]);
+    assert!(
+        node.log_text().contains("no DSN: the sender's domain takes no mail"),
+        "no backscatter to nowhere.test"
+    );
 }
