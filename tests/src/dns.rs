@@ -20,6 +20,41 @@ pub enum Rec {
     Txt(String),
 }
 
+/// A zone to serve: its origin and records, built up by name.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    origin: String,
+    records: Vec<(String, Rec)>,
+}
+
+impl Zone {
+    pub fn new(origin: &str) -> Zone {
+        Zone { origin: origin.to_string(), records: vec![] }
+    }
+
+    /// An MX record of the origin.
+    pub fn mx(mut self, preference: u16, host: &str) -> Zone {
+        self.records.push((self.origin.clone(), Rec::Mx(preference, host.to_string())));
+        self
+    }
+
+    pub fn a(mut self, name: &str, ip: Ipv4Addr) -> Zone {
+        self.records.push((name.to_string(), Rec::A(ip)));
+        self
+    }
+
+    pub fn txt(mut self, name: &str, text: &str) -> Zone {
+        self.records.push((name.to_string(), Rec::Txt(text.to_string())));
+        self
+    }
+
+    /// `domain` whose one MX, `mail.<domain>`, is at `ip`.
+    pub fn with_mx_at(domain: &str, ip: Ipv4Addr) -> Zone {
+        let host = format!("mail.{domain}");
+        Zone::new(domain).mx(10, &host).a(&host, ip)
+    }
+}
+
 /// A running server; stops when dropped.
 pub struct TestDns {
     pub addr: SocketAddr,
@@ -28,11 +63,10 @@ pub struct TestDns {
 }
 
 impl TestDns {
-    /// Serves `zones`: each an origin and its records as (name, data); an SOA
-    /// is added to each zone.
-    pub fn start(zones: &[(&str, Vec<(&str, Rec)>)]) -> TestDns {
+    /// Serves `zones`; an SOA is added to each.
+    pub fn start(zones: &[Zone]) -> TestDns {
         let mut catalog = Catalog::new();
-        for (origin, records) in zones {
+        for Zone { origin, records } in zones {
             let origin = Name::from_str(&format!("{origin}.")).unwrap();
             let mut zone: InMemoryZoneHandler =
                 InMemoryZoneHandler::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);

@@ -9,6 +9,6 @@ mod node;
 mod sink;
 
 pub use client::{python, RawClient};
-pub use dns::{Rec, TestDns};
+pub use dns::{Rec, TestDns, Zone};
 pub use node::{free_port, magicmx_binary, node_config, wait_for_maildir_files, NodeProcess};
 pub use sink::Sink;

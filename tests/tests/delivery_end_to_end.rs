@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use magicmx_tests::{free_port, python, NodeProcess, Rec, Sink, TestDns};
+use magicmx_tests::{free_port, python, NodeProcess, Sink, TestDns, Zone};
 
 /// Sends one message; prints the server's verdict.
 const SEND: &str = r#"
@@ -87,15 +87,11 @@ fn delivers_to_the_real_mx_and_never_to_the_magic_one() {
     let dir = tempfile::tempdir().unwrap();
     let mx_port = free_port();
     let dns = TestDns::start(&[
-        (
-            "example.test",
-            vec![
-                ("example.test", Rec::Mx(10, "mx1.mesh.test".into())),
-                ("example.test", Rec::Mx(20, "mail.example.test".into())),
-                ("mail.example.test", Rec::A(ip(0, 31, 3))),
-            ],
-        ),
-        ("mesh.test", vec![("mx1.mesh.test", Rec::A(ip(0, 31, 2)))]),
+        Zone::new("example.test")
+            .mx(10, "mx1.mesh.test")
+            .mx(20, "mail.example.test")
+            .a("mail.example.test", ip(0, 31, 3)),
+        Zone::new("mesh.test").a("mx1.mesh.test", ip(0, 31, 2)),
     ]);
     let magic = Sink::start(dir.path(), SocketAddr::new(ip(0, 31, 2).into(), mx_port), &[]);
     let real = Sink::start(dir.path(), SocketAddr::new(ip(0, 31, 3).into(), mx_port), &[]);
@@ -114,13 +110,9 @@ fn delivers_to_the_real_mx_and_never_to_the_magic_one() {
 #[test]
 fn an_mx_that_points_back_at_the_node_is_never_used() {
     let dir = tempfile::tempdir().unwrap();
-    let dns = TestDns::start(&[(
-        "example.test",
-        vec![
-            ("example.test", Rec::Mx(10, "loop.example.test".into())),
-            ("loop.example.test", Rec::A(Ipv4Addr::LOCALHOST)),
-        ],
-    )]);
+    let dns = TestDns::start(&[Zone::new("example.test")
+        .mx(10, "loop.example.test")
+        .a("loop.example.test", Ipv4Addr::LOCALHOST)]);
     // The MX port is the node's own SMTP port: delivering would loop.
     let port = free_port();
     let config_port = port;
@@ -150,13 +142,7 @@ fn temporary_refusal_then_acceptance_delivers_once_after_a_retry() {
     let dir = tempfile::tempdir().unwrap();
     let mx_port = free_port();
     let mx = SocketAddr::new(ip(0, 32, 3).into(), mx_port);
-    let dns = TestDns::start(&[(
-        "example.test",
-        vec![
-            ("example.test", Rec::Mx(10, "mail.example.test".into())),
-            ("mail.example.test", Rec::A(ip(0, 32, 3))),
-        ],
-    )]);
+    let dns = TestDns::start(&[Zone::with_mx_at("example.test", ip(0, 32, 3))]);
     let refusing = Sink::start(dir.path(), mx, &["-r", "RCPT"]);
     let node = start_node(dir.path(), &dns, mx_port, "", "");
     send(&node, "alice@client.test", "bob@example.test", "retry-me");
@@ -197,20 +183,8 @@ fn permanent_refusal_returns_a_dsn_but_never_for_a_null_sender() {
     let dir = tempfile::tempdir().unwrap();
     let mx_port = free_port();
     let dns = TestDns::start(&[
-        (
-            "example.test",
-            vec![
-                ("example.test", Rec::Mx(10, "mail.example.test".into())),
-                ("mail.example.test", Rec::A(ip(0, 33, 3))),
-            ],
-        ),
-        (
-            "client.test",
-            vec![
-                ("client.test", Rec::Mx(10, "mail.client.test".into())),
-                ("mail.client.test", Rec::A(ip(0, 33, 5))),
-            ],
-        ),
+        Zone::with_mx_at("example.test", ip(0, 33, 3)),
+        Zone::with_mx_at("client.test", ip(0, 33, 5)),
     ]);
     let _refusing = Sink::start(dir.path(), SocketAddr::new(ip(0, 33, 3).into(), mx_port), &["-f", "RCPT"]);
     let senders_mx = Sink::start(dir.path(), SocketAddr::new(ip(0, 33, 5).into(), mx_port), &[]);
@@ -239,13 +213,7 @@ fn restart_while_messages_wait_for_retry_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mx_port = free_port();
     let mx = SocketAddr::new(ip(0, 34, 3).into(), mx_port);
-    let dns = TestDns::start(&[(
-        "example.test",
-        vec![
-            ("example.test", Rec::Mx(10, "mail.example.test".into())),
-            ("mail.example.test", Rec::A(ip(0, 34, 3))),
-        ],
-    )]);
+    let dns = TestDns::start(&[Zone::with_mx_at("example.test", ip(0, 34, 3))]);
     // Nothing listens at the MX yet: every message waits for a retry.
     let node = start_node(dir.path(), &dns, mx_port, "", "");
     const COUNT: usize = 5;
@@ -293,13 +261,7 @@ fn test_ca(dir: &Path, host: &str) -> (std::path::PathBuf, std::path::PathBuf, s
 fn required_tls_delivers_only_over_a_verified_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let mx_port = free_port();
-    let dns = TestDns::start(&[(
-        "example.test",
-        vec![
-            ("example.test", Rec::Mx(10, "mail.example.test".into())),
-            ("mail.example.test", Rec::A(ip(0, 35, 3))),
-        ],
-    )]);
+    let dns = TestDns::start(&[Zone::with_mx_at("example.test", ip(0, 35, 3))]);
     // The real MX is a second magicmx with a certificate from the test CA.
     let (ca, cert, key) = test_ca(dir.path(), "mail.example.test");
     let mx_dir = dir.path().join("mx");
@@ -327,13 +289,7 @@ fn required_tls_delivers_only_over_a_verified_certificate() {
 fn required_tls_defers_when_the_mx_offers_none() {
     let dir = tempfile::tempdir().unwrap();
     let mx_port = free_port();
-    let dns = TestDns::start(&[(
-        "example.test",
-        vec![
-            ("example.test", Rec::Mx(10, "mail.example.test".into())),
-            ("mail.example.test", Rec::A(ip(0, 36, 3))),
-        ],
-    )]);
+    let dns = TestDns::start(&[Zone::with_mx_at("example.test", ip(0, 36, 3))]);
     let sink = Sink::start(dir.path(), SocketAddr::new(ip(0, 36, 3).into(), mx_port), &[]);
     let node = start_node(dir.path(), &dns, mx_port, "tls = \"require\"", "");
     send(&node, "alice@client.test", "bob@example.test", "plaintext-never");
@@ -351,20 +307,8 @@ fn expired_messages_are_returned_but_not_to_a_sender_domain_without_mail() {
     let dir = tempfile::tempdir().unwrap();
     let mx_port = free_port();
     let dns = TestDns::start(&[
-        (
-            "example.test",
-            vec![
-                ("example.test", Rec::Mx(10, "mail.example.test".into())),
-                ("mail.example.test", Rec::A(ip(0, 37, 3))),
-            ],
-        ),
-        (
-            "client.test",
-            vec![
-                ("client.test", Rec::Mx(10, "mail.client.test".into())),
-                ("mail.client.test", Rec::A(ip(0, 37, 5))),
-            ],
-        ),
+        Zone::with_mx_at("example.test", ip(0, 37, 3)),
+        Zone::with_mx_at("client.test", ip(0, 37, 5)),
     ]);
     let senders_mx = Sink::start(dir.path(), SocketAddr::new(ip(0, 37, 5).into(), mx_port), &[]);
     // Nothing listens at example.test's MX; messages expire after 2 seconds.
