@@ -7,6 +7,7 @@
 pub mod address;
 pub mod block;
 pub mod smtp;
+pub mod wire;
 
 pub use address::{Address, AddressError, Domain};
 pub use block::SourceBlock;

@@ -1,0 +1,106 @@
+//! The gossip wire format: frames between mesh nodes, encoded with postcard
+//! behind a version byte. A frame that is too large, of another version or
+//! undecodable is an error for the caller to drop and count.
+
+use serde::{Deserialize, Serialize};
+
+/// The first byte of every frame.
+pub const VERSION: u8 = 1;
+/// Largest frame accepted (a full state of ~200,000 blocks).
+pub const MAX_FRAME: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Frame {
+    /// A SWIM membership packet (foca's own encoding).
+    Swim(Vec<u8>),
+    /// The sender's own per-block counters that changed (or all of them).
+    Counts(Counts),
+}
+
+/// One round of an origin's counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    /// The sender's round number, increasing.
+    pub round: u64,
+    /// True when this is the sender's whole state (to a newly seen peer).
+    pub full: bool,
+    /// Unix milliseconds; entry times are offsets below it.
+    pub base_ms: u64,
+    pub entries: Vec<CountEntry>,
+}
+
+/// One block's counters at its origin: decaying rates as of `base_ms - age_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CountEntry {
+    pub block: WireBlock,
+    pub recipients: f32,
+    pub connections: f32,
+    /// How long before `base_ms` the counters were last updated.
+    pub age_ms: u32,
+}
+
+/// A source block, compactly: the network's top 64 bits (IPv4 in the low
+/// 32) and the prefix length, with 0x80 set for IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WireBlock {
+    pub net: u64,
+    pub prefix: u8,
+}
+
+/// Why a frame was dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("empty frame")]
+    Empty,
+    #[error("frame of {0} octets is over the limit")]
+    TooLarge(usize),
+    #[error("unknown wire version {0}")]
+    Version(u8),
+    #[error("undecodable frame: {0}")]
+    Decode(String),
+}
+
+pub fn encode(frame: &Frame) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    postcard::to_io(frame, &mut out).expect("writing to a Vec cannot fail");
+    out
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Frame, WireError> {
+    let (&version, body) = bytes.split_first().ok_or(WireError::Empty)?;
+    if bytes.len() > MAX_FRAME {
+        return Err(WireError::TooLarge(bytes.len()));
+    }
+    if version != VERSION {
+        return Err(WireError::Version(version));
+    }
+    postcard::from_bytes(body).map_err(|e| WireError::Decode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_entries_are_small() {
+        let entry = CountEntry {
+            block: WireBlock { net: 0xC000_0200, prefix: 24 },
+            recipients: 12.5,
+            connections: 3.0,
+            age_ms: 250,
+        };
+        let frame = Frame::Counts(Counts { round: 7, full: false, base_ms: 1_795_000_000_000, entries: vec![entry; 100] });
+        let bytes = encode(&frame);
+        assert_eq!(decode(&bytes), Ok(frame));
+        let per_entry = (bytes.len() - 16) / 100;
+        assert!(per_entry <= 32, "{per_entry} bytes per entry");
+    }
+
+    #[test]
+    fn bad_frames_are_errors() {
+        assert_eq!(decode(&[]), Err(WireError::Empty));
+        assert_eq!(decode(&[9, 0]), Err(WireError::Version(9)));
+        assert!(matches!(decode(&[VERSION, 0xFF, 0xFF]), Err(WireError::Decode(_))));
+        assert!(matches!(decode(&vec![VERSION; MAX_FRAME + 1]), Err(WireError::TooLarge(_))));
+    }
+}
