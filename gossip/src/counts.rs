@@ -125,7 +125,11 @@ impl Counts {
     pub fn record(&mut self, block: WireBlock, kind: Kind, now_ms: u64) {
         let key = Key { net: block.net, origin: SELF, prefix: block.prefix };
         let periods = self.periods;
-        let register = self.registers.entry(key).or_insert(Register { recipients: 0.0, connections: 0.0, updated_ms: now_ms });
+        let register = self.registers.entry(key).or_insert(Register {
+            recipients: 0.0,
+            connections: 0.0,
+            updated_ms: now_ms,
+        });
         let now_ms = now_ms.max(register.updated_ms);
         let mut rates = decay(register, now_ms, &periods);
         match kind {
@@ -205,7 +209,12 @@ impl Counts {
     fn own_entry(&self, block: WireBlock, now_ms: u64) -> Option<CountEntry> {
         let register = self.registers.get(&Key { net: block.net, origin: SELF, prefix: block.prefix })?;
         let age = now_ms.saturating_sub(register.updated_ms).min(u64::from(u32::MAX)) as u32;
-        Some(CountEntry { block, recipients: register.recipients, connections: register.connections, age_ms: age })
+        Some(CountEntry {
+            block,
+            recipients: register.recipients,
+            connections: register.connections,
+            age_ms: age,
+        })
     }
 
     /// Forgets registers that have decayed to nothing; returns how many.
@@ -216,6 +225,23 @@ impl Counts {
             let rates = decay(r, now_ms, &periods);
             rates.recipients >= FORGET_BELOW || rates.connections >= FORGET_BELOW
         });
+        before - self.registers.len()
+    }
+
+    /// Over the memory budget: forgets the weaker half of the registers
+    /// (by recipient rate); returns how many went.
+    pub fn shed(&mut self, now_ms: u64) -> usize {
+        let periods = self.periods;
+        let mut rates: Vec<f64> =
+            self.registers.values().map(|r| decay(r, now_ms, &periods).recipients).collect();
+        if rates.is_empty() {
+            return 0;
+        }
+        let middle = rates.len() / 2;
+        let (_, median, _) = rates.select_nth_unstable_by(middle, |a, b| a.total_cmp(b));
+        let median = *median;
+        let before = self.registers.len();
+        self.registers.retain(|_, r| decay(r, now_ms, &periods).recipients > median);
         before - self.registers.len()
     }
 

@@ -1,3 +1,27 @@
-//! The mesh: QUIC gossip between magicmx nodes and the per-block counts they share.
+//! magicmx-gossip: the mesh. Nodes authenticate each other with mutual TLS
+//! inside QUIC, keep membership with SWIM (foca), and share per-block counts
+//! as a CRDT so that the whole mesh throttles a source block as one.
+//! `README.md` beside this crate says why it is built this way.
 
 pub mod counts;
+pub mod identity;
+mod mesh;
+pub mod pki;
+mod swim;
+pub mod tls;
+mod transport;
+
+use std::net::SocketAddr;
+
+pub use counts::{Caps, Kind, Periods, Rates};
+pub use mesh::{Mesh, MeshSettings, PeerStatus, Round};
+pub use transport::Stats;
+
+/// Why the mesh could not start. Nothing is running after any of these.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("mesh TLS: {0}")]
+    Tls(String),
+    #[error("cannot bind the gossip port {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}

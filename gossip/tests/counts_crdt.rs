@@ -25,13 +25,13 @@ struct Update {
 }
 
 fn update() -> impl Strategy<Value = Update> {
-    (1u8..=3, 0u8..3, 0f32..100.0, 0f32..100.0, 0u64..5_000, 0u32..1_000).prop_map(|(origin, b, r, c, base, age)| {
-        Update {
+    (1u8..=3, 0u8..3, 0f32..100.0, 0f32..100.0, 0u64..5_000, 0u32..1_000).prop_map(
+        |(origin, b, r, c, base, age)| Update {
             origin,
             entry: CountEntry { block: block(b), recipients: r, connections: c, age_ms: age },
             base_ms: base + 1_000,
-        }
-    })
+        },
+    )
 }
 
 fn observer() -> Counts {

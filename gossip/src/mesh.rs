@@ -1,0 +1,360 @@
+//! The running mesh of one node: membership (SWIM), the shared counts, the
+//! rounds that send this node's changes to every live peer, and the barrier
+//! that waits for one round from every peer.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use magicmx_proto::wire::{decode, encode, Counts as CountsFrame, Frame, WireBlock};
+use magicmx_proto::SourceBlock;
+use tokio::sync::{mpsc, Notify};
+
+use crate::counts::{Caps, Counts, Fingerprint, Kind, Merged, Periods, Rates};
+use crate::identity::NodeId;
+use crate::swim::{self, Input};
+use crate::transport::{Delivery, Inbound, Transport};
+use crate::Error;
+
+/// How a node takes part in the mesh.
+#[derive(Debug, Clone)]
+pub struct MeshSettings {
+    pub name: String,
+    pub listen: SocketAddr,
+    /// The address peers reach this node at (default: `listen`).
+    pub advertise: Option<SocketAddr>,
+    pub seeds: Vec<SocketAddr>,
+    pub ca_cert: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// SHA-256 fingerprints of refused certificates.
+    pub revoked: Vec<[u8; 32]>,
+    pub interval: Duration,
+    pub periods: Periods,
+    /// Registers kept at most (all origins); beyond it the weakest go first.
+    pub max_tracked: usize,
+}
+
+impl MeshSettings {
+    pub fn new(name: &str, listen: SocketAddr, ca_cert: PathBuf, cert: PathBuf, key: PathBuf) -> Self {
+        MeshSettings {
+            name: name.to_string(),
+            listen,
+            advertise: None,
+            seeds: vec![],
+            ca_cert,
+            cert,
+            key,
+            revoked: vec![],
+            interval: Duration::from_millis(500),
+            periods: Periods::default(),
+            max_tracked: 1_000_000,
+        }
+    }
+}
+
+/// A peer as this node sees it.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub alive: bool,
+    /// Since its last counts frame.
+    pub last_heard: Option<Duration>,
+}
+
+/// What [`Mesh::wait_round`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    /// Live peers heard from since the instant waited for.
+    pub heard: usize,
+    /// Live peers.
+    pub expected: usize,
+}
+
+impl Round {
+    pub fn complete(&self) -> bool {
+        self.heard >= self.expected
+    }
+}
+
+struct Peer {
+    id: NodeId,
+    alive: bool,
+}
+
+pub(crate) struct Shared {
+    pub settings: MeshSettings,
+    pub own: NodeId,
+    pub transport: Arc<Transport>,
+    counts: Mutex<Counts>,
+    peers: Mutex<HashMap<Fingerprint, Peer>>,
+    heard: Mutex<HashMap<Fingerprint, Instant>>,
+    heard_changed: Notify,
+    round: AtomicU64,
+    pub rejected_entries: AtomicU64,
+}
+
+/// A node's handle on the mesh; cheap to clone.
+#[derive(Clone)]
+pub struct Mesh {
+    shared: Arc<Shared>,
+    tasks: Arc<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+pub(crate) fn wire_block(block: SourceBlock) -> WireBlock {
+    match block.network() {
+        std::net::IpAddr::V4(v4) => WireBlock { net: u64::from(u32::from(v4)), prefix: block.prefix() },
+        std::net::IpAddr::V6(v6) => {
+            WireBlock { net: (u128::from(v6) >> 64) as u64, prefix: 0x80 | block.prefix().min(64) }
+        }
+    }
+}
+
+impl Mesh {
+    /// Loads the certificates, binds the gossip port, and joins through the seeds.
+    pub async fn start(settings: MeshSettings) -> Result<Mesh, Error> {
+        let tls = crate::tls::load(
+            &settings.ca_cert,
+            &settings.cert,
+            &settings.key,
+            settings.revoked.clone(),
+            (settings.interval * 20).max(Duration::from_secs(5)),
+        )?;
+        let fingerprint = tls.fingerprint;
+        let (inbox, inbound) = mpsc::channel(4096);
+        let transport =
+            Transport::bind(settings.listen, tls, inbox).map_err(|e| Error::Bind(settings.listen, e))?;
+        let advertise = settings.advertise.unwrap_or_else(|| transport.local_addr());
+        let own = NodeId { name: settings.name.clone(), addr: advertise, fingerprint, bump: now_ms() };
+        let shared = Arc::new(Shared {
+            counts: Mutex::new(Counts::new(fingerprint, settings.periods)),
+            peers: Mutex::new(HashMap::new()),
+            heard: Mutex::new(HashMap::new()),
+            heard_changed: Notify::new(),
+            round: AtomicU64::new(0),
+            rejected_entries: AtomicU64::new(0),
+            own: own.clone(),
+            transport,
+            settings,
+        });
+        let greeter = Arc::downgrade(&shared);
+        shared.transport.set_greeting(Box::new(move || match greeter.upgrade() {
+            Some(shared) => shared.full_state_frame(),
+            None => Arc::new(Vec::new()),
+        }));
+        let (swim, swim_task) = swim::spawn(shared.clone(), own, swim::config(8));
+        let interval = shared.settings.interval;
+        let tasks = vec![
+            swim_task,
+            tokio::spawn(receive(shared.clone(), inbound, swim.clone())),
+            tokio::spawn(rounds(shared.clone())),
+            tokio::spawn(swim::keep_joining(
+                shared.clone(),
+                swim,
+                (interval * 4).max(Duration::from_secs(1)),
+            )),
+        ];
+        Ok(Mesh { shared, tasks: Arc::new(tasks) })
+    }
+
+    /// The gossip address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.transport.local_addr()
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.shared.own.fingerprint
+    }
+
+    /// Counts one event of this node's for `block`.
+    pub fn record(&self, block: SourceBlock, kind: Kind) {
+        self.shared.counts.lock().unwrap().record(wire_block(block), kind, now_ms());
+    }
+
+    /// The mesh-wide rates of `block`, each peer's share at most `caps`.
+    pub fn rate(&self, block: SourceBlock, caps: Caps) -> Rates {
+        self.shared.counts.lock().unwrap().rate(wire_block(block), now_ms(), caps)
+    }
+
+    /// Waits until every live peer has reported a round received after
+    /// `since`, or `timeout` passes; says how many were heard.
+    pub async fn wait_round(&self, since: Instant, timeout: Duration) -> Round {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.shared.heard_changed.notified();
+            let round = self.shared.round_since(since);
+            if round.complete() {
+                return round;
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(deadline) => return self.shared.round_since(since),
+            }
+        }
+    }
+
+    /// The peers this node knows, live or down.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        let heard = self.shared.heard.lock().unwrap();
+        let mut peers: Vec<PeerStatus> = self
+            .shared
+            .peers
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(fp, p)| PeerStatus {
+                name: p.id.name.clone(),
+                addr: p.id.addr,
+                alive: p.alive,
+                last_heard: heard.get(fp).map(Instant::elapsed),
+            })
+            .collect();
+        peers.sort_by(|a, b| a.name.cmp(&b.name));
+        peers
+    }
+
+    /// Registers held, and their table's size in bytes.
+    pub fn tracked(&self) -> (usize, usize) {
+        let counts = self.shared.counts.lock().unwrap();
+        (counts.len(), counts.table_bytes())
+    }
+
+    pub fn stats(&self) -> &crate::transport::Stats {
+        &self.shared.transport.stats
+    }
+
+    /// Count entries from peers that were dropped as nonsense.
+    pub fn rejected_entries(&self) -> u64 {
+        self.shared.rejected_entries.load(Ordering::Relaxed)
+    }
+
+    /// Leaves: stops the tasks and closes the endpoint.
+    pub fn shutdown(&self) {
+        for task in self.tasks.iter() {
+            task.abort();
+        }
+        self.shared.transport.close();
+    }
+}
+
+impl Shared {
+    pub(crate) fn live_peers(&self) -> Vec<NodeId> {
+        self.peers.lock().unwrap().values().filter(|p| p.alive).map(|p| p.id.clone()).collect()
+    }
+
+    pub(crate) fn member_up(&self, id: NodeId) {
+        tracing::info!(peer = %id.name, addr = %id.addr, "mesh peer up");
+        let previous =
+            self.peers.lock().unwrap().insert(id.fingerprint, Peer { id: id.clone(), alive: true });
+        // A restarted peer: the connection to its old process is dead. The
+        // next send dials anew, and a new connection starts with our whole state.
+        if previous.is_some_and(|p| p.id.bump != id.bump) {
+            self.transport.forget(id.addr);
+        }
+    }
+
+    /// This node's whole state, as the greeting of a new connection.
+    fn full_state_frame(&self) -> Arc<Vec<u8>> {
+        let entries = self.counts.lock().unwrap().own_state(now_ms());
+        tracing::debug!(node = %self.own.name, entries = entries.len(), "greeting with the whole state");
+        self.counts_frame(true, entries)
+    }
+
+    pub(crate) fn member_down(&self, id: &NodeId) {
+        tracing::info!(peer = %id.name, addr = %id.addr, "mesh peer down");
+        if let Some(peer) = self.peers.lock().unwrap().get_mut(&id.fingerprint) {
+            if peer.id.bump <= id.bump {
+                peer.alive = false;
+                self.transport.forget(id.addr);
+            }
+        }
+    }
+
+    fn counts_frame(&self, full: bool, entries: Vec<magicmx_proto::wire::CountEntry>) -> Arc<Vec<u8>> {
+        let round = self.round.fetch_add(1, Ordering::Relaxed);
+        Arc::new(encode(&Frame::Counts(CountsFrame { round, full, base_ms: now_ms(), entries })))
+    }
+
+    fn round_since(&self, since: Instant) -> Round {
+        let live = self.live_peers();
+        let heard = self.heard.lock().unwrap();
+        let count = live.iter().filter(|p| heard.get(&p.fingerprint).is_some_and(|t| *t > since)).count();
+        Round { heard: count, expected: live.len() }
+    }
+}
+
+/// Decodes what peers send: SWIM to foca, counts into the CRDT.
+async fn receive(
+    shared: Arc<Shared>,
+    mut inbound: mpsc::Receiver<Inbound>,
+    swim: mpsc::UnboundedSender<Input>,
+) {
+    while let Some((peer, bytes)) = inbound.recv().await {
+        match decode(&bytes) {
+            Ok(Frame::Swim(packet)) => {
+                let _ = swim.send(Input::Packet(packet));
+            }
+            Ok(Frame::Counts(frame)) => {
+                tracing::debug!(peer = %hex(&peer), entries = frame.entries.len(), full = frame.full, round = frame.round, "counts received");
+                let mut rejected = 0;
+                {
+                    let mut counts = shared.counts.lock().unwrap();
+                    let Some(origin) = counts.origin(peer) else { continue };
+                    for entry in &frame.entries {
+                        if counts.merge(origin, frame.base_ms, entry) == Merged::Rejected {
+                            rejected += 1;
+                        }
+                    }
+                }
+                if rejected > 0 {
+                    shared.rejected_entries.fetch_add(rejected, Ordering::Relaxed);
+                    tracing::warn!(peer = %hex(&peer), rejected, "nonsense counts from a peer dropped");
+                }
+                shared.heard.lock().unwrap().insert(peer, Instant::now());
+                shared.heard_changed.notify_waiters();
+            }
+            Err(error) => {
+                shared.transport.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = %hex(&peer), %error, "gossip frame dropped");
+            }
+        }
+    }
+}
+
+/// Every interval: this node's changes (or an empty heartbeat) to every live
+/// peer; every few seconds, forget what has decayed.
+async fn rounds(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(shared.settings.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_sweep = Instant::now();
+    loop {
+        tick.tick().await;
+        let peers = shared.live_peers();
+        let entries = shared.counts.lock().unwrap().take_changes(now_ms());
+        if !peers.is_empty() {
+            let frame = shared.counts_frame(false, entries);
+            for peer in peers {
+                let (transport, frame) = (shared.transport.clone(), frame.clone());
+                tokio::spawn(async move { transport.send(peer.addr, frame, Delivery::Stream).await });
+            }
+        }
+        if last_sweep.elapsed() >= Duration::from_secs(5) {
+            let mut counts = shared.counts.lock().unwrap();
+            counts.sweep(now_ms());
+            while counts.len() > shared.settings.max_tracked && counts.shed(now_ms()) > 0 {}
+            last_sweep = Instant::now();
+        }
+    }
+}
+
+fn hex(fp: &Fingerprint) -> String {
+    fp.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
