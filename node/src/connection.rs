@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use magicmx_proto::smtp::{Event, Reply, Session};
-use magicmx_proto::SourceBlock;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -78,6 +77,7 @@ where
                 }
                 Event::Mail(_) => session.decide(Reply::new(250, "2.1.0", "Sender OK")),
                 Event::Rcpt(request) => {
+                    shared.count(client_ip, magicmx_gossip::Kind::Recipient);
                     let reply = shared.domains.verdict(&request.recipient);
                     if !reply.is_positive() {
                         tracing::info!(client = %client_ip, rcpt = %request.recipient, reply = %reply.to_string().trim_end(), "recipient refused");
@@ -114,7 +114,7 @@ where
 }
 
 fn log_refused_message(shared: &Shared, client_ip: std::net::IpAddr, reply: &Reply) {
-    let block = SourceBlock::of(client_ip, shared.settings.ipv4_prefix, shared.settings.ipv6_prefix);
+    let block = shared.block_of(client_ip);
     let reply = reply.to_string();
     tracing::info!(client = %client_ip, %block, verdict = "rejected", reply = %reply.trim_end(), "transaction");
 }

@@ -24,6 +24,9 @@ pub enum Error {
     QueueClosed,
     #[error("cannot listen on {addr}: {error}")]
     Listen { addr: SocketAddr, error: std::io::Error },
+    /// The mesh could not start (certificates, gossip port).
+    #[error("mesh: {0}")]
+    Mesh(String),
     /// The DNS resolver could not be set up.
     #[error("DNS resolver: {0}")]
     Dns(String),

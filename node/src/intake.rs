@@ -4,7 +4,6 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use magicmx_proto::smtp::{received_header, Message, ReceivedInfo, Reply, Session};
-use magicmx_proto::SourceBlock;
 use time::OffsetDateTime;
 
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use crate::Shared;
 
 pub(crate) async fn accept(shared: &Shared, session: &Session, message: Message) -> Reply {
     let client_ip = session.client_ip();
-    let block = SourceBlock::of(client_ip, shared.settings.ipv4_prefix, shared.settings.ipv6_prefix);
+    let block = shared.block_of(client_ip);
     let id = shared.queue.next_id();
     let info = ReceivedInfo {
         helo: message.helo.clone(),

@@ -18,6 +18,7 @@ mod tls;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use magicmx_gossip::Mesh;
 use magicmx_proto::smtp::SessionConfig;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -44,6 +45,21 @@ pub(crate) struct Shared {
     pub delivery: mpsc::UnboundedSender<deliver::Job>,
     pub dns: Arc<Dns>,
     pub outbound: Outbound,
+    pub mesh: Option<Mesh>,
+}
+
+impl Shared {
+    /// The source block a client address counts under.
+    pub fn block_of(&self, ip: std::net::IpAddr) -> magicmx_proto::SourceBlock {
+        magicmx_proto::SourceBlock::of(ip, self.settings.ipv4_prefix, self.settings.ipv6_prefix)
+    }
+
+    /// Counts one event of `ip`'s block in the mesh counts (with a mesh).
+    pub fn count(&self, ip: std::net::IpAddr, kind: magicmx_gossip::Kind) {
+        if let Some(mesh) = &self.mesh {
+            mesh.record(self.block_of(ip), kind);
+        }
+    }
 }
 
 /// A running node. Dropping it leaves its tasks running; call
@@ -69,6 +85,10 @@ impl Node {
         let (delivery, wake) = mpsc::unbounded_channel();
         let dns = Arc::new(Dns::new(&settings.dns)?);
         let outbound = Outbound::new(dns.clone(), settings.delivery.clone(), smtp_addrs.clone())?;
+        let mesh = match &settings.mesh {
+            Some(mesh) => Some(Mesh::start(mesh.clone()).await.map_err(|e| Error::Mesh(e.to_string()))?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             domains: Domains::new(&settings.domains, &session_config.hostname),
             connections: ConnectionSlots::new(
@@ -82,6 +102,7 @@ impl Node {
             delivery,
             dns,
             outbound,
+            mesh,
         });
         let mut tasks = vec![tokio::spawn(deliver::run(shared.clone(), wake))];
         for listener in listeners {
@@ -100,6 +121,11 @@ impl Node {
         self.shared.connections.in_use()
     }
 
+    /// The node's mesh, when it has one.
+    pub fn mesh(&self) -> Option<&Mesh> {
+        self.shared.mesh.as_ref()
+    }
+
     pub fn queue(&self) -> &Queue {
         &self.shared.queue
     }
@@ -116,6 +142,9 @@ impl Node {
     pub fn shutdown(self) {
         for task in &self.tasks {
             task.abort();
+        }
+        if let Some(mesh) = &self.shared.mesh {
+            mesh.shutdown();
         }
     }
 }

@@ -32,7 +32,9 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let slot = shared.connections.take(peer.ip().to_canonical());
+        let client_ip = peer.ip().to_canonical();
+        shared.count(client_ip, magicmx_gossip::Kind::Connection);
+        let slot = shared.connections.take(client_ip);
         let shared = shared.clone();
         tokio::spawn(async move {
             match slot {

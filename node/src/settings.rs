@@ -18,6 +18,8 @@ pub struct NodeSettings {
     pub domains: Vec<DomainSettings>,
     pub delivery: DeliverySettings,
     pub dns: DnsSettings,
+    /// The mesh; `None` runs the node alone.
+    pub mesh: Option<magicmx_gossip::MeshSettings>,
     /// Prefix lengths of a source block.
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,

@@ -28,6 +28,41 @@ enum Command {
     },
     /// Print the embedded default configuration.
     DefaultConfig,
+    /// Make a node directory with a starter configuration.
+    Init {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The node's name in the mesh.
+        #[arg(long, default_value = "node1")]
+        name: String,
+        /// A mesh CA directory to issue this node's certificate from.
+        #[arg(long, value_name = "DIR")]
+        ca: Option<PathBuf>,
+    },
+    /// The mesh's certificates.
+    #[command(subcommand)]
+    Mesh(MeshCommand),
+}
+
+#[derive(Subcommand)]
+enum MeshCommand {
+    /// Create the mesh CA (mesh-ca.pem, mesh-ca.key) in DIR.
+    CaInit {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Issue a node certificate (node.pem, node.key, with mesh-ca.pem) into DIR.
+    Issue {
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -62,6 +97,26 @@ pub fn main() -> ExitCode {
             print!("{}", crate::config::EMBEDDED_DEFAULT);
             ExitCode::SUCCESS
         }
+        Command::Init { dir, name, ca } => report(crate::init::init(&dir, &name, ca.as_deref())),
+        Command::Mesh(MeshCommand::CaInit { dir }) => report(crate::pki_files::ca_init(&dir).map(|cert| {
+            println!(
+                "mesh CA: {} (keep {} secret)",
+                cert.display(),
+                dir.join(crate::pki_files::CA_KEY).display()
+            );
+        })),
+        Command::Mesh(MeshCommand::Issue { ca, name, out, days }) => {
+            report(crate::pki_files::issue(&ca, &name, &out, days).map(|()| {
+                println!("node {name}: {}/node.pem, node.key and mesh-ca.pem", out.display());
+            }))
+        }
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("{e:#}")),
     }
 }
 

@@ -3,4 +3,6 @@
 
 pub mod cli;
 pub mod config;
+mod init;
+mod pki_files;
 mod run;

@@ -89,7 +89,12 @@ mod tests {
             connections: 3.0,
             age_ms: 250,
         };
-        let frame = Frame::Counts(Counts { round: 7, full: false, base_ms: 1_795_000_000_000, entries: vec![entry; 100] });
+        let frame = Frame::Counts(Counts {
+            round: 7,
+            full: false,
+            base_ms: 1_795_000_000_000,
+            entries: vec![entry; 100],
+        });
         let bytes = encode(&frame);
         assert_eq!(decode(&bytes), Ok(frame));
         let per_entry = (bytes.len() - 16) / 100;

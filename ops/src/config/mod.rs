@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use magicmx_gossip::MeshSettings;
 use magicmx_node::settings::{
     DeliverySettings, DnsSettings, DomainSettings, NodeSettings, OutboundTls, SmtpSettings, TlsFiles,
 };
@@ -113,6 +114,37 @@ impl Config {
                 ));
             }
         }
+        let mesh = &self.mesh;
+        match (&mesh.ca_cert, &mesh.cert, &mesh.key) {
+            (None, None, None) | (Some(_), Some(_), Some(_)) => {}
+            (ca, cert, _) => {
+                let missing = if ca.is_none() {
+                    "mesh.ca_cert"
+                } else if cert.is_none() {
+                    "mesh.cert"
+                } else {
+                    "mesh.key"
+                };
+                return Err((missing.into(), "ca_cert, cert and key go together (or none: no mesh)".into()));
+            }
+        }
+        for fp in &mesh.revoked {
+            if magicmx_gossip::tls::parse_revoked(fp).is_none() {
+                return Err((
+                    "mesh.revoked".into(),
+                    format!("{fp:?} is not a SHA-256 fingerprint (64 hex digits)"),
+                ));
+            }
+        }
+        if mesh.gossip_interval.is_zero() {
+            return Err(("mesh.gossip_interval".into(), "must be more than zero".into()));
+        }
+        if self.throttle.ipv6_prefix > 64 && mesh.ca_cert.is_some() {
+            return Err((
+                "throttle.ipv6_prefix".into(),
+                "the mesh counts IPv6 blocks of /64 or shorter".into(),
+            ));
+        }
         if self.throttle.ipv4_prefix > 32 {
             return Err(("throttle.ipv4_prefix".into(), "must be 0 to 32".into()));
         }
@@ -176,6 +208,7 @@ impl Config {
                 })
                 .collect(),
             delivery: self.delivery_settings(),
+            mesh: self.mesh_settings(),
             dns: DnsSettings {
                 nameservers: self.checks.nameservers.clone(),
                 timeout: self.checks.dns_timeout,
@@ -183,6 +216,26 @@ impl Config {
             ipv4_prefix: self.throttle.ipv4_prefix,
             ipv6_prefix: self.throttle.ipv6_prefix,
         }
+    }
+
+    /// The mesh, when its certificates are configured. Seeds are resolved
+    /// now; one that does not resolve is skipped with a warning.
+    fn mesh_settings(&self) -> Option<MeshSettings> {
+        let m = &self.mesh;
+        let (Some(ca), Some(cert), Some(key)) = (&m.ca_cert, &m.cert, &m.key) else { return None };
+        let mut settings =
+            MeshSettings::new(&self.node.name, m.listen, ca.clone(), cert.clone(), key.clone());
+        settings.advertise = m.advertise;
+        settings.interval = m.gossip_interval;
+        settings.max_tracked = m.max_tracked;
+        settings.revoked = m.revoked.iter().filter_map(|fp| magicmx_gossip::tls::parse_revoked(fp)).collect();
+        for seed in &m.seeds {
+            match std::net::ToSocketAddrs::to_socket_addrs(seed.as_str()) {
+                Ok(addrs) => settings.seeds.extend(addrs),
+                Err(error) => tracing::warn!(%seed, %error, "mesh seed does not resolve; skipped"),
+            }
+        }
+        Some(settings)
     }
 
     fn delivery_settings(&self) -> DeliverySettings {

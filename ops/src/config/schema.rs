@@ -106,6 +106,8 @@ pub struct TrapSection {
 #[serde(deny_unknown_fields, default)]
 pub struct MeshSection {
     pub listen: SocketAddr,
+    /// The address peers reach this node at; default: `listen`.
+    pub advertise: Option<SocketAddr>,
     pub seeds: Vec<String>,
     pub ca_cert: Option<PathBuf>,
     pub cert: Option<PathBuf>,
@@ -115,12 +117,15 @@ pub struct MeshSection {
     pub magic_mx_names: Vec<String>,
     /// SHA-256 fingerprints of revoked node certificates.
     pub revoked: Vec<String>,
+    /// Count registers kept at most, over all peers.
+    pub max_tracked: usize,
 }
 
 impl Default for MeshSection {
     fn default() -> Self {
         MeshSection {
             listen: "0.0.0.0:7946".parse().expect("valid address"),
+            advertise: None,
             seeds: vec![],
             ca_cert: None,
             cert: None,
@@ -128,6 +133,7 @@ impl Default for MeshSection {
             gossip_interval: Duration::from_millis(500),
             magic_mx_names: vec![],
             revoked: vec![],
+            max_tracked: 1_000_000,
         }
     }
 }
