@@ -49,7 +49,13 @@ async fn start(dir: &Path, n: usize) -> Vec<Mesh> {
         let (cert, key) = (dir.join(format!("n{i}.pem")), dir.join(format!("n{i}.key")));
         std::fs::write(&cert, pem.cert).unwrap();
         std::fs::write(&key, pem.key).unwrap();
-        let mut s = MeshSettings::new(&format!("n{i}"), "127.0.0.1:0".parse().unwrap(), dir.join("ca.pem"), cert, key);
+        let mut s = MeshSettings::new(
+            &format!("n{i}"),
+            "127.0.0.1:0".parse().unwrap(),
+            dir.join("ca.pem"),
+            cert,
+            key,
+        );
         s.interval = INTERVAL;
         s.seeds = nodes.first().map(|m| vec![m.local_addr()]).unwrap_or_default();
         nodes.push(Mesh::start(s).await.unwrap());

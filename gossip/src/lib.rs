@@ -6,8 +6,10 @@
 pub mod counts;
 pub mod identity;
 mod mesh;
+pub mod penalties;
 pub mod pki;
 mod swim;
+pub mod tally;
 pub mod tls;
 mod transport;
 
@@ -15,6 +17,8 @@ use std::net::SocketAddr;
 
 pub use counts::{Caps, Kind, Periods, Rates};
 pub use mesh::{Mesh, MeshSettings, PeerStatus, Round};
+pub use penalties::Penalty;
+pub use tally::Tally;
 pub use transport::Stats;
 
 /// Why the mesh could not start. Nothing is running after any of these.

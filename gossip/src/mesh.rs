@@ -7,15 +7,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use magicmx_proto::wire::{decode, encode, Counts as CountsFrame, Frame, WireBlock};
+use magicmx_proto::wire::{decode, encode, CountEntry, Counts as CountsFrame, Frame, PenaltyEntry};
 use magicmx_proto::SourceBlock;
 use tokio::sync::{mpsc, Notify};
 
-use crate::counts::{Caps, Counts, Fingerprint, Kind, Merged, Periods, Rates};
+use crate::counts::{Caps, Fingerprint, Kind, Merged, Periods, Rates};
 use crate::identity::NodeId;
 use crate::swim::{self, Input};
+use crate::tally::{now_ms, Tally};
 use crate::transport::{Delivery, Inbound, Transport};
 use crate::Error;
 
@@ -90,7 +91,7 @@ pub(crate) struct Shared {
     pub settings: MeshSettings,
     pub own: NodeId,
     pub transport: Arc<Transport>,
-    counts: Mutex<Counts>,
+    tally: Arc<Tally>,
     peers: Mutex<HashMap<Fingerprint, Peer>>,
     heard: Mutex<HashMap<Fingerprint, Instant>>,
     heard_changed: Notify,
@@ -105,22 +106,16 @@ pub struct Mesh {
     tasks: Arc<Vec<tokio::task::JoinHandle<()>>>,
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
-}
-
-pub(crate) fn wire_block(block: SourceBlock) -> WireBlock {
-    match block.network() {
-        std::net::IpAddr::V4(v4) => WireBlock { net: u64::from(u32::from(v4)), prefix: block.prefix() },
-        std::net::IpAddr::V6(v6) => {
-            WireBlock { net: (u128::from(v6) >> 64) as u64, prefix: 0x80 | block.prefix().min(64) }
-        }
-    }
-}
-
 impl Mesh {
-    /// Loads the certificates, binds the gossip port, and joins through the seeds.
+    /// Loads the certificates, binds the gossip port, and joins through the
+    /// seeds, with a tally of its own.
     pub async fn start(settings: MeshSettings) -> Result<Mesh, Error> {
+        let tally = Arc::new(Tally::new(settings.periods, settings.max_tracked));
+        Mesh::start_with(settings, tally).await
+    }
+
+    /// The same, sharing `tally` (the node's) with the mesh.
+    pub async fn start_with(settings: MeshSettings, tally: Arc<Tally>) -> Result<Mesh, Error> {
         let tls = crate::tls::load(
             &settings.ca_cert,
             &settings.cert,
@@ -135,7 +130,7 @@ impl Mesh {
         let advertise = settings.advertise.unwrap_or_else(|| transport.local_addr());
         let own = NodeId { name: settings.name.clone(), addr: advertise, fingerprint, bump: now_ms() };
         let shared = Arc::new(Shared {
-            counts: Mutex::new(Counts::new(fingerprint, settings.periods)),
+            tally,
             peers: Mutex::new(HashMap::new()),
             heard: Mutex::new(HashMap::new()),
             heard_changed: Notify::new(),
@@ -174,14 +169,25 @@ impl Mesh {
         self.shared.own.fingerprint
     }
 
-    /// Counts one event of this node's for `block`.
-    pub fn record(&self, block: SourceBlock, kind: Kind) {
-        self.shared.counts.lock().unwrap().record(wire_block(block), kind, now_ms());
+    /// The tally this mesh shares.
+    pub fn tally(&self) -> &Arc<Tally> {
+        &self.shared.tally
     }
 
-    /// The mesh-wide rates of `block`, each peer's share at most `caps`.
+    /// Counts one event of this node's for `block` (see [`Tally::record`]).
+    pub fn record(&self, block: SourceBlock, kind: Kind) {
+        self.shared.tally.record(block, kind);
+    }
+
+    /// The mesh-wide rates of `block` (see [`Tally::rate`]).
     pub fn rate(&self, block: SourceBlock, caps: Caps) -> Rates {
-        self.shared.counts.lock().unwrap().rate(wire_block(block), now_ms(), caps)
+        self.shared.tally.rate(block, caps)
+    }
+
+    /// Live peers and known peers (live or down): the share of the mesh heard.
+    pub fn heard_share(&self) -> (usize, usize) {
+        let peers = self.shared.peers.lock().unwrap();
+        (peers.values().filter(|p| p.alive).count(), peers.len())
     }
 
     /// Waits until every live peer has reported a round received after
@@ -221,12 +227,6 @@ impl Mesh {
         peers
     }
 
-    /// Registers held, and their table's size in bytes.
-    pub fn tracked(&self) -> (usize, usize) {
-        let counts = self.shared.counts.lock().unwrap();
-        (counts.len(), counts.table_bytes())
-    }
-
     pub fn stats(&self) -> &crate::transport::Stats {
         &self.shared.transport.stats
     }
@@ -263,9 +263,10 @@ impl Shared {
 
     /// This node's whole state, as the greeting of a new connection.
     fn full_state_frame(&self) -> Arc<Vec<u8>> {
-        let entries = self.counts.lock().unwrap().own_state(now_ms());
-        tracing::debug!(node = %self.own.name, entries = entries.len(), "greeting with the whole state");
-        self.counts_frame(true, entries)
+        let now = now_ms();
+        let entries = self.tally.counts.lock().unwrap().own_state(now);
+        let penalties = self.tally.penalties.lock().unwrap().all(now);
+        self.counts_frame(true, entries, penalties)
     }
 
     pub(crate) fn member_down(&self, id: &NodeId) {
@@ -278,9 +279,14 @@ impl Shared {
         }
     }
 
-    fn counts_frame(&self, full: bool, entries: Vec<magicmx_proto::wire::CountEntry>) -> Arc<Vec<u8>> {
+    fn counts_frame(
+        &self,
+        full: bool,
+        entries: Vec<CountEntry>,
+        penalties: Vec<PenaltyEntry>,
+    ) -> Arc<Vec<u8>> {
         let round = self.round.fetch_add(1, Ordering::Relaxed);
-        Arc::new(encode(&Frame::Counts(CountsFrame { round, full, base_ms: now_ms(), entries })))
+        Arc::new(encode(&Frame::Counts(CountsFrame { round, full, base_ms: now_ms(), entries, penalties })))
     }
 
     fn round_since(&self, since: Instant) -> Round {
@@ -303,15 +309,20 @@ async fn receive(
                 let _ = swim.send(Input::Packet(packet));
             }
             Ok(Frame::Counts(frame)) => {
-                tracing::debug!(peer = %hex(&peer), entries = frame.entries.len(), full = frame.full, round = frame.round, "counts received");
                 let mut rejected = 0;
                 {
-                    let mut counts = shared.counts.lock().unwrap();
+                    let mut counts = shared.tally.counts.lock().unwrap();
                     let Some(origin) = counts.origin(peer) else { continue };
                     for entry in &frame.entries {
                         if counts.merge(origin, frame.base_ms, entry) == Merged::Rejected {
                             rejected += 1;
                         }
+                    }
+                }
+                if !frame.penalties.is_empty() {
+                    let mut penalties = shared.tally.penalties.lock().unwrap();
+                    for penalty in &frame.penalties {
+                        penalties.merge(penalty);
                     }
                 }
                 if rejected > 0 {
@@ -329,28 +340,21 @@ async fn receive(
     }
 }
 
-/// Every interval: this node's changes (or an empty heartbeat) to every live
-/// peer; every few seconds, forget what has decayed.
+/// Every interval: this node's changes (or an empty heartbeat) to every live peer.
 async fn rounds(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(shared.settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_sweep = Instant::now();
     loop {
         tick.tick().await;
         let peers = shared.live_peers();
-        let entries = shared.counts.lock().unwrap().take_changes(now_ms());
+        let entries = shared.tally.counts.lock().unwrap().take_changes(now_ms());
+        let penalties = shared.tally.penalties.lock().unwrap().take_changes();
         if !peers.is_empty() {
-            let frame = shared.counts_frame(false, entries);
+            let frame = shared.counts_frame(false, entries, penalties);
             for peer in peers {
                 let (transport, frame) = (shared.transport.clone(), frame.clone());
                 tokio::spawn(async move { transport.send(peer.addr, frame, Delivery::Stream).await });
             }
-        }
-        if last_sweep.elapsed() >= Duration::from_secs(5) {
-            let mut counts = shared.counts.lock().unwrap();
-            counts.sweep(now_ms());
-            while counts.len() > shared.settings.max_tracked && counts.shed(now_ms()) > 0 {}
-            last_sweep = Instant::now();
         }
     }
 }

@@ -18,11 +18,12 @@ enum Outcome {
     StartTls,
 }
 
-pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, trusted: bool) {
     let client_ip = peer.ip().to_canonical();
     let mut session = Session::new(shared.session_config.clone(), client_ip, Instant::now());
     let pause = shared.settings.smtp.greet_pause;
-    if !pause.is_zero() {
+    // Trusted senders are known: no need to test their manners.
+    if !pause.is_zero() && !trusted {
         let mut early = [0u8; 512];
         match tokio::time::timeout(pause, stream.read(&mut early)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return,
@@ -31,19 +32,32 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
         }
     }
     session.greet(Instant::now());
-    let outcome = drive(&shared, &mut session, &mut stream).await;
+    let mut transaction = Transaction { trusted, first_rcpt: None };
+    let outcome = drive(&shared, &mut session, &mut stream, &mut transaction).await;
     if let (Ok(Outcome::StartTls), Some(acceptor)) = (outcome, &shared.tls) {
         match acceptor.accept(stream).await {
             Ok(mut tls) => {
                 session.tls_started(Instant::now());
-                let _ = drive(&shared, &mut session, &mut tls).await;
+                let _ = drive(&shared, &mut session, &mut tls, &mut transaction).await;
             }
             Err(e) => tracing::info!(client = %client_ip, error = %e, "TLS handshake failed"),
         }
     }
 }
 
-async fn drive<S>(shared: &Shared, session: &mut Session, stream: &mut S) -> std::io::Result<Outcome>
+/// What the node keeps about the client's current transaction.
+struct Transaction {
+    trusted: bool,
+    /// When its first recipient was offered: the hold waits for a round from then.
+    first_rcpt: Option<Instant>,
+}
+
+async fn drive<S>(
+    shared: &Shared,
+    session: &mut Session,
+    stream: &mut S,
+    transaction: &mut Transaction,
+) -> std::io::Result<Outcome>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -75,10 +89,19 @@ where
                 Event::Violation(violation) => {
                     tracing::info!(client = %client_ip, ?violation, "protocol violation")
                 }
-                Event::Mail(_) => session.decide(Reply::new(250, "2.1.0", "Sender OK")),
+                Event::Mail(_) => {
+                    transaction.first_rcpt = None;
+                    session.decide(Reply::new(250, "2.1.0", "Sender OK"));
+                }
                 Event::Rcpt(request) => {
-                    shared.count(client_ip, magicmx_gossip::Kind::Recipient);
-                    let reply = shared.domains.verdict(&request.recipient);
+                    transaction.first_rcpt.get_or_insert_with(Instant::now);
+                    let mut reply = shared.domains.verdict(&request.recipient);
+                    if !transaction.trusted {
+                        let refusal = shared.throttle.recipient(client_ip, &request.recipient);
+                        if let (Some(refusal), true) = (refusal, reply.is_positive()) {
+                            reply = refusal;
+                        }
+                    }
                     if !reply.is_positive() {
                         tracing::info!(client = %client_ip, rcpt = %request.recipient, reply = %reply.to_string().trim_end(), "recipient refused");
                     }
@@ -86,7 +109,18 @@ where
                 }
                 Event::Message(message) => {
                     in_data = false;
-                    let reply = intake::accept(shared, session, message).await;
+                    let since = transaction.first_rcpt.take().unwrap_or_else(Instant::now);
+                    let held = match transaction.trusted {
+                        true => None,
+                        false => shared.throttle.hold(client_ip, since).await,
+                    };
+                    let reply = match held {
+                        Some(refusal) => {
+                            log_refused_message(shared, client_ip, &refusal);
+                            refusal
+                        }
+                        None => intake::accept(shared, session, message).await,
+                    };
                     session.decide(reply);
                 }
             }

@@ -8,21 +8,27 @@ mod dns;
 mod domains;
 mod dsn;
 mod error;
+mod housekeeping;
 mod intake;
 mod listener;
 pub mod queue;
 pub mod route;
 pub mod settings;
+pub mod throttle;
 mod tls;
+mod trap;
+pub mod trust;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use magicmx_gossip::Mesh;
+use magicmx_gossip::{Mesh, Periods, Tally};
 use magicmx_proto::smtp::SessionConfig;
+use throttle::Throttle;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
+use trust::TrustList;
 
 pub use error::{Error, Result};
 pub use queue::{Envelope, Queue, QueueId, RecipientStatus};
@@ -46,19 +52,13 @@ pub(crate) struct Shared {
     pub dns: Arc<Dns>,
     pub outbound: Outbound,
     pub mesh: Option<Mesh>,
+    pub throttle: Throttle,
 }
 
 impl Shared {
     /// The source block a client address counts under.
     pub fn block_of(&self, ip: std::net::IpAddr) -> magicmx_proto::SourceBlock {
         magicmx_proto::SourceBlock::of(ip, self.settings.ipv4_prefix, self.settings.ipv6_prefix)
-    }
-
-    /// Counts one event of `ip`'s block in the mesh counts (with a mesh).
-    pub fn count(&self, ip: std::net::IpAddr, kind: magicmx_gossip::Kind) {
-        if let Some(mesh) = &self.mesh {
-            mesh.record(self.block_of(ip), kind);
-        }
     }
 }
 
@@ -85,10 +85,20 @@ impl Node {
         let (delivery, wake) = mpsc::unbounded_channel();
         let dns = Arc::new(Dns::new(&settings.dns)?);
         let outbound = Outbound::new(dns.clone(), settings.delivery.clone(), smtp_addrs.clone())?;
+        let tally = Arc::new(Tally::new(Periods::default(), settings.max_tracked));
+        tally.restore_penalties(&queue.load_penalties()?);
         let mesh = match &settings.mesh {
-            Some(mesh) => Some(Mesh::start(mesh.clone()).await.map_err(|e| Error::Mesh(e.to_string()))?),
+            Some(mesh) => Some(
+                Mesh::start_with(mesh.clone(), tally.clone())
+                    .await
+                    .map_err(|e| Error::Mesh(e.to_string()))?,
+            ),
             None => None,
         };
+        let trust = TrustList::load(&settings.trusted, queue.clone())?;
+        let prefixes = (settings.ipv4_prefix, settings.ipv6_prefix);
+        let throttle = Throttle::new(settings.throttle.clone(), prefixes, tally, mesh.clone(), trust);
+        let traps = listener::bind(&settings.trap_listen).await?;
         let shared = Arc::new(Shared {
             domains: Domains::new(&settings.domains, &session_config.hostname),
             connections: ConnectionSlots::new(
@@ -103,8 +113,15 @@ impl Node {
             dns,
             outbound,
             mesh,
+            throttle,
         });
-        let mut tasks = vec![tokio::spawn(deliver::run(shared.clone(), wake))];
+        let mut tasks = vec![
+            tokio::spawn(deliver::run(shared.clone(), wake)),
+            tokio::spawn(housekeeping::run(shared.clone())),
+        ];
+        for trap in traps {
+            tasks.push(tokio::spawn(trap::accept_loop(shared.clone(), trap)));
+        }
         for listener in listeners {
             tasks.push(tokio::spawn(listener::accept_loop(shared.clone(), listener)));
         }
@@ -119,6 +136,11 @@ impl Node {
     /// Connections being served now.
     pub fn connections_in_use(&self) -> usize {
         self.shared.connections.in_use()
+    }
+
+    /// The throttle: limits, penalties and the trust list.
+    pub fn throttle(&self) -> &Throttle {
+        &self.shared.throttle
     }
 
     /// The node's mesh, when it has one.
@@ -139,7 +161,7 @@ impl Node {
 
     /// Stops accepting and delivering. Sessions in progress are dropped;
     /// what they had not been told 250 for is theirs to send again.
-    pub fn shutdown(self) {
+    pub fn shutdown(&self) {
         for task in &self.tasks {
             task.abort();
         }

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::connection;
 use crate::error::{Error, Result};
+use crate::throttle::Gate;
 use crate::Shared;
 
 pub(crate) async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>> {
@@ -33,13 +34,25 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         };
         let _ = stream.set_nodelay(true);
         let client_ip = peer.ip().to_canonical();
-        shared.count(client_ip, magicmx_gossip::Kind::Connection);
+        let trusted = match shared.throttle.gate(client_ip) {
+            Gate::Trusted => true,
+            Gate::Pass => false,
+            Gate::Drop => continue,
+            Gate::Refuse(reply) => {
+                tokio::spawn(async move {
+                    let mut stream = stream;
+                    let _ = stream.write_all(&reply.to_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+                continue;
+            }
+        };
         let slot = shared.connections.take(client_ip);
         let shared = shared.clone();
         tokio::spawn(async move {
             match slot {
                 Ok(slot) => {
-                    connection::serve(shared, stream, peer).await;
+                    connection::serve(shared, stream, peer, trusted).await;
                     drop(slot);
                 }
                 Err(full) => {

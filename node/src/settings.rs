@@ -20,6 +20,13 @@ pub struct NodeSettings {
     pub dns: DnsSettings,
     /// The mesh; `None` runs the node alone.
     pub mesh: Option<magicmx_gossip::MeshSettings>,
+    pub throttle: ThrottleSettings,
+    /// Sources that bypass counting, gate and hold, from the configuration.
+    pub trusted: Vec<ipnet::IpNet>,
+    /// Honeypot listeners: whoever connects is penalised.
+    pub trap_listen: Vec<SocketAddr>,
+    /// Count registers kept at most.
+    pub max_tracked: usize,
     /// Prefix lengths of a source block.
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
@@ -100,4 +107,37 @@ pub struct DnsSettings {
     /// Servers to ask; empty means the system's resolver configuration.
     pub nameservers: Vec<SocketAddr>,
     pub timeout: Duration,
+}
+
+/// The throttle's limits, mesh-wide per source block.
+#[derive(Debug, Clone)]
+pub struct ThrottleSettings {
+    pub recipients_per_hour: f64,
+    pub connections_per_minute: f64,
+    /// A first penalty; each repeat doubles it, up to `penalty_max`.
+    pub penalty: Duration,
+    pub penalty_max: Duration,
+    /// The longest end-of-DATA wait for one gossip round.
+    pub hold: Duration,
+    /// Connections per penalty answered with a 421 before the rest are closed unanswered.
+    pub polite_refusals: u32,
+    /// The most of a limit one peer's counts may make up.
+    pub peer_share: f64,
+    /// How long a trap hit penalises.
+    pub trap_penalty: Duration,
+}
+
+impl Default for ThrottleSettings {
+    fn default() -> Self {
+        ThrottleSettings {
+            recipients_per_hour: 30.0,
+            connections_per_minute: 20.0,
+            penalty: Duration::from_secs(15 * 60),
+            penalty_max: Duration::from_secs(24 * 3600),
+            hold: Duration::from_secs(2),
+            polite_refusals: 3,
+            peer_share: 0.5,
+            trap_penalty: Duration::from_secs(24 * 3600),
+        }
+    }
 }

@@ -42,6 +42,52 @@ enum Command {
     /// The mesh's certificates.
     #[command(subcommand)]
     Mesh(MeshCommand),
+    /// The trust list of a running node: sources that bypass the throttle.
+    Trust {
+        #[command(subcommand)]
+        command: TrustCommand,
+        #[command(flatten)]
+        node: NodeAddress,
+    },
+}
+
+/// Which running node a command talks to.
+#[derive(clap::Args)]
+struct NodeAddress {
+    /// The node's configuration (for its admin address and token).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The admin API address, instead of the configuration's.
+    #[arg(long, global = true, value_name = "ADDR")]
+    admin: Option<std::net::SocketAddr>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl NodeAddress {
+    fn client(&self) -> anyhow::Result<crate::client::AdminClient> {
+        let config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::embedded(),
+        };
+        let addr = self.admin.unwrap_or(config.admin.listen);
+        Ok(crate::client::AdminClient::new(addr, config.admin.token.clone()))
+    }
+}
+
+#[derive(Subcommand)]
+enum TrustCommand {
+    /// List trusted sources.
+    List,
+    /// Trust a source (an address or a CIDR block).
+    Add {
+        cidr: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Stop trusting a source added with `trust add`.
+    Remove { cidr: String },
 }
 
 #[derive(Subcommand)]
@@ -98,6 +144,11 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Init { dir, name, ca } => report(crate::init::init(&dir, &name, ca.as_deref())),
+        Command::Trust { command, node } => report(node.client().and_then(|client| match command {
+            TrustCommand::List => crate::trust_cmd::list(&client, node.json),
+            TrustCommand::Add { cidr, reason } => crate::trust_cmd::add(&client, &cidr, &reason),
+            TrustCommand::Remove { cidr } => crate::trust_cmd::remove(&client, &cidr),
+        })),
         Command::Mesh(MeshCommand::CaInit { dir }) => report(crate::pki_files::ca_init(&dir).map(|cert| {
             println!(
                 "mesh CA: {} (keep {} secret)",

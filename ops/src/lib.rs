@@ -1,8 +1,11 @@
 //! magicmx (ops): the operator's face of a node: command line, configuration,
 //! and the `run` loop.
 
+mod admin;
 pub mod cli;
+mod client;
 pub mod config;
 mod init;
 mod pki_files;
 mod run;
+mod trust_cmd;

@@ -15,7 +15,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let settings = config.node_settings();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     runtime.block_on(async {
-        let node = Node::start(settings.clone()).await.context("cannot start the node")?;
+        let node = std::sync::Arc::new(Node::start(settings.clone()).await.context("cannot start the node")?);
+        let admin = crate::admin::Admin { node: node.clone(), token: config.admin.token.clone() };
+        let admin_addr = config.admin.listen;
+        let admin_task = tokio::spawn(async move {
+            if let Err(error) = crate::admin::serve(admin_addr, admin).await {
+                tracing::error!(%admin_addr, %error, "admin API stopped");
+            }
+        });
         tracing::info!(
             node = %settings.name,
             smtp = ?node.smtp_addrs(),
@@ -25,6 +32,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         );
         wait_for_signal().await;
         tracing::info!("stopping");
+        admin_task.abort();
         node.shutdown();
         Ok(())
     })

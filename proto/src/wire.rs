@@ -27,6 +27,17 @@ pub struct Counts {
     /// Unix milliseconds; entry times are offsets below it.
     pub base_ms: u64,
     pub entries: Vec<CountEntry>,
+    /// Penalties imposed or learnt since the last round (all, when `full`).
+    pub penalties: Vec<PenaltyEntry>,
+}
+
+/// A block refused at connect until `until_ms` (Unix milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PenaltyEntry {
+    pub block: WireBlock,
+    pub until_ms: u64,
+    /// How many penalties the block has had lately (the next one doubles).
+    pub strikes: u8,
 }
 
 /// One block's counters at its origin: decaying rates as of `base_ms - age_ms`.
@@ -94,6 +105,7 @@ mod tests {
             full: false,
             base_ms: 1_795_000_000_000,
             entries: vec![entry; 100],
+        penalties: vec![],
         });
         let bytes = encode(&frame);
         assert_eq!(decode(&bytes), Ok(frame));

@@ -2,7 +2,9 @@
 //! store that keeps it until every recipient is delivered or given up.
 
 mod envelope;
+mod state;
 mod store;
 
 pub use envelope::{Envelope, QueueId, RecipientState, RecipientStatus};
+pub use state::TrustRecord;
 pub use store::Queue;

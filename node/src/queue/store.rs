@@ -86,6 +86,10 @@ impl Queue {
         Ok(Queue { inner: Arc::new(inner) })
     }
 
+    pub(super) fn db(&self) -> &Database {
+        &self.inner.db
+    }
+
     /// A fresh queue id.
     pub fn next_id(&self) -> QueueId {
         QueueId(self.inner.next_id.fetch_add(1, Ordering::Relaxed))

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use magicmx_gossip::MeshSettings;
 use magicmx_node::settings::{
-    DeliverySettings, DnsSettings, DomainSettings, NodeSettings, OutboundTls, SmtpSettings, TlsFiles,
+    DeliverySettings, DnsSettings, DomainSettings, NodeSettings, OutboundTls, SmtpSettings, ThrottleSettings,
+    TlsFiles,
 };
 use magicmx_proto::smtp::{Limits, SessionConfig, ViolationAction};
 
@@ -145,6 +146,12 @@ impl Config {
                 "the mesh counts IPv6 blocks of /64 or shorter".into(),
             ));
         }
+        if !(0.0..=1.0).contains(&self.throttle.peer_share) || self.throttle.peer_share.is_nan() {
+            return Err(("throttle.peer_share".into(), "a fraction of the limit, from 0 to 1".into()));
+        }
+        if self.throttle.penalty.is_zero() || self.throttle.penalty_max < self.throttle.penalty {
+            return Err(("throttle.penalty_max".into(), "need 0 < penalty <= penalty_max".into()));
+        }
         if self.throttle.ipv4_prefix > 32 {
             return Err(("throttle.ipv4_prefix".into(), "must be 0 to 32".into()));
         }
@@ -209,6 +216,10 @@ impl Config {
                 .collect(),
             delivery: self.delivery_settings(),
             mesh: self.mesh_settings(),
+            throttle: self.throttle_settings(),
+            trusted: self.trust.cidrs.clone(),
+            trap_listen: self.trap.listen.clone(),
+            max_tracked: self.mesh.max_tracked,
             dns: DnsSettings {
                 nameservers: self.checks.nameservers.clone(),
                 timeout: self.checks.dns_timeout,
@@ -236,6 +247,20 @@ impl Config {
             }
         }
         Some(settings)
+    }
+
+    fn throttle_settings(&self) -> ThrottleSettings {
+        let t = &self.throttle;
+        ThrottleSettings {
+            recipients_per_hour: f64::from(t.recipients_per_hour),
+            connections_per_minute: f64::from(t.connections_per_minute),
+            penalty: t.penalty,
+            penalty_max: t.penalty_max,
+            hold: t.hold,
+            polite_refusals: t.polite_refusals,
+            peer_share: t.peer_share,
+            trap_penalty: t.trap_penalty,
+        }
     }
 
     fn delivery_settings(&self) -> DeliverySettings {

@@ -149,6 +149,12 @@ pub struct ThrottleSection {
     pub penalty: Duration,
     #[serde(deserialize_with = "values::duration")]
     pub hold: Duration,
+    #[serde(deserialize_with = "values::duration")]
+    pub penalty_max: Duration,
+    pub polite_refusals: u32,
+    pub peer_share: f64,
+    #[serde(deserialize_with = "values::duration")]
+    pub trap_penalty: Duration,
 }
 
 impl Default for ThrottleSection {
@@ -160,6 +166,10 @@ impl Default for ThrottleSection {
             connections_per_minute: 20,
             penalty: Duration::from_secs(15 * 60),
             hold: Duration::from_secs(2),
+            penalty_max: Duration::from_secs(24 * 3600),
+            polite_refusals: 3,
+            peer_share: 0.5,
+            trap_penalty: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -1,0 +1,105 @@
+//! The tally: a node's counts and penalties, the state the throttle reads
+//! and the mesh shares. It exists with or without a mesh: a lone node
+//! throttles on its own tally.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use magicmx_proto::wire::{PenaltyEntry, WireBlock};
+use magicmx_proto::SourceBlock;
+
+use crate::counts::{Caps, Counts, Kind, Periods, Rates};
+use crate::penalties::{Penalties, Penalty};
+
+pub struct Tally {
+    pub(crate) counts: Mutex<Counts>,
+    pub(crate) penalties: Mutex<Penalties>,
+    max_tracked: usize,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+/// The wire form of a block: the network's top 64 bits (IPv4 in the low 32)
+/// and the prefix, with 0x80 set for IPv6.
+pub fn wire_block(block: SourceBlock) -> WireBlock {
+    match block.network() {
+        std::net::IpAddr::V4(v4) => WireBlock { net: u64::from(u32::from(v4)), prefix: block.prefix() },
+        std::net::IpAddr::V6(v6) => {
+            WireBlock { net: (u128::from(v6) >> 64) as u64, prefix: 0x80 | block.prefix().min(64) }
+        }
+    }
+}
+
+impl Tally {
+    pub fn new(periods: Periods, max_tracked: usize) -> Tally {
+        Tally {
+            counts: Mutex::new(Counts::new([0; 16], periods)),
+            penalties: Mutex::new(Penalties::default()),
+            max_tracked,
+        }
+    }
+
+    /// Counts one event of this node's for `block`.
+    pub fn record(&self, block: SourceBlock, kind: Kind) {
+        self.counts.lock().unwrap().record(wire_block(block), kind, now_ms());
+    }
+
+    /// The mesh-wide rates of `block`, each peer's share at most `caps`.
+    pub fn rate(&self, block: SourceBlock, caps: Caps) -> Rates {
+        self.counts.lock().unwrap().rate(wire_block(block), now_ms(), caps)
+    }
+
+    /// Penalises `block`: `base` for a first offence, doubling for repeat offenders, at most `max`.
+    pub fn penalise(&self, block: SourceBlock, base: Duration, max: Duration) -> Penalty {
+        self.penalties.lock().unwrap().impose(wire_block(block), base, max, now_ms())
+    }
+
+    /// Penalises `block` for exactly `length` from now (or longer if it already is).
+    pub fn penalise_for(&self, block: SourceBlock, length: Duration) -> Penalty {
+        let until = now_ms() + length.as_millis() as u64;
+        let mut penalties = self.penalties.lock().unwrap();
+        let strikes = penalties.active(wire_block(block), 0).map_or(0, |p| p.strikes).saturating_add(1);
+        penalties.extend(wire_block(block), until, strikes)
+    }
+
+    /// The penalty in force on `block`, if any.
+    pub fn penalty(&self, block: SourceBlock) -> Option<Penalty> {
+        self.penalties.lock().unwrap().active(wire_block(block), now_ms())
+    }
+
+    /// Penalties in force now.
+    pub fn penalties_in_force(&self) -> Vec<PenaltyEntry> {
+        self.penalties.lock().unwrap().in_force(now_ms())
+    }
+
+    /// Penalties as they should be on disk, if they changed since last asked.
+    pub fn penalties_to_save(&self) -> Option<Vec<PenaltyEntry>> {
+        self.penalties.lock().unwrap().unsaved(now_ms())
+    }
+
+    /// Takes in penalties from disk.
+    pub fn restore_penalties(&self, entries: &[PenaltyEntry]) {
+        let mut penalties = self.penalties.lock().unwrap();
+        for entry in entries {
+            penalties.merge(entry);
+        }
+    }
+
+    /// Forgets what has decayed; sheds the weakest registers over the budget.
+    pub fn sweep(&self) {
+        let now = now_ms();
+        let mut counts = self.counts.lock().unwrap();
+        counts.sweep(now);
+        while counts.len() > self.max_tracked && counts.shed(now) > 0 {}
+        drop(counts);
+        self.penalties.lock().unwrap().sweep(now);
+    }
+
+    /// Registers held, and their table's size in bytes.
+    pub fn tracked(&self) -> (usize, usize) {
+        let counts = self.counts.lock().unwrap();
+        (counts.len(), counts.table_bytes())
+    }
+}

@@ -1,0 +1,31 @@
+//! Background chores of a node: forget decayed counts and finished
+//! penalties, and save penalties to disk whenever they change (so they
+//! survive a restart), off the flood path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Shared;
+
+const SWEEP: Duration = Duration::from_secs(5);
+
+pub(crate) async fn run(shared: Arc<Shared>) {
+    let mut sweep = tokio::time::interval(SWEEP);
+    loop {
+        tokio::select! {
+            _ = shared.throttle.penalised.notified() => {}
+            _ = sweep.tick() => {
+                shared.throttle.tally().sweep();
+                shared.throttle.sweep();
+            }
+        }
+        // Penalties learnt from peers change the tally too: check each time.
+        if let Some(penalties) = shared.throttle.tally().penalties_to_save() {
+            let queue = shared.queue.clone();
+            let saved = tokio::task::spawn_blocking(move || queue.save_penalties(&penalties)).await;
+            if let Ok(Err(error)) | Err(error) = saved.map_err(|e| crate::Error::Commit(e.to_string())) {
+                tracing::error!(%error, "cannot save penalties");
+            }
+        }
+    }
+}

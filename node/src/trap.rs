@@ -1,0 +1,25 @@
+//! The honeypot: listeners published as a very high-preference MX (OpenBSD
+//! spamd's `-M` idea). No honest sender gets that far down the MX list while
+//! the better ones answer, so whoever connects is penalised mesh-wide for
+//! `throttle.trap_penalty` and told 421.
+
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+use crate::Shared;
+
+pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let Ok((mut stream, peer)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let reply = shared.throttle.trap_hit(peer.ip().to_canonical());
+        tokio::spawn(async move {
+            let _ = stream.write_all(&reply.to_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}

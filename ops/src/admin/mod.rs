@@ -1,0 +1,52 @@
+//! The admin HTTP API (axum), on loopback by default: what `magicmx` CLI
+//! commands talk to. Beyond loopback it requires the configured token.
+
+mod trust;
+
+/// The JSON shapes of `/trust`, shared with the CLI.
+pub mod trust_json {
+    pub use super::trust::{AddTrust, TrustedJson};
+}
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use magicmx_node::Node;
+
+#[derive(Clone)]
+pub struct Admin {
+    pub node: Arc<Node>,
+    pub token: Option<String>,
+}
+
+/// Serves the API on `addr` until the task is dropped.
+pub async fn serve(addr: SocketAddr, admin: Admin) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/trust", get(trust::list).post(trust::add).delete(trust::remove))
+        .layer(middleware::from_fn_with_state(admin.clone(), require_token))
+        .with_state(admin);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "admin API listening");
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+async fn require_token(
+    State(admin): State<Admin>,
+    request: Request,
+    next: Next,
+) -> Result<Response, StatusCode> {
+    if let Some(token) = &admin.token {
+        let given = request.headers().get("authorization").and_then(|v| v.to_str().ok());
+        if given != Some(&format!("Bearer {token}")) {
+            return Err(StatusCode::UNAUTHORIZED);
+        }
+    }
+    Ok(next.run(request).await)
+}
