@@ -172,6 +172,10 @@ listen = "127.0.0.1:0"
 [admin]
 listen = "127.0.0.1:0"
 policy_listen = "127.0.0.1:0"
+# The sending source is trusted, as for a big provider: this measures the
+# relay, not the throttle.
+[trust]
+cidrs = ["127.0.0.1/32"]
 [[domain]]
 name = "example.test"
 route = "smtp://127.0.0.1:$SINK_PORT"
