@@ -31,7 +31,10 @@ pub struct RawClient {
 
 impl RawClient {
     pub fn connect(addr: SocketAddr) -> RawClient {
-        let stream = TcpStream::connect(addr).unwrap();
+        RawClient::from_stream(TcpStream::connect(addr).unwrap())
+    }
+
+    pub fn from_stream(stream: TcpStream) -> RawClient {
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         RawClient { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream }
     }
@@ -60,4 +63,20 @@ impl RawClient {
         let mut rest = Vec::new();
         matches!(self.reader.read_to_end(&mut rest), Ok(_) if rest.is_empty())
     }
+}
+
+/// A connection to `to` from the loopback address `source` (so that it
+/// counts under `source`'s block). std cannot bind before connecting; a
+/// small tokio runtime does.
+pub fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
+    let source: SocketAddr = format!("{source}:0").parse().expect("an IPv4 source address");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(source).unwrap();
+        socket.connect(to).await.unwrap()
+    });
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
 }
