@@ -105,7 +105,7 @@ mod tests {
             full: false,
             base_ms: 1_795_000_000_000,
             entries: vec![entry; 100],
-        penalties: vec![],
+            penalties: vec![],
         });
         let bytes = encode(&frame);
         assert_eq!(decode(&bytes), Ok(frame));
