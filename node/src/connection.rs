@@ -10,7 +10,10 @@ use magicmx_proto::smtp::{Event, Reply, Session};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::checks::Findings;
 use crate::intake;
+use crate::route::outbound::NextHop;
+use crate::route::Route;
 use crate::Shared;
 
 enum Outcome {
@@ -21,6 +24,8 @@ enum Outcome {
 pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, trusted: bool) {
     let client_ip = peer.ip().to_canonical();
     let mut session = Session::new(shared.session_config.clone(), client_ip, Instant::now());
+    // A trusted host name counts once its reverse DNS is forward-confirmed.
+    let trusted = trusted || shared.checks.trusted_by_name(client_ip).await;
     let pause = shared.settings.smtp.greet_pause;
     // Trusted senders are known: no need to test their manners.
     if !pause.is_zero() && !trusted {
@@ -32,7 +37,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
         }
     }
     session.greet(Instant::now());
-    let mut transaction = Transaction { trusted, first_rcpt: None };
+    let mut transaction =
+        Transaction { trusted, first_rcpt: None, findings: Findings::default(), sender: None };
     let outcome = drive(&shared, &mut session, &mut stream, &mut transaction).await;
     if let (Ok(Outcome::StartTls), Some(acceptor)) = (outcome, &shared.tls) {
         match acceptor.accept(stream).await {
@@ -50,6 +56,9 @@ struct Transaction {
     trusted: bool,
     /// When its first recipient was offered: the hold waits for a round from then.
     first_rcpt: Option<Instant>,
+    /// What the checks found, for the queue and the headers.
+    findings: Findings,
+    sender: Option<magicmx_proto::Address>,
 }
 
 async fn drive<S>(
@@ -89,9 +98,23 @@ where
                 Event::Violation(violation) => {
                     tracing::info!(client = %client_ip, ?violation, "protocol violation")
                 }
-                Event::Mail(_) => {
+                Event::Mail(request) => {
                     transaction.first_rcpt = None;
-                    session.decide(Reply::new(250, "2.1.0", "Sender OK"));
+                    transaction.findings = Findings::default();
+                    transaction.sender = request.sender.clone();
+                    let refusal = match transaction.trusted || shared.checks.idle_at_mail() {
+                        true => None,
+                        false => {
+                            let helo = session.helo().unwrap_or("").to_string();
+                            let findings = &mut transaction.findings;
+                            shared.checks.mail(client_ip, &helo, request.sender.as_ref(), findings).await
+                        }
+                    };
+                    if let Some(reply) = &refusal {
+                        let summary = transaction.findings.summary();
+                        tracing::info!(client = %client_ip, sender = ?request.sender.as_ref().map(ToString::to_string), checks = %summary, reply = %reply.to_string().trim_end(), "sender refused");
+                    }
+                    session.decide(refusal.unwrap_or_else(|| Reply::new(250, "2.1.0", "Sender OK")));
                 }
                 Event::Rcpt(request) => {
                     transaction.first_rcpt.get_or_insert_with(Instant::now);
@@ -100,6 +123,11 @@ where
                         let refusal = shared.throttle.recipient(client_ip, &request.recipient);
                         if let (Some(refusal), true) = (refusal, reply.is_positive()) {
                             reply = refusal;
+                        }
+                        if reply.is_positive() {
+                            if let Some(refusal) = callout(shared, transaction, &request.recipient).await {
+                                reply = refusal;
+                            }
                         }
                     }
                     if !reply.is_positive() {
@@ -119,7 +147,7 @@ where
                             log_refused_message(shared, client_ip, &refusal);
                             refusal
                         }
-                        None => intake::accept(shared, session, message).await,
+                        None => intake::accept(shared, session, message, &transaction.findings).await,
                     };
                     session.decide(reply);
                 }
@@ -151,4 +179,26 @@ fn log_refused_message(shared: &Shared, client_ip: std::net::IpAddr, reply: &Rep
     let block = shared.block_of(client_ip);
     let reply = reply.to_string();
     tracing::info!(client = %client_ip, %block, verdict = "rejected", reply = %reply.trim_end(), "transaction");
+}
+
+/// The call-out for a recipient of a served domain, when configured.
+async fn callout(
+    shared: &Shared,
+    transaction: &Transaction,
+    recipient: &magicmx_proto::Address,
+) -> Option<Reply> {
+    if !shared.checks.settings().verify_recipients {
+        return None;
+    }
+    let (route, address) = shared.domains.route_for(recipient)?;
+    let hop = match route {
+        Route::Mx => NextHop::Mx(address.domain.to_string()),
+        Route::Smtp { host, port } => NextHop::Fixed { host: host.clone(), port: *port },
+        Route::Maildir(_) => return None,
+    };
+    if let Some(cached) = shared.checks.callouts.cached(&address) {
+        return cached;
+    }
+    let probe = shared.outbound.probe(&hop, transaction.sender.as_ref(), &address).await;
+    shared.checks.callouts.record(&address, probe)
 }

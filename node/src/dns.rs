@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
-use hickory_resolver::proto::rr::RData;
+use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
 
 use crate::error::{Error, Result};
@@ -32,6 +32,7 @@ pub struct Mx {
 
 pub struct Dns {
     resolver: TokioResolver,
+    settings: DnsSettings,
 }
 
 impl Dns {
@@ -52,7 +53,10 @@ impl Dns {
         }
         options.attempts = 2;
         options.ndots = 0;
-        Ok(Dns { resolver: builder.build().map_err(|e| Error::Dns(e.to_string()))? })
+        Ok(Dns {
+            resolver: builder.build().map_err(|e| Error::Dns(e.to_string()))?,
+            settings: settings.clone(),
+        })
     }
 
     /// The MX records of `domain`, most preferred first.
@@ -92,12 +96,91 @@ impl Dns {
     /// True when `domain` can receive mail: it has MX records, or addresses.
     /// A temporary failure counts as no.
     pub async fn accepts_mail(&self, domain: &str) -> bool {
+        self.mail_domain(domain).await == Ok(true)
+    }
+
+    /// Whether `domain` takes mail (MX records, or addresses), or a temporary failure.
+    pub async fn mail_domain(&self, domain: &str) -> std::result::Result<bool, Failure> {
         match self.mx(domain).await {
-            Ok(records) => records.iter().any(|mx| !mx.exchange.is_empty()),
-            Err(Failure::NotFound) => self.addresses(domain).await.is_ok(),
-            Err(Failure::Temporary(_)) => false,
+            Ok(records) => Ok(records.iter().any(|mx| !mx.exchange.is_empty())),
+            Err(Failure::NotFound) => match self.addresses(domain).await {
+                Ok(_) => Ok(true),
+                Err(Failure::NotFound) => Ok(false),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
         }
     }
+
+    /// The names a PTR look-up gives for `ip`, without trailing dots.
+    pub async fn ptr(&self, ip: IpAddr) -> std::result::Result<Vec<String>, Failure> {
+        let lookup = self.resolver.lookup(reverse_name(ip), RecordType::PTR).await.map_err(failure)?;
+        let names: Vec<String> = lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::PTR(name) => Some(name.0.to_ascii().trim_end_matches('.').to_ascii_lowercase()),
+                _ => None,
+            })
+            .collect();
+        if names.is_empty() {
+            return Err(Failure::NotFound);
+        }
+        Ok(names)
+    }
+
+    /// The TXT strings at `name`, each record's strings joined.
+    pub async fn txt(&self, name: &str) -> std::result::Result<Vec<String>, Failure> {
+        let lookup = self.resolver.txt_lookup(fqdn(name)).await.map_err(failure)?;
+        Ok(lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::TXT(txt) => {
+                    Some(txt.txt_data.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The settings this resolver was made with (for libraries that make their own).
+    pub fn settings(&self) -> &DnsSettings {
+        &self.settings
+    }
+}
+
+/// `d.c.b.a.in-addr.arpa.` or the nibbles under `ip6.arpa.`.
+fn reverse_name(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0])
+        }
+        IpAddr::V6(v6) => {
+            let mut name = String::new();
+            for byte in v6.octets().iter().rev() {
+                name.push_str(&format!("{:x}.{:x}.", byte & 0xF, byte >> 4));
+            }
+            name + "ip6.arpa."
+        }
+    }
+}
+
+/// Builds a resolver configuration for `settings` (the same servers and
+/// options as [`Dns`] uses), for libraries that make their own resolver.
+pub fn resolver_config(settings: &DnsSettings) -> (ResolverConfig, hickory_resolver::config::ResolverOpts) {
+    let mut config = ResolverConfig::from_parts(None, vec![], vec![]);
+    for server in &settings.nameservers {
+        config.add_name_server(name_server(*server));
+    }
+    let mut options = hickory_resolver::config::ResolverOpts::default();
+    if !settings.timeout.is_zero() {
+        options.timeout = settings.timeout;
+    }
+    options.attempts = 2;
+    options.ndots = 0;
+    (config, options)
 }
 
 fn name_server(addr: SocketAddr) -> NameServerConfig {

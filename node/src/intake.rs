@@ -8,11 +8,17 @@ use time::OffsetDateTime;
 
 use std::sync::Arc;
 
+use crate::checks::Findings;
 use crate::deliver::Job;
 use crate::queue::{Envelope, RecipientState, RecipientStatus};
 use crate::Shared;
 
-pub(crate) async fn accept(shared: &Shared, session: &Session, message: Message) -> Reply {
+pub(crate) async fn accept(
+    shared: &Shared,
+    session: &Session,
+    message: Message,
+    findings: &Findings,
+) -> Reply {
     let client_ip = session.client_ip();
     let block = shared.block_of(client_ip);
     let id = shared.queue.next_id();
@@ -29,6 +35,11 @@ pub(crate) async fn accept(shared: &Shared, session: &Session, message: Message)
         },
     };
     let mut content = received_header(&info, OffsetDateTime::now_utc()).into_bytes();
+    if let Some(results) =
+        findings.header(&shared.session_config.hostname, client_ip, message.sender.as_ref())
+    {
+        content.extend_from_slice(results.as_bytes());
+    }
     content.extend_from_slice(&message.content);
     let now = unix_now();
     let envelope = Envelope {
@@ -52,6 +63,7 @@ pub(crate) async fn accept(shared: &Shared, session: &Session, message: Message)
         tls: message.tls,
         size: content.len() as u64,
         dsn_for: None,
+        spf: findings.spf.as_ref().map(|s| s.as_str().to_string()),
     };
     let sender = envelope.sender.as_ref().map(ToString::to_string).unwrap_or_default();
     let (rcpts, size) = (envelope.recipients.len(), envelope.size);
@@ -59,7 +71,7 @@ pub(crate) async fn accept(shared: &Shared, session: &Session, message: Message)
     match shared.queue.insert(id, &envelope, content.to_vec()).await {
         Ok(()) => {
             let _ = shared.delivery.send(Job { id, loaded: Some((envelope, content)) });
-            tracing::info!(queue_id = %id, client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, size, verdict = "accepted", "transaction");
+            tracing::info!(queue_id = %id, client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, size, checks = %findings.summary(), verdict = "accepted", "transaction");
             Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))
         }
         Err(error) => {

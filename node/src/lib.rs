@@ -1,6 +1,7 @@
 //! magicmx-node: the relay engine. [`Node::start`] wires the stages of one
 //! node together: accept → session → queue → delivery.
 
+pub mod checks;
 mod connection;
 mod connections;
 mod deliver;
@@ -53,6 +54,7 @@ pub(crate) struct Shared {
     pub outbound: Outbound,
     pub mesh: Option<Mesh>,
     pub throttle: Throttle,
+    pub checks: checks::Checks,
 }
 
 impl Shared {
@@ -99,6 +101,7 @@ impl Node {
         let prefixes = (settings.ipv4_prefix, settings.ipv6_prefix);
         let throttle = Throttle::new(settings.throttle.clone(), prefixes, tally, mesh.clone(), trust);
         let traps = listener::bind(&settings.trap_listen).await?;
+        let checks = checks::Checks::new(dns.clone(), settings.checks.clone());
         let shared = Arc::new(Shared {
             domains: Domains::new(&settings.domains, &session_config.hostname),
             connections: ConnectionSlots::new(
@@ -114,6 +117,7 @@ impl Node {
             outbound,
             mesh,
             throttle,
+            checks,
         });
         let mut tasks = vec![
             tokio::spawn(deliver::run(shared.clone(), wake)),

@@ -27,6 +27,7 @@ pub struct NodeSettings {
     pub trap_listen: Vec<SocketAddr>,
     /// Count registers kept at most.
     pub max_tracked: usize,
+    pub checks: CheckSettings,
     /// Prefix lengths of a source block.
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
@@ -140,4 +141,36 @@ impl Default for ThrottleSettings {
             trap_penalty: Duration::from_secs(24 * 3600),
         }
     }
+}
+
+/// What a check does with its verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CheckMode {
+    Off,
+    /// Record the result (Authentication-Results), refuse nothing.
+    #[default]
+    Header,
+    /// Refuse what fails.
+    Reject,
+}
+
+/// The SMTP-time checks: what no honest sender fails.
+#[derive(Debug, Clone, Default)]
+pub struct CheckSettings {
+    /// Forward-confirmed reverse DNS.
+    pub fcrdns: CheckMode,
+    /// SPF: `Reject` refuses `fail`.
+    pub spf: CheckMode,
+    /// Refuse SPF `softfail` too (only with `spf = Reject`).
+    pub spf_softfail_rejects: bool,
+    /// DNS block lists and their weights.
+    pub dnsbl: Vec<(String, u32)>,
+    /// The total weight at which a client is refused.
+    pub dnsbl_threshold: u32,
+    /// Probe the real MX for each recipient (call-out).
+    pub verify_recipients: bool,
+    /// A non-null sender's domain must have MX or address records.
+    pub sender_domain: bool,
+    /// Host names trusted when forward-confirmed reverse DNS gives one of them (`*.suffix` allowed).
+    pub trusted_hostnames: Vec<String>,
 }

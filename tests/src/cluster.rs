@@ -124,6 +124,12 @@ policy_listen = "127.0.0.1:0"
 [trust]
 cidrs = [{trusted}]
 
+[checks]
+fcrdns = "off"
+spf = "off"
+sender_domain = false
+verify_recipients = false
+
 [[domain]]
 name = "example.test"
 route = "maildir:{d}/data/maildir"

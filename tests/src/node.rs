@@ -48,6 +48,12 @@ hostname = "mx.mesh.test"
 greet_pause = "0s"
 {extra}
 
+[checks]
+fcrdns = "off"
+spf = "off"
+sender_domain = false
+verify_recipients = false
+
 [[domain]]
 name = "example.test"
 route = "maildir:{maildir}"

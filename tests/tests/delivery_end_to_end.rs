@@ -56,6 +56,10 @@ connect_timeout = "2s"
 [checks]
 nameservers = ["{dns}"]
 dns_timeout = "2s"
+fcrdns = "off"
+spf = "off"
+sender_domain = false
+verify_recipients = false
 
 [[domain]]
 name = "example.test"
@@ -118,7 +122,7 @@ fn an_mx_that_points_back_at_the_node_is_never_used() {
     let config_port = port;
     let node = {
         let config = format!(
-            "[node]\ndata_dir = \"{}\"\n[smtp]\nlisten = [\"127.0.0.1:{config_port}\"]\nhostname = \"mx1.mesh.test\"\ngreet_pause = \"0s\"\n[delivery]\nport = {config_port}\nretry_first = \"1s\"\nretry_max = \"2s\"\n[checks]\nnameservers = [\"{}\"]\n[[domain]]\nname = \"example.test\"\nroute = \"mx\"\n",
+            "[node]\ndata_dir = \"{}\"\n[smtp]\nlisten = [\"127.0.0.1:{config_port}\"]\nhostname = \"mx1.mesh.test\"\ngreet_pause = \"0s\"\n[delivery]\nport = {config_port}\nretry_first = \"1s\"\nretry_max = \"2s\"\n[checks]\nnameservers = [\"{}\"]\nfcrdns = \"off\"\nspf = \"off\"\nsender_domain = false\nverify_recipients = false\n[[domain]]\nname = \"example.test\"\nroute = \"mx\"\n",
             dir.path().join("data").display(),
             dns.addr
         );
@@ -267,7 +271,7 @@ fn required_tls_delivers_only_over_a_verified_certificate() {
     let mx_dir = dir.path().join("mx");
     std::fs::create_dir_all(&mx_dir).unwrap();
     let mx_config = format!(
-        "[node]\ndata_dir = \"{data}\"\n[smtp]\nlisten = [\"127.0.35.3:{mx_port}\"]\nhostname = \"mail.example.test\"\ngreet_pause = \"0s\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n[[domain]]\nname = \"example.test\"\nroute = \"maildir:{maildir}\"\n",
+        "[node]\ndata_dir = \"{data}\"\n[smtp]\nlisten = [\"127.0.35.3:{mx_port}\"]\nhostname = \"mail.example.test\"\ngreet_pause = \"0s\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n[checks]\nfcrdns = \"off\"\nspf = \"off\"\nsender_domain = false\nverify_recipients = false\n[[domain]]\nname = \"example.test\"\nroute = \"maildir:{maildir}\"\n",
         data = mx_dir.join("data").display(),
         maildir = mx_dir.join("maildir").display(),
         cert = cert.display(),
@@ -320,7 +324,7 @@ fn expired_messages_are_returned_but_not_to_a_sender_domain_without_mail() {
     assert_eq!(got.len(), 1, "alice gets her DSN:\n{}", node.log_text());
     assert!(got[0].contains("Action: failed") && got[0].contains("gave up after 2s"), "{}", got[0]);
     assert!(
-        node.log_text().contains("no DSN: the sender's domain takes no mail"),
+        node.log_text().contains("no DSN: the sender is not believable"),
         "no backscatter to nowhere.test"
     );
 }

@@ -165,10 +165,17 @@ fn humanize(d: Duration) -> String {
 /// here, or with MX or address records). Never one about a DSN.
 async fn send_dsn(shared: &Arc<Shared>, id: QueueId, envelope: &Envelope, content: &[u8], failed: &[usize]) {
     let Some(sender) = &envelope.sender else { return };
-    let believable =
-        shared.domains.route_for(sender).is_some() || shared.dns.accepts_mail(sender.domain.as_str()).await;
+    // Where SPF was checked, only a sender that passed is believed; without
+    // SPF, one whose domain takes mail.
+    let believable = match envelope.spf.as_deref() {
+        Some(result) => result == "pass",
+        None => {
+            shared.domains.route_for(sender).is_some()
+                || shared.dns.accepts_mail(sender.domain.as_str()).await
+        }
+    };
     if !believable {
-        tracing::info!(queue_id = %id, %sender, "no DSN: the sender's domain takes no mail");
+        tracing::info!(queue_id = %id, %sender, spf = ?envelope.spf, "no DSN: the sender is not believable (SPF did not pass, or its domain takes no mail)");
         return;
     }
     let reasons: Vec<(Address, String)> = failed
@@ -203,6 +210,7 @@ async fn send_dsn(shared: &Arc<Shared>, id: QueueId, envelope: &Envelope, conten
         tls: false,
         size: report.len() as u64,
         dsn_for: Some(id),
+        spf: None,
     };
     match shared.queue.insert(dsn_id, &dsn_envelope, report.clone()).await {
         Ok(()) => {

@@ -60,6 +60,8 @@ pub struct Envelope {
     pub size: u64,
     /// For a DSN made by this node: the message it reports on.
     pub dsn_for: Option<QueueId>,
+    /// The SPF result of the sender at intake (`pass`, `fail`, …), when checked.
+    pub spf: Option<String>,
 }
 
 impl Envelope {

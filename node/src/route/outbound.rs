@@ -12,6 +12,7 @@ use super::pool::Pool;
 use super::smtp::{connector, Broken, Connection, Timeouts, TlsPolicy, TransactionError};
 use super::tls::ClientTls;
 use super::Outcome;
+use crate::checks::callout::Probe;
 use crate::dns::{Dns, Failure};
 use crate::error::Result;
 use crate::settings::{DeliverySettings, OutboundTls};
@@ -57,6 +58,49 @@ impl Outbound {
         &self.pool
     }
 
+    /// Asks the next hop whether it would take `recipient` (a call-out).
+    pub async fn probe(&self, hop: &NextHop, sender: Option<&Address>, recipient: &Address) -> Probe {
+        let (hosts, port) = match self.next_hosts(hop).await {
+            Ok(found) => found,
+            Err(outcome) => return Probe::Unknown(format!("{outcome:?}")),
+        };
+        let Some(host) = hosts.first() else { return Probe::Unknown("no next hop".into()) };
+        let Ok(ips) = self.dns.addresses(host).await else {
+            return Probe::Unknown(format!("{host} does not resolve"));
+        };
+        let Some(addr) = ips.into_iter().map(|ip| SocketAddr::new(ip, port)).find(|a| !self.is_own(*a))
+        else {
+            return Probe::Unknown("the next hop is this node".into());
+        };
+        let mut conn = match self.open(addr, host, OutboundTls::Opportunistic).await {
+            Ok(conn) => conn,
+            Err(broken) => return Probe::Unknown(broken.to_string()),
+        };
+        let answer = conn.probe(sender, recipient).await;
+        tokio::spawn(conn.quit());
+        match answer {
+            Ok(reply) if reply.is_positive() => Probe::Valid,
+            Ok(reply) if reply.code >= 500 => {
+                Probe::Invalid(reply.to_string().trim_end().replace("\r\n", " "))
+            }
+            Ok(reply) => Probe::Unknown(reply.to_string().trim_end().to_string()),
+            Err(broken) => Probe::Unknown(broken.to_string()),
+        }
+    }
+
+    /// The hosts to try for `hop` and their port, or the outcome for all
+    /// recipients when there are none.
+    async fn next_hosts(&self, hop: &NextHop) -> std::result::Result<(Vec<String>, u16), Outcome> {
+        match hop {
+            NextHop::Fixed { host, port } => Ok((vec![host.clone()], *port)),
+            NextHop::Mx(domain) => match mx::hops(&self.dns, domain, &self.settings.magic_mx_names).await {
+                Hops::Hosts(hosts) => Ok((hosts, self.settings.mx_port)),
+                Hops::Refuses(why) => Err(Outcome::Permanent(why)),
+                Hops::Later(why) => Err(Outcome::Transient(why)),
+            },
+        }
+    }
+
     /// Delivers one message to `recipients` through `hop`; one outcome per recipient.
     pub async fn deliver(
         &self,
@@ -67,13 +111,9 @@ impl Outbound {
         content: &[u8],
     ) -> Vec<Outcome> {
         let all = |outcome: Outcome| vec![outcome; recipients.len()];
-        let (hosts, port) = match hop {
-            NextHop::Fixed { host, port } => (vec![host.clone()], *port),
-            NextHop::Mx(domain) => match mx::hops(&self.dns, domain, &self.settings.magic_mx_names).await {
-                Hops::Hosts(hosts) => (hosts, self.settings.mx_port),
-                Hops::Refuses(why) => return all(Outcome::Permanent(why)),
-                Hops::Later(why) => return all(Outcome::Transient(why)),
-            },
+        let (hosts, port) = match self.next_hosts(hop).await {
+            Ok(found) => found,
+            Err(outcome) => return all(outcome),
         };
         let mut last = String::from("no next hop could be reached");
         for host in hosts {

@@ -228,6 +228,20 @@ impl Connection {
         Ok(Sent { outcomes })
     }
 
+    /// Asks whether the server would take `recipient` from `sender`, and
+    /// takes nothing (RSET): the reply to RCPT, or to MAIL if that refused.
+    pub async fn probe(&mut self, sender: Option<&Address>, recipient: &Address) -> Result<Reply, Broken> {
+        let command = self.timeouts.command;
+        let mail = format!("MAIL FROM:<{}>\r\n", sender.map(ToString::to_string).unwrap_or_default());
+        let reply = self.command(mail.as_bytes(), command).await?;
+        if !reply.is_positive() {
+            return Ok(reply);
+        }
+        let reply = self.command(format!("RCPT TO:<{recipient}>\r\n").as_bytes(), command).await?;
+        self.reset().await;
+        Ok(reply)
+    }
+
     /// Ends the session politely.
     pub async fn quit(mut self) {
         let _ = self.command(b"QUIT\r\n", Duration::from_secs(5)).await;

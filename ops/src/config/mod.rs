@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 
 use magicmx_gossip::MeshSettings;
 use magicmx_node::settings::{
-    DeliverySettings, DnsSettings, DomainSettings, NodeSettings, OutboundTls, SmtpSettings, ThrottleSettings,
-    TlsFiles,
+    CheckMode as NodeCheckMode, CheckSettings, DeliverySettings, DnsSettings, DomainSettings, NodeSettings,
+    OutboundTls, SmtpSettings, ThrottleSettings, TlsFiles,
 };
 use magicmx_proto::smtp::{Limits, SessionConfig, ViolationAction};
 
 pub use schema::Config;
-use schema::{OnViolation, OutboundTls as TlsMode};
+use schema::{CheckMode, OnViolation, OutboundTls as TlsMode};
 
 /// The configuration `magicmx run` uses without `--config`: one node on
 /// loopback that delivers `example.test` into a maildir under ./magicmx-data.
@@ -152,6 +152,26 @@ impl Config {
         if self.throttle.penalty.is_zero() || self.throttle.penalty_max < self.throttle.penalty {
             return Err(("throttle.penalty_max".into(), "need 0 < penalty <= penalty_max".into()));
         }
+        if let Some(bad) =
+            self.checks.dnsbl.iter().find(|l| magicmx_node::checks::dnsbl::parse_list(l).is_none())
+        {
+            return Err((
+                "checks.dnsbl".into(),
+                format!("{bad:?}: write \"list.example\" or \"list.example*2\""),
+            ));
+        }
+        for (key, mode) in [("checks.fcrdns", self.checks.fcrdns), ("checks.spf", self.checks.spf)] {
+            let allowed = match key {
+                "checks.fcrdns" => mode != CheckMode::Strict,
+                _ => mode != CheckMode::Reject,
+            };
+            if !allowed {
+                return Err((
+                    key.into(),
+                    "fcrdns is off | header | reject; spf is off | header | strict".into(),
+                ));
+            }
+        }
         if self.throttle.ipv4_prefix > 32 {
             return Err(("throttle.ipv4_prefix".into(), "must be 0 to 32".into()));
         }
@@ -220,6 +240,7 @@ impl Config {
             trusted: self.trust.cidrs.clone(),
             trap_listen: self.trap.listen.clone(),
             max_tracked: self.mesh.max_tracked,
+            checks: self.check_settings(),
             dns: DnsSettings {
                 nameservers: self.checks.nameservers.clone(),
                 timeout: self.checks.dns_timeout,
@@ -247,6 +268,25 @@ impl Config {
             }
         }
         Some(settings)
+    }
+
+    fn check_settings(&self) -> CheckSettings {
+        let c = &self.checks;
+        let mode = |m: CheckMode| match m {
+            CheckMode::Off => NodeCheckMode::Off,
+            CheckMode::Header => NodeCheckMode::Header,
+            CheckMode::Reject | CheckMode::Strict => NodeCheckMode::Reject,
+        };
+        CheckSettings {
+            fcrdns: mode(c.fcrdns),
+            spf: mode(c.spf),
+            spf_softfail_rejects: c.spf_softfail == CheckMode::Reject,
+            dnsbl: c.dnsbl.iter().filter_map(|l| magicmx_node::checks::dnsbl::parse_list(l)).collect(),
+            dnsbl_threshold: c.dnsbl_threshold,
+            verify_recipients: c.verify_recipients,
+            sender_domain: c.sender_domain,
+            trusted_hostnames: self.trust.hostnames.clone(),
+        }
     }
 
     fn throttle_settings(&self) -> ThrottleSettings {

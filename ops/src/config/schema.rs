@@ -268,6 +268,7 @@ pub struct ChecksSection {
     pub dnsbl: Vec<String>,
     pub dnsbl_threshold: u32,
     pub verify_recipients: bool,
+    pub sender_domain: bool,
     pub nameservers: Vec<SocketAddr>,
     #[serde(deserialize_with = "values::duration")]
     pub dns_timeout: Duration,
@@ -282,6 +283,7 @@ impl Default for ChecksSection {
             dnsbl: vec![],
             dnsbl_threshold: 1,
             verify_recipients: true,
+            sender_domain: true,
             nameservers: vec![],
             dns_timeout: Duration::from_secs(5),
         }

@@ -1,0 +1,147 @@
+//! The SMTP-time checks, after the gate and never on the flood path: what no
+//! honest sender fails. Each check lives in its own file; this one runs them
+//! in order and turns their outcomes into replies and header text.
+
+pub mod callout;
+pub mod dnsbl;
+pub mod iprev;
+pub mod sender;
+pub mod spf;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use magicmx_proto::smtp::Reply;
+use magicmx_proto::Address;
+
+use crate::dns::Dns;
+use crate::settings::{CheckMode, CheckSettings};
+
+pub use iprev::IpRev;
+
+/// Counts one check outcome (for `/metrics`) and hands it back.
+fn counted<T>(check: &'static str, result: &'static str, value: T) -> T {
+    metrics::counter!("magicmx_checks_total", "check" => check, "result" => result).increment(1);
+    value
+}
+
+/// What the checks found about a client and its sender, for the
+/// `Authentication-Results:` header and the queue.
+#[derive(Debug, Clone, Default)]
+pub struct Findings {
+    pub iprev: Option<IpRev>,
+    pub dnsbl: Option<&'static str>,
+    pub spf: Option<spf::Spf>,
+}
+
+impl Findings {
+    /// `Authentication-Results:` (RFC 8601), or nothing when no check ran.
+    pub fn header(&self, server: &str, ip: IpAddr, sender: Option<&Address>) -> Option<String> {
+        let mut parts = vec![];
+        if let Some(iprev) = &self.iprev {
+            let name = iprev.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+            parts.push(format!("iprev={} policy.iprev={ip}{name}", iprev.result));
+        }
+        if let Some(spf) = &self.spf {
+            let from = sender.map(ToString::to_string).unwrap_or_else(|| "<>".into());
+            parts.push(format!("spf={} smtp.mailfrom={from}", spf.as_str()));
+        }
+        if parts.is_empty() {
+            return None;
+        }
+        Some(format!("Authentication-Results: {server};\r\n\t{}\r\n", parts.join(";\r\n\t")))
+    }
+
+    /// The line for the transaction log.
+    pub fn summary(&self) -> String {
+        let iprev = self.iprev.as_ref().map_or("-", |i| i.result);
+        let spf = self.spf.as_ref().map_or("-", spf::Spf::as_str);
+        format!("iprev={iprev} dnsbl={} spf={spf}", self.dnsbl.unwrap_or("-"))
+    }
+}
+
+pub struct Checks {
+    dns: Arc<Dns>,
+    settings: CheckSettings,
+    spf: Option<spf::SpfChecker>,
+    pub callouts: callout::Callouts,
+}
+
+impl Checks {
+    pub fn new(dns: Arc<Dns>, settings: CheckSettings) -> Checks {
+        let spf = (settings.spf != CheckMode::Off).then(|| spf::SpfChecker::new(dns.settings()));
+        Checks { dns, settings, spf, callouts: callout::Callouts::default() }
+    }
+
+    /// True when nothing needs asking at MAIL FROM.
+    pub fn idle_at_mail(&self) -> bool {
+        let s = &self.settings;
+        s.dnsbl.is_empty() && s.fcrdns == CheckMode::Off && !s.sender_domain && self.spf.is_none()
+    }
+
+    pub fn settings(&self) -> &CheckSettings {
+        &self.settings
+    }
+
+    /// True when `ip`'s forward-confirmed name matches a trusted host name.
+    pub async fn trusted_by_name(&self, ip: IpAddr) -> bool {
+        if self.settings.trusted_hostnames.is_empty() {
+            return false;
+        }
+        let iprev = iprev::check(&self.dns, ip).await;
+        iprev.name.as_deref().is_some_and(|name| {
+            iprev.result == "pass" && self.settings.trusted_hostnames.iter().any(|p| host_matches(name, p))
+        })
+    }
+
+    /// The checks at MAIL FROM: the client (block lists, reverse DNS), then
+    /// the sender (its domain, SPF). A refusal, or the findings.
+    pub async fn mail(
+        &self,
+        ip: IpAddr,
+        helo: &str,
+        sender: Option<&Address>,
+        findings: &mut Findings,
+    ) -> Option<Reply> {
+        if !self.settings.dnsbl.is_empty() {
+            let outcome =
+                dnsbl::check(&self.dns, ip, &self.settings.dnsbl, self.settings.dnsbl_threshold).await;
+            findings.dnsbl = Some(outcome.label());
+            if let Some(reply) = outcome.reply() {
+                return Some(reply);
+            }
+        }
+        if self.settings.fcrdns != CheckMode::Off {
+            let iprev = iprev::check(&self.dns, ip).await;
+            let refuse = self.settings.fcrdns == CheckMode::Reject && iprev.result != "pass";
+            findings.iprev = Some(iprev.clone());
+            if refuse {
+                return Some(iprev.reply());
+            }
+        }
+        if let (Some(sender), true) = (sender, self.settings.sender_domain) {
+            if let Some(reply) = sender::check(&self.dns, sender).await {
+                return Some(reply);
+            }
+        }
+        if let Some(checker) = &self.spf {
+            let spf = checker.check(ip, helo, sender, &self.settings).await;
+            let reply = spf.reply(&self.settings);
+            findings.spf = Some(spf);
+            if reply.is_some() {
+                return reply;
+            }
+        }
+        None
+    }
+}
+
+/// `name` is `pattern`, or below it when the pattern is `*.suffix`.
+pub fn host_matches(name: &str, pattern: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => name.ends_with(&format!(".{suffix}")),
+        None => name == pattern,
+    }
+}

@@ -1,0 +1,98 @@
+//! SPF (RFC 7208) with mail-auth: `strict` (`spf = "strict"`) refuses `fail`
+//! with `550 5.7.23` (RFC 7372), and `softfail` too when asked; `header`
+//! only records. The result is kept with the message: delivery returns a DSN
+//! only to senders whose SPF passed.
+
+use std::net::IpAddr;
+
+use magicmx_proto::smtp::Reply;
+use magicmx_proto::Address;
+use mail_auth::spf::verify::SpfParameters;
+use mail_auth::{MessageAuthenticator, SpfResult};
+
+use super::counted;
+use crate::settings::{CheckMode, CheckSettings, DnsSettings};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spf {
+    pub result: SpfResult,
+    pub domain: String,
+}
+
+impl Spf {
+    pub fn as_str(&self) -> &'static str {
+        match self.result {
+            SpfResult::Pass => "pass",
+            SpfResult::Fail => "fail",
+            SpfResult::SoftFail => "softfail",
+            SpfResult::Neutral => "neutral",
+            SpfResult::TempError => "temperror",
+            SpfResult::PermError => "permerror",
+            SpfResult::None => "none",
+        }
+    }
+
+    /// The refusal, if the settings refuse this result.
+    pub fn reply(&self, settings: &CheckSettings) -> Option<Reply> {
+        if settings.spf != CheckMode::Reject {
+            return None;
+        }
+        let refuse = matches!(self.result, SpfResult::Fail)
+            || (settings.spf_softfail_rejects && matches!(self.result, SpfResult::SoftFail));
+        if refuse {
+            let text =
+                format!("SPF {} for {}: this client may not send its mail", self.as_str(), self.domain);
+            return Some(Reply::new(550, "5.7.23", text));
+        }
+        if matches!(self.result, SpfResult::TempError) {
+            return Some(Reply::new(
+                451,
+                "4.4.3",
+                format!("SPF check of {} failed for now; try again later", self.domain),
+            ));
+        }
+        None
+    }
+}
+
+pub struct SpfChecker {
+    authenticator: Option<MessageAuthenticator>,
+}
+
+impl SpfChecker {
+    pub fn new(dns: &DnsSettings) -> SpfChecker {
+        let authenticator = if dns.nameservers.is_empty() {
+            MessageAuthenticator::new_system_conf()
+        } else {
+            let (config, options) = crate::dns::resolver_config(dns);
+            MessageAuthenticator::new(config, options)
+        };
+        let authenticator =
+            authenticator.map_err(|e| tracing::error!(error = %e, "SPF resolver unavailable")).ok();
+        SpfChecker { authenticator }
+    }
+
+    /// SPF of the MAIL FROM domain (or of the HELO name for the null sender).
+    pub async fn check(
+        &self,
+        ip: IpAddr,
+        helo: &str,
+        sender: Option<&Address>,
+        _settings: &CheckSettings,
+    ) -> Spf {
+        let domain = sender.map(|s| s.domain.to_string()).unwrap_or_else(|| helo.to_string());
+        let Some(authenticator) = &self.authenticator else {
+            return Spf { result: SpfResult::TempError, domain };
+        };
+        let host = "magicmx";
+        let output = match sender {
+            Some(sender) => {
+                let sender = sender.to_string();
+                authenticator.verify_spf(SpfParameters::verify_mail_from(ip, helo, host, &sender)).await
+            }
+            None => authenticator.verify_spf(SpfParameters::verify_ehlo(ip, helo, host)).await,
+        };
+        let spf = Spf { result: output.result(), domain };
+        counted("spf", spf.as_str(), spf)
+    }
+}
