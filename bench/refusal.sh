@@ -31,7 +31,8 @@
 # them into bench/results/refusal-DATE.txt.  Target: magicmx >= 20,000/s.
 #
 # Usage:  bench/refusal.sh [NAME=VALUE ...]      (or set them in the env)
-#   DURATION=10 ROUNDS=3 INFLIGHT=256 PF_RATE_LIMIT=10 NICE=0
+#   DURATION=10 ROUNDS=3 INFLIGHT=256 PROCS=2 PF_RATE_LIMIT=10 NICE=0
+#   (PROCS: client worker processes sharing the INFLIGHT connections)
 #   TARGETS="listener magicmx postfix trap"
 #   QUIET_PCT=15 QUIET_WAIT=60: before each run, wait up to QUIET_WAIT s for
 #   the machine (shared?) to be less than QUIET_PCT % busy; the "bg" column
@@ -50,12 +51,12 @@ source "$ND_SCRIPT_DIR/lib/postfix.sh"
 # shellcheck source=lib/nodes.sh
 source "$ND_SCRIPT_DIR/lib/nodes.sh"
 
-PARAMS=(DURATION ROUNDS INFLIGHT PF_RATE_LIMIT NICE TARGETS QUIET_PCT QUIET_WAIT MAGICMX)
+PARAMS=(DURATION ROUNDS INFLIGHT PROCS PF_RATE_LIMIT NICE TARGETS QUIET_PCT QUIET_WAIT MAGICMX)
 nd_cmdline "${PARAMS[@]}" -- "$0" "$@"
 for a in "$@"; do
     case $a in
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    DURATION=* | ROUNDS=* | INFLIGHT=* | PF_RATE_LIMIT=* | NICE=* | TARGETS=* | QUIET_PCT=* | QUIET_WAIT=* | MAGICMX=*)
+    DURATION=* | ROUNDS=* | INFLIGHT=* | PROCS=* | PF_RATE_LIMIT=* | NICE=* | TARGETS=* | QUIET_PCT=* | QUIET_WAIT=* | MAGICMX=*)
         declare "${a%%=*}=${a#*=}" ;;
     *) pf_die "unknown argument '$a' (expected NAME=VALUE with NAME one of ${PARAMS[*]}; see --help)" ;;
     esac
@@ -63,19 +64,21 @@ done
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 INFLIGHT=${INFLIGHT:-256}
+PROCS=${PROCS:-2}
 PF_RATE_LIMIT=${PF_RATE_LIMIT:-10}
 NICE=${NICE:-0}
 TARGETS=${TARGETS:-listener magicmx postfix trap}
 QUIET_PCT=${QUIET_PCT:-15}
 QUIET_WAIT=${QUIET_WAIT:-60}
 MAGICMX=${MAGICMX:-$ND_REPO_ROOT/target/release/magicmx}
-for p in DURATION ROUNDS INFLIGHT PF_RATE_LIMIT QUIET_PCT QUIET_WAIT; do
+for p in DURATION ROUNDS INFLIGHT PROCS PF_RATE_LIMIT QUIET_PCT QUIET_WAIT; do
     [[ ${!p} =~ ^[1-9][0-9]*$ ]] || pf_die "$p must be a positive integer, not '${!p}'"
 done
 ((DURATION <= 60)) || pf_die "DURATION must be at most 60 (seconds)"
 ((ROUNDS <= 10)) || pf_die "ROUNDS must be at most 10"
 ((QUIET_WAIT <= 600)) || pf_die "QUIET_WAIT must be at most 600 (seconds)"
 ((INFLIGHT <= 4000)) || pf_die "INFLIGHT must be at most 4000"
+((PROCS <= 8 && PROCS <= INFLIGHT)) || pf_die "PROCS must be at most 8 and at most INFLIGHT"
 [[ $NICE =~ ^-?[0-9]+$ && $NICE -ge -20 && $NICE -le 19 ]] || pf_die "NICE must be -20..19"
 for t in $TARGETS; do
     case $t in listener | magicmx | postfix | trap) ;; *) pf_die "unknown target '$t' in TARGETS" ;; esac
@@ -97,7 +100,7 @@ HZ=$(getconf CLK_TCK)
 
 nd_header "refusal rate: connections/s refused from a penalised block, magicmx vs Postfix"
 ((want_postfix)) && out "postfix:  $(pf_version), private instance, plain smtpd, smtpd_client_connection_rate_limit=$PF_RATE_LIMIT per 60s"
-out "workload: DURATION=${DURATION}s per run, ROUNDS=$ROUNDS, INFLIGHT=$INFLIGHT connections in flight, one client thread"
+out "workload: DURATION=${DURATION}s per run, ROUNDS=$ROUNDS, INFLIGHT=$INFLIGHT connections in flight, PROCS=$PROCS client process(es)"
 out "          (bench/refusal_client.c, gcc -O2, epoll, non-blocking connect), magicmx nice=$NICE, TARGETS=\"$TARGETS\""
 out ""
 
@@ -170,8 +173,10 @@ fi
 out ""
 
 # --- CPU accounting -------------------------------------------------------------------
-# machine_ticks: "busy idle" from /proc/stat (all CPUs).
-machine_ticks() { awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat; }
+# machine_ticks: "busy idle irq+softirq" from /proc/stat (all CPUs); busy
+# includes irq+softirq, the kernel's network processing, which is not
+# charged to any process.
+machine_ticks() { awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6, $7 + $8 }' /proc/stat; }
 # proc_ticks PID: utime + stime.
 proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 # postfix_ticks: master (with reaped children) + its live children.
@@ -206,7 +211,19 @@ ND_EXTRA_CLEANUP+=(stop_client)
 SAMPLES=""
 
 run_one() {
-    local t=$1 r=$2 res s0 s1 m0 m1 bg0 bg1 b0 i0 b1 i1
+    local t=$1 r=$2 res s0 s1 m0 m1 bg0 bg1 i0 i1 q0 q1 x
+    # The machine at rest (our servers idle): background load, sampled for a
+    # second at a time; wait (at most QUIET_WAIT s) for it to drop below
+    # QUIET_PCT, as the machine may be shared.
+    local bg_pct waited=0
+    while :; do
+        read -r bg0 i0 x < <(machine_ticks)
+        sleep 1
+        read -r bg1 i1 x < <(machine_ticks)
+        bg_pct=$(awk -v b=$((bg1 - bg0)) -v i=$((i1 - i0)) 'BEGIN { printf "%.0f", (b + i) ? 100 * b / (b + i) : 0 }')
+        ((bg_pct < QUIET_PCT || waited >= QUIET_WAIT)) && break
+        waited=$((waited + 1))
+    done
     if [[ $t == listener ]]; then
         "$CLIENT" -l "127.0.0.1:$LISTEN_PORT" -d "$DURATION" >"$ND_TMP/listener.out" 2>&1 &
         LISTENER_PID=$!
@@ -214,50 +231,41 @@ run_one() {
         for ((i = 0; i < 50; i++)); do grep -q listening "$ND_TMP/listener.out" 2>/dev/null && break; sleep 0.1; done
         grep -q listening "$ND_TMP/listener.out" || pf_die "the C listener did not start: $(cat "$ND_TMP/listener.out")"
     fi
-    # The machine at rest (our servers idle): background load, sampled for a
-    # second at a time; wait (at most QUIET_WAIT s) for it to drop below
-    # QUIET_PCT, as the machine may be shared.
-    local bg_pct waited=0
-    while :; do
-        read -r bg0 i0 < <(machine_ticks)
-        sleep 1
-        read -r bg1 i1 < <(machine_ticks)
-        bg_pct=$(awk -v b=$((bg1 - bg0)) -v i=$((i1 - i0)) 'BEGIN { printf "%.0f", (b + i) ? 100 * b / (b + i) : 0 }')
-        ((bg_pct < QUIET_PCT || waited >= QUIET_WAIT)) && break
-        waited=$((waited + 1))
-    done
     s0=$(server_ticks "$t")
-    read -r m0 i0 < <(machine_ticks)
-    "$CLIENT" -b "${SRC[$t]}" -c "127.0.0.1:${DST[$t]}" -d "$DURATION" -n "$INFLIGHT" >"$ND_TMP/client.out" 2>&1 &
+    read -r m0 i0 q0 < <(machine_ticks)
+    "$CLIENT" -b "${SRC[$t]}" -c "127.0.0.1:${DST[$t]}" -d "$DURATION" -n "$INFLIGHT" -p "$PROCS" >"$ND_TMP/client.out" 2>&1 &
     CLIENT_PID=$!
     local crc=0
     wait "$CLIENT_PID" || crc=$?
     CLIENT_PID=""
-    read -r m1 i1 < <(machine_ticks)
+    read -r m1 i1 q1 < <(machine_ticks)
     s1=$(server_ticks "$t")
     if [[ -n $LISTENER_PID ]]; then nd_stop_pid "$LISTENER_PID"; LISTENER_PID=""; fi
     ((crc == 0)) || pf_die "the client failed (exit $crc) against $t: $(cat "$ND_TMP/client.out")"
     res=$(head -n 1 "$ND_TMP/client.out")
     local sample
     sample=$(sed -n 's/^sample_reply=//p' "$ND_TMP/client.out")
-    [[ -n $sample ]] && SAMPLES+="  $t: $sample"$'\n'
+    if [[ -n $sample && $SAMPLES != *"  $t: "* ]]; then SAMPLES+="  $t: $sample"$'\n'; fi
     ROW=$(awk -v res="$res" -v t="$t" -v r="$r" -v sd=$((s1 - s0)) -v hz="$HZ" -v mb=$((m1 - m0)) \
-        -v mi=$((i1 - i0)) -v ncpu="$(nproc)" -v bg="$bg_pct" 'BEGIN {
+        -v mi=$((i1 - i0)) -v mq=$((q1 - q0)) -v ncpu="$(nproc)" -v bg="$bg_pct" 'BEGIN {
         n = split(res, kv, " "); for (k = 1; k <= n; k++) { split(kv[k], p, "="); v[p[1]] = p[2] }
         el = v["elapsed_s"]; ccpu = 100 * (v["cpu_user_s"] + v["cpu_sys_s"]) / el
         scpu = 100 * sd / hz / el
         tot = mb + mi; busy = tot ? 100 * mb / tot : 0       # % of the whole machine
+        sirq = tot ? 100 * ncpu * mq / tot : 0                # % of one core
+        # Tick-based accounting charges irq/softirq ticks to the process
+        # they interrupted too: sirq overlaps the process columns.
         other = busy * ncpu - ccpu - scpu; if (other < 0) other = 0
-        printf "%-3s %-9s %9d %8d %9d %7d %7d %6d %8.0f%% %8.0f%% %7.0f%% %7.0f%% %5s%%\n", r, t, v["refused_per_s"],
-            v["refused_reply"], v["refused_silent"], v["greeted"], v["timeout"], v["error"], ccpu, scpu, busy, other, bg
+        printf "%-3s %-9s %9d %8d %9d %7d %7d %6d %8.0f%% %8.0f%% %7.0f%% %7.0f%% %7.0f%% %5s%%\n", r, t, v["refused_per_s"],
+            v["refused_reply"], v["refused_silent"], v["greeted"], v["timeout"], v["error"], ccpu, scpu, sirq, busy, other, bg
         print v["refused_per_s"] }')
     RATES[$t]+="$(tail -n 1 <<<"$ROW") "
     ROW=$(head -n 1 <<<"$ROW")
 }
 
-out "$(printf '%-3s %-9s %9s %8s %9s %7s %7s %6s %9s %9s %8s %8s %6s' rnd target refused/s 'reply' silent greeted timeout errors \
-    client server machine other bg)"
-out "$(printf '%-3s %-9s %9s %8s %9s %7s %7s %6s %9s %9s %8s %8s %6s' '' '' '' '(421)' '' '' '' '' '%core' '%core' '%busy' '%core' '%busy')"
+out "$(printf '%-3s %-9s %9s %8s %9s %7s %7s %6s %9s %9s %8s %8s %8s %6s' rnd target refused/s 'reply' silent greeted timeout errors \
+    client server softirq machine other bg)"
+out "$(printf '%-3s %-9s %9s %8s %9s %7s %7s %6s %9s %9s %8s %8s %8s %6s' '' '' '' '(421)' '' '' '' '' '%core' '%core' '%core' '%busy' '%core' '%busy')"
 read -r -a ORDER <<<"$TARGETS"
 for ((r = 1; r <= ROUNDS; r++)); do
     for ((k = 0; k < ${#ORDER[@]}; k++)); do
@@ -293,7 +301,9 @@ out "reply samples (first refusal reply seen by the client):"
 out "${SAMPLES%$'\n'}"
 out "columns: reply = refused with a reply (421), silent = closed without a word (EOF/RST); greeted = answered 220"
 out "(not a refusal); %core = CPU time / wall time (100% = one core); machine %busy = all $(nproc) CPUs;"
-out "other = machine CPU not used by the client or that server (other processes: the machine may be shared);"
+out "softirq = irq+softirq time (kernel network processing; with tick-based accounting it is also part of the"
+out "client's and server's time when it ran in their context); other = the machine's CPU not used by the client"
+out "or that server: processes not ours (the machine may be shared) and kernel threads;"
 out "bg = the machine's busy share in the second before the run (our servers idle; waited up to ${QUIET_WAIT}s for < $QUIET_PCT%)."
 echo "results written to $ND_RESULTS" >&2
 exit "$RC"

@@ -24,8 +24,15 @@ enum Outcome {
 pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, trusted: bool) {
     let client_ip = peer.ip().to_canonical();
     let mut session = Session::new(shared.session_config.clone(), client_ip, Instant::now());
-    // A trusted host name counts once its reverse DNS is forward-confirmed.
-    let trusted = trusted || shared.checks.trusted_by_name(client_ip).await;
+    // A trusted host name counts once its reverse DNS is forward-confirmed;
+    // the gate remembers it for the next connections.
+    let trusted = trusted || {
+        let named = shared.checks.trusted_by_name(client_ip).await;
+        if named {
+            shared.throttle.trust_by_name(client_ip);
+        }
+        named
+    };
     let pause = shared.settings.smtp.greet_pause;
     // Trusted senders are known: no need to test their manners.
     if !pause.is_zero() && !trusted {

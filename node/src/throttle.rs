@@ -50,6 +50,9 @@ pub struct Throttle {
     pub trust: TrustList,
     /// Polite refusals given per block during its current penalty.
     refusals: DashMap<SourceBlock, (u64, u32)>,
+    /// Addresses trusted by forward-confirmed host name, and since when: the
+    /// gate cannot ask DNS, so it remembers (for `NAMED_TRUST`).
+    named: DashMap<IpAddr, Instant>,
     /// Woken when a penalty is imposed (to save penalties to disk).
     pub penalised: Notify,
 }
@@ -69,6 +72,7 @@ impl Throttle {
             mesh,
             trust,
             refusals: DashMap::new(),
+            named: DashMap::new(),
             penalised: Notify::new(),
         }
     }
@@ -78,12 +82,17 @@ impl Throttle {
     }
 
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.trust.contains(ip)
+        self.trust.contains(ip) || self.named.get(&ip).is_some_and(|since| since.elapsed() < NAMED_TRUST)
+    }
+
+    /// `ip` proved to be a trusted host name: the gate lets it through from now on.
+    pub fn trust_by_name(&self, ip: IpAddr) {
+        self.named.insert(ip, Instant::now());
     }
 
     /// The verdict at accept.
     pub fn gate(&self, ip: IpAddr) -> Gate {
-        if self.trust.contains(ip) {
+        if self.is_trusted(ip) {
             return Gate::Trusted;
         }
         let block = self.block_of(ip);
@@ -195,12 +204,16 @@ impl Throttle {
     pub fn sweep(&self) {
         let now = now_ms();
         self.refusals.retain(|_, (until, _)| *until > now);
+        self.named.retain(|_, since| since.elapsed() < NAMED_TRUST);
     }
 
     pub fn tally(&self) -> &Arc<Tally> {
         &self.tally
     }
 }
+
+/// How long a forward-confirmed trusted host name is remembered by address.
+const NAMED_TRUST: std::time::Duration = std::time::Duration::from_secs(3600);
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64

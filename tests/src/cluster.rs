@@ -62,6 +62,13 @@ pub struct Spec {
     /// Keys for `[throttle]`, one per line.
     pub throttle: String,
     pub trusted: Vec<String>,
+    pub trusted_hostnames: Vec<String>,
+    /// The body of `[checks]` (default: every check off).
+    pub checks: String,
+    /// example.test's route (default: a maildir under the node's directory).
+    pub route: Option<String>,
+    /// The address SMTP listens on (default 127.0.0.1).
+    pub listen_ip: std::net::IpAddr,
 }
 
 impl Spec {
@@ -77,11 +84,16 @@ impl Spec {
             meshed: false,
             throttle: String::new(),
             trusted: vec![],
+            trusted_hostnames: vec![],
+            checks: "fcrdns = \"off\"\nspf = \"off\"\nsender_domain = false\nverify_recipients = false"
+                .into(),
+            route: None,
+            listen_ip: std::net::Ipv4Addr::LOCALHOST.into(),
         }
     }
 
     pub fn smtp_addr(&self) -> SocketAddr {
-        format!("127.0.0.1:{}", self.smtp).parse().unwrap()
+        SocketAddr::new(self.listen_ip, self.smtp)
     }
 
     pub fn maildir(&self) -> PathBuf {
@@ -100,14 +112,15 @@ impl Spec {
             }
         }
         let trap = self.trap.map(|p| format!("[trap]\nlisten = [\"127.0.0.1:{p}\"]\n")).unwrap_or_default();
-        let trusted: Vec<String> = self.trusted.iter().map(|c| format!("\"{c}\"")).collect();
+        let quoted = |list: &[String]| list.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+        let route = self.route.clone().unwrap_or_else(|| format!("maildir:{d}/data/maildir"));
         format!(
             r#"[node]
 name = "{name}"
 data_dir = "{d}/data"
 
 [smtp]
-listen = ["127.0.0.1:{smtp}"]
+listen = ["{listen_ip}:{smtp}"]
 hostname = "{name}.mesh.test"
 greet_pause = "0s"
 
@@ -123,22 +136,23 @@ policy_listen = "127.0.0.1:0"
 {trap}
 [trust]
 cidrs = [{trusted}]
+hostnames = [{hostnames}]
 
 [checks]
-fcrdns = "off"
-spf = "off"
-sender_domain = false
-verify_recipients = false
+{checks}
 
 [[domain]]
 name = "example.test"
-route = "maildir:{d}/data/maildir"
+route = "{route}"
 "#,
             name = self.name,
             smtp = self.smtp,
+            listen_ip = self.listen_ip,
             throttle = self.throttle,
             admin = self.admin,
-            trusted = trusted.join(", "),
+            trusted = quoted(&self.trusted),
+            hostnames = quoted(&self.trusted_hostnames),
+            checks = self.checks,
         )
     }
 

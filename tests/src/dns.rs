@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use hickory_proto::rr::rdata::{MX, SOA, TXT};
+use hickory_proto::rr::rdata::{MX, PTR, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
@@ -18,6 +18,7 @@ pub enum Rec {
     Mx(u16, String),
     A(Ipv4Addr),
     Txt(String),
+    Ptr(String),
 }
 
 /// A zone to serve: its origin and records, built up by name.
@@ -45,6 +46,14 @@ impl Zone {
 
     pub fn txt(mut self, name: &str, text: &str) -> Zone {
         self.records.push((name.to_string(), Rec::Txt(text.to_string())));
+        self
+    }
+
+    /// A PTR record for `ip` (the zone must be a reverse zone, e.g. `127.in-addr.arpa`).
+    pub fn ptr(mut self, ip: Ipv4Addr, name: &str) -> Zone {
+        let o = ip.octets();
+        let reverse = format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0]);
+        self.records.push((reverse, Rec::Ptr(name.to_string())));
         self
     }
 
@@ -93,6 +102,7 @@ impl TestDns {
                     }
                     Rec::A(ip) => RData::A((*ip).into()),
                     Rec::Txt(text) => RData::TXT(TXT::new(vec![text.clone()])),
+                    Rec::Ptr(host) => RData::PTR(PTR(Name::from_str(&format!("{host}.")).unwrap())),
                 };
                 zone.upsert_mut(Record::from_rdata(name, 60, data), 1);
             }

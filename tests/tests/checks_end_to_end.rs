@@ -1,0 +1,317 @@
+//! The SMTP-time checks against real DNS: a hickory-server in this process
+//! answers the test zones (forward, reverse, block lists, SPF), the real
+//! node asks it, and clients come from their own 127.a.b.c addresses.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use magicmx_tests::{
+    free_port, python, specs, wait_for_maildir_files, NodeProcess, Spec, TestDns, TestHost, Zone,
+};
+
+fn ip(a: u8, b: u8, c: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, a, b, c)
+}
+
+/// From SOURCE: EHLO, MAIL FROM:<SENDER>, then (if taken) RCPT TO each
+/// recipient and DATA; prints every reply code and text.
+const DIALOGUE: &str = r#"
+import smtplib, sys
+host, port, source, sender, rcpts = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:]
+s = smtplib.SMTP(host, port, source_address=(source, 0), timeout=30)
+s.ehlo("client.test")
+code, text = s.mail(sender)
+print("MAIL", code, text.decode())
+if code == 250:
+    ok = 0
+    for r in rcpts:
+        code, text = s.rcpt(r)
+        print("RCPT", r, code, text.decode())
+        ok += code == 250
+    if ok:
+        code, text = s.data(b"Subject: checked\r\n\r\nbody\r\n")
+        print("DATA", code, text.decode())
+s.quit()
+"#;
+
+fn dialogue_args(spec: &Spec, source: Ipv4Addr, sender: &str, rcpts: &[&str]) -> Vec<String> {
+    let mut args =
+        vec![spec.listen_ip.to_string(), spec.smtp.to_string(), source.to_string(), sender.to_string()];
+    args.extend(rcpts.iter().map(|r| r.to_string()));
+    args
+}
+
+fn dialogue(spec: &Spec, source: Ipv4Addr, sender: &str, rcpts: &[&str]) -> String {
+    let args = dialogue_args(spec, source, sender, rcpts);
+    python(DIALOGUE, &args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The same dialogue from a client on a test host (outside 127.0.0.0/8).
+fn dialogue_from(host: &TestHost, spec: &Spec, source: Ipv4Addr, sender: &str, rcpts: &[&str]) -> String {
+    let args = dialogue_args(spec, source, sender, rcpts);
+    host.python(DIALOGUE, &args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// A node asking `dns`, with `checks` as its `[checks]` keys.
+fn start_node(root: &Path, name: &str, dns: &TestDns, checks: &str) -> (Spec, NodeProcess) {
+    start_node_on(root, name, dns, checks, Ipv4Addr::LOCALHOST)
+}
+
+/// The same, listening on `listen`.
+fn start_node_on(
+    root: &Path,
+    name: &str,
+    dns: &TestDns,
+    checks: &str,
+    listen: Ipv4Addr,
+) -> (Spec, NodeProcess) {
+    let mut spec = specs(&root.join(name), 1, false, "").remove(0);
+    spec.checks = format!("nameservers = [\"{}\"]\ndns_timeout = \"2s\"\n{checks}", dns.addr);
+    spec.listen_ip = listen.into();
+    let node = spec.start();
+    (spec, node)
+}
+
+const ALL_OFF_BUT: &str =
+    "fcrdns = \"off\"\nspf = \"off\"\nsender_domain = false\nverify_recipients = false\n";
+
+fn only(line: &str) -> String {
+    let key = line.split('=').next().unwrap().trim();
+    ALL_OFF_BUT.lines().filter(|l| !l.starts_with(key)).chain(line.lines()).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn dnsbl_listed_unlisted_unreachable_and_weighted() {
+    let root = tempfile::tempdir().unwrap();
+    let dns = TestDns::start(&[
+        Zone::new("bl.test")
+            .a("1.60.0.127.bl.test", ip(0, 0, 2))
+            .txt("1.60.0.127.bl.test", "Listed by bl.test: seen spamming")
+            .a("3.60.0.127.bl.test", ip(0, 0, 2)),
+        Zone::new("bl2.test").a("3.60.0.127.bl2.test", ip(0, 0, 2)),
+    ]);
+    let (spec, _node) = start_node(root.path(), "one", &dns, &format!("{ALL_OFF_BUT}dnsbl = [\"bl.test\"]"));
+    let listed = dialogue(&spec, ip(0, 60, 1), "alice@client.test", &["bob@example.test"]);
+    assert!(
+        listed.contains("MAIL 554 5.7.1") && listed.contains("Listed by bl.test: seen spamming"),
+        "{listed}"
+    );
+    let unlisted = dialogue(&spec, ip(0, 60, 2), "alice@client.test", &["bob@example.test"]);
+    assert!(unlisted.contains("MAIL 250") && unlisted.contains("DATA 250"), "{unlisted}");
+
+    // A list nobody answers for: temporary failure, as rblsmtpd -c.
+    let (spec, _node) =
+        start_node(root.path(), "down", &dns, &format!("{ALL_OFF_BUT}dnsbl = [\"down.test\"]"));
+    let unreachable = dialogue(&spec, ip(0, 60, 2), "alice@client.test", &["bob@example.test"]);
+    assert!(unreachable.contains("MAIL 451 4.4.3"), "{unreachable}");
+
+    // Weights: bl.test counts 2, bl2.test 1, refusal at 3.
+    let weighted = format!("{ALL_OFF_BUT}dnsbl = [\"bl.test*2\", \"bl2.test\"]\ndnsbl_threshold = 3");
+    let (spec, _node) = start_node(root.path(), "weights", &dns, &weighted);
+    let one_list = dialogue(&spec, ip(0, 60, 1), "alice@client.test", &["bob@example.test"]);
+    assert!(one_list.contains("MAIL 250"), "listed once (2 < 3): {one_list}");
+    let both = dialogue(&spec, ip(0, 60, 3), "alice@client.test", &["bob@example.test"]);
+    assert!(both.contains("MAIL 554 5.7.1"), "listed twice (3): {both}");
+}
+
+/// TEST-NET-2: not used by this machine's own interfaces (check `ip addr`
+/// before choosing another network for a test host).
+fn tn2(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 51, 100, last)
+}
+
+#[test]
+fn forward_confirmed_reverse_dns_pass_mismatch_and_missing() {
+    // Clients on a test host: loopback addresses cannot have PTR records of their own.
+    let host = TestHost::create("fcrdns", [198, 51, 100], &[61, 62, 63]);
+    let root = tempfile::tempdir().unwrap();
+    let dns = TestDns::start(&[
+        Zone::new("100.51.198.in-addr.arpa")
+            .ptr(tn2(61), "good.client.test")
+            .ptr(tn2(62), "liar.client.test"),
+        Zone::with_mx_at("client.test", ip(0, 99, 9))
+            .a("good.client.test", tn2(61))
+            .a("liar.client.test", tn2(99)),
+    ]);
+    let (spec, _node) = start_node_on(root.path(), "reject", &dns, &only("fcrdns = \"reject\""), host.local);
+    let pass = dialogue_from(&host, &spec, tn2(61), "alice@client.test", &["bob@example.test"]);
+    assert!(pass.contains("MAIL 250"), "{pass}");
+    let mismatch = dialogue_from(&host, &spec, tn2(62), "alice@client.test", &["bob@example.test"]);
+    assert!(mismatch.contains("MAIL 550 5.7.25") && mismatch.contains("does not resolve back"), "{mismatch}");
+    let missing = dialogue_from(&host, &spec, tn2(63), "alice@client.test", &["bob@example.test"]);
+    assert!(missing.contains("MAIL 550 5.7.25") && missing.contains("no PTR"), "{missing}");
+
+    // Header mode refuses nothing and records the result.
+    let (spec, node) = start_node_on(root.path(), "header", &dns, &only("fcrdns = \"header\""), host.local);
+    for source in [tn2(61), tn2(62)] {
+        let out = dialogue_from(&host, &spec, source, "alice@client.test", &["bob@example.test"]);
+        assert!(out.contains("DATA 250"), "{out}");
+    }
+    let files = wait_for_maildir_files(&spec.maildir(), "bob", 2, Duration::from_secs(10));
+    let texts: Vec<String> = files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
+    assert!(
+        texts.iter().any(|t| t.contains("Authentication-Results: n0.mesh.test;\r\n\tiprev=pass policy.iprev=198.51.100.61 (good.client.test)")),
+        "{texts:?}\n{}",
+        node.log_text()
+    );
+    assert!(
+        texts.iter().any(|t| t.contains("iprev=fail policy.iprev=198.51.100.62 (liar.client.test)")),
+        "{texts:?}"
+    );
+}
+
+#[test]
+fn sender_domain_must_take_mail() {
+    let root = tempfile::tempdir().unwrap();
+    let dns = TestDns::start(&[Zone::with_mx_at("client.test", ip(0, 99, 9)), Zone::new("nowhere.test")]);
+    let (spec, _node) = start_node(root.path(), "sender", &dns, &only("sender_domain = true"));
+    let fine = dialogue(&spec, ip(0, 68, 1), "alice@client.test", &["bob@example.test"]);
+    assert!(fine.contains("MAIL 250"), "{fine}");
+    let none = dialogue(&spec, ip(0, 68, 1), "ghost@nowhere.test", &["bob@example.test"]);
+    assert!(none.contains("MAIL 550 5.1.8"), "{none}");
+    let temporary = dialogue(&spec, ip(0, 68, 1), "x@unanswered.test", &["bob@example.test"]);
+    assert!(temporary.contains("MAIL 451 4.4.3"), "{temporary}");
+    let bounce = dialogue(&spec, ip(0, 68, 1), "", &["bob@example.test"]);
+    assert!(bounce.contains("MAIL 250"), "the null sender has no domain to check: {bounce}");
+}
+
+fn spf_zones() -> Vec<Zone> {
+    vec![
+        Zone::with_mx_at("client.test", ip(0, 99, 9)).txt("client.test", "v=spf1 ip4:127.0.64.0/24 -all"),
+        Zone::with_mx_at("soft.test", ip(0, 99, 9)).txt("soft.test", "v=spf1 ip4:127.0.64.0/24 ~all"),
+    ]
+}
+
+#[test]
+fn spf_pass_fail_softfail_and_temperror() {
+    let root = tempfile::tempdir().unwrap();
+    let dns = TestDns::start(&spf_zones());
+    let (spec, node) = start_node(root.path(), "strict", &dns, &only("spf = \"strict\""));
+    let pass = dialogue(&spec, ip(0, 64, 1), "alice@client.test", &["bob@example.test"]);
+    assert!(pass.contains("MAIL 250") && pass.contains("DATA 250"), "{pass}");
+    let fail = dialogue(&spec, ip(0, 65, 1), "alice@client.test", &["bob@example.test"]);
+    assert!(fail.contains("MAIL 550 5.7.23"), "{fail}");
+    let softfail = dialogue(&spec, ip(0, 65, 1), "carol@soft.test", &["bob@example.test"]);
+    assert!(softfail.contains("MAIL 250"), "softfail only recorded by default: {softfail}");
+    let temperror = dialogue(&spec, ip(0, 65, 1), "x@unanswered.test", &["bob@example.test"]);
+    assert!(temperror.contains("MAIL 451 4.4.3"), "{temperror}");
+    let files = wait_for_maildir_files(&spec.maildir(), "bob", 2, Duration::from_secs(10));
+    let texts: String = files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
+    assert!(texts.contains("spf=pass smtp.mailfrom=alice@client.test"), "{texts}\n{}", node.log_text());
+    assert!(texts.contains("spf=softfail smtp.mailfrom=carol@soft.test"), "{texts}");
+
+    let strict_soft = format!("{}\nspf_softfail = \"reject\"", only("spf = \"strict\""));
+    let (spec, _node) = start_node(root.path(), "softfail", &dns, &strict_soft);
+    let softfail = dialogue(&spec, ip(0, 65, 1), "carol@soft.test", &["bob@example.test"]);
+    assert!(softfail.contains("MAIL 550 5.7.23"), "{softfail}");
+
+    let (spec, _node) = start_node(root.path(), "header", &dns, &only("spf = \"header\""));
+    let fail = dialogue(&spec, ip(0, 65, 1), "alice@client.test", &["bob@example.test"]);
+    assert!(fail.contains("DATA 250"), "header mode refuses nothing: {fail}");
+    let files = wait_for_maildir_files(&spec.maildir(), "bob", 1, Duration::from_secs(10));
+    assert!(std::fs::read_to_string(&files[0]).unwrap().contains("spf=fail smtp.mailfrom=alice@client.test"));
+}
+
+/// A real MX for call-outs: Python's asyncio speaking just enough SMTP,
+/// taking only bob@example.test.
+const PICKY_MX: &str = r#"
+import asyncio, sys
+async def serve(reader, writer):
+    writer.write(b"220 picky.test ESMTP\r\n")
+    while True:
+        line = await reader.readline()
+        if not line:
+            break
+        verb = line[:4].upper()
+        if verb in (b"EHLO", b"HELO"):
+            writer.write(b"250 picky.test\r\n")
+        elif verb == b"RCPT":
+            writer.write(b"250 2.1.5 OK\r\n" if b"<bob@example.test>" in line.lower() else b"550 5.1.1 no such user here\r\n")
+        elif verb == b"QUIT":
+            writer.write(b"221 bye\r\n")
+            break
+        else:
+            writer.write(b"250 2.0.0 OK\r\n")
+        await writer.drain()
+    writer.close()
+async def main():
+    server = await asyncio.start_server(serve, "127.0.0.1", int(sys.argv[1]))
+    print("ready", flush=True)
+    await asyncio.sleep(120)
+asyncio.run(main())
+"#;
+
+struct Picky(Child);
+impl Drop for Picky {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn picky_mx(port: u16) -> Picky {
+    let mut child = Command::new("python3")
+        .args(["-c", PICKY_MX, &port.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 for the call-out test's MX");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    Picky(child)
+}
+
+#[test]
+fn callouts_refuse_what_the_real_mx_refuses_and_defer_ok_when_it_is_down() {
+    let root = tempfile::tempdir().unwrap();
+    let dns = TestDns::start(&[]);
+    let mx_port = free_port();
+    let mx = picky_mx(mx_port);
+    let mut spec = specs(&root.path().join("callout"), 1, false, "").remove(0);
+    spec.route = Some(format!("smtp://127.0.0.1:{mx_port}"));
+    spec.checks = format!("nameservers = [\"{}\"]\n{}", dns.addr, only("verify_recipients = true"));
+    let _node = spec.start();
+    let out =
+        dialogue(&spec, ip(0, 69, 1), "alice@client.test", &["bob@example.test", "nobody@example.test"]);
+    assert!(out.contains("RCPT bob@example.test 250"), "{out}");
+    assert!(out.contains("RCPT nobody@example.test 550 5.1.1") && out.contains("no such user here"), "{out}");
+    drop(mx);
+    let out =
+        dialogue(&spec, ip(0, 69, 1), "alice@client.test", &["carol@example.test", "nobody@example.test"]);
+    assert!(out.contains("RCPT carol@example.test 250"), "the real MX is down: accepted (defer_ok): {out}");
+    assert!(
+        out.contains("RCPT nobody@example.test 550 5.1.1"),
+        "a known bad recipient stays refused (cache): {out}"
+    );
+}
+
+#[test]
+fn a_trusted_host_name_counts_only_when_forward_confirmed() {
+    // TEST-NET-3, unused by this machine.
+    let host = TestHost::create("trusted", [203, 0, 113], &[66, 67]);
+    let tn3 = |last: u8| Ipv4Addr::new(203, 0, 113, last);
+    let root = tempfile::tempdir().unwrap();
+    let dns = TestDns::start(&[
+        Zone::new("113.0.203.in-addr.arpa").ptr(tn3(66), "a.trusted.test").ptr(tn3(67), "b.trusted.test"),
+        Zone::new("trusted.test").a("a.trusted.test", tn3(99)).a("b.trusted.test", tn3(67)),
+    ]);
+    let mut spec = specs(&root.path().join("names"), 1, false, "recipients_per_hour = 2").remove(0);
+    spec.trusted_hostnames = vec!["*.trusted.test".into()];
+    spec.checks = format!("nameservers = [\"{}\"]\n{ALL_OFF_BUT}", dns.addr);
+    spec.listen_ip = host.local.into();
+    let _node = spec.start();
+    let rcpts = ["r1@example.test", "r2@example.test", "r3@example.test", "r4@example.test"];
+    // b.trusted.test resolves back: trusted, not throttled...
+    let honest = dialogue_from(&host, &spec, tn3(67), "alice@client.test", &rcpts);
+    assert!(rcpts.iter().all(|r| honest.contains(&format!("RCPT {r} 250"))), "{honest}");
+    // ...a.trusted.test resolves elsewhere: not trusted, so throttled at 2,
+    // and the block is penalised...
+    let liar = dialogue_from(&host, &spec, tn3(66), "alice@client.test", &rcpts);
+    assert!(liar.contains("RCPT r3@example.test 451 4.7.1"), "{liar}");
+    // ...while the verified host still gets through the gate.
+    let again = dialogue_from(&host, &spec, tn3(67), "alice@client.test", &rcpts);
+    assert!(rcpts.iter().all(|r| again.contains(&format!("RCPT {r} 250"))), "{again}");
+}
