@@ -45,13 +45,16 @@ MAGICMX=${MAGICMX:-$ND_REPO_ROOT/target/release/magicmx}
 [[ $NODES =~ ^[1-9][0-9]*$ && $NODES -le 10 ]] || pf_die "NODES must be 1..10, not '$NODES'"
 [[ $INTERVAL =~ ^[0-9]+ms$ ]] || pf_die "INTERVAL must be given in ms, like 500ms, not '$INTERVAL'"
 INTERVAL_MS=${INTERVAL%ms}
-MAGICMX=$(cd "$(dirname "$MAGICMX")" && pwd)/$(basename "$MAGICMX")
+[[ -f $MAGICMX && -x $MAGICMX ]] || pf_die "magicmx binary not found at $MAGICMX
+       build it first (cargo build --release) or point MAGICMX=/path/to/magicmx at one"
+MAGICMX=$(realpath "$MAGICMX")
 
 nd_init hold
 nd_header "magicmx hold latency: final \".\" to 250, legitimate (held) vs trusted (not held)"
 out "workload: MESSAGES=$MESSAGES per kind, NODES=$NODES (one mesh), gossip_interval=$INTERVAL, hold 2s,"
 out "          one session per message, interleaved legit/trusted, round-robin over the nodes, sequential,"
 out "          a random pause of 0..$INTERVAL before each legit message (so arrivals are not phase-locked to gossip)"
+out "nodes:    [node] nice=0, [checks] fcrdns/spf off (no DNS here), maildir delivery, [trust] cidrs = [\"127.0.99.0/24\"]"
 out ""
 
 nd_make_ca "$ND_TMP/ca"

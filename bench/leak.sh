@@ -52,13 +52,16 @@ for n in $SIZES; do
     ((n > MAXN)) && MAXN=$n
 done
 ((REPEATS <= 20)) || pf_die "REPEATS must be at most 20"
-MAGICMX=$(cd "$(dirname "$MAGICMX")" && pwd)/$(basename "$MAGICMX")
+[[ -f $MAGICMX && -x $MAGICMX ]] || pf_die "magicmx binary not found at $MAGICMX
+       build it first (cargo build --release) or point MAGICMX=/path/to/magicmx at one"
+MAGICMX=$(realpath "$MAGICMX")
 
 nd_init leak
 nd_header "magicmx leak factor: one /24 block flooding N nodes, mesh vs standalone"
 out "workload: SIZES=\"$SIZES\" REPEATS=$REPEATS PER_NODE=$PER_NODE (1 session per node, 1 recipient per message)"
 out "throttle: recipients_per_hour=$RCPT_LIMIT connections_per_minute=1000, gossip_interval 500ms, hold 2s (defaults)"
 out "leak = accepted / $RCPT_LIMIT; unthrottled a run would accept N*$PER_NODE"
+out "nodes:    [node] nice=0, [checks] fcrdns/spf off (no DNS here), maildir delivery; certificates from magicmx mesh issue"
 out ""
 
 # Certificates, once: one CA, MAXN node certificates.

@@ -71,12 +71,12 @@ TARGETS=${TARGETS:-listener magicmx postfix trap}
 QUIET_PCT=${QUIET_PCT:-15}
 QUIET_WAIT=${QUIET_WAIT:-60}
 MAGICMX=${MAGICMX:-$ND_REPO_ROOT/target/release/magicmx}
-for p in DURATION ROUNDS INFLIGHT PROCS PF_RATE_LIMIT QUIET_PCT QUIET_WAIT; do
+for p in DURATION ROUNDS INFLIGHT PROCS PF_RATE_LIMIT QUIET_PCT; do
     [[ ${!p} =~ ^[1-9][0-9]*$ ]] || pf_die "$p must be a positive integer, not '${!p}'"
 done
 ((DURATION <= 60)) || pf_die "DURATION must be at most 60 (seconds)"
 ((ROUNDS <= 10)) || pf_die "ROUNDS must be at most 10"
-((QUIET_WAIT <= 600)) || pf_die "QUIET_WAIT must be at most 600 (seconds)"
+[[ $QUIET_WAIT =~ ^[0-9]+$ && $QUIET_WAIT -le 600 ]] || pf_die "QUIET_WAIT must be 0..600 (seconds), not '$QUIET_WAIT'"
 ((INFLIGHT <= 4000)) || pf_die "INFLIGHT must be at most 4000"
 ((PROCS <= 8 && PROCS <= INFLIGHT)) || pf_die "PROCS must be at most 8 and at most INFLIGHT"
 [[ $NICE =~ ^-?[0-9]+$ && $NICE -ge -20 && $NICE -le 19 ]] || pf_die "NICE must be -20..19"
@@ -85,7 +85,9 @@ for t in $TARGETS; do
 done
 [[ $(id -u) -eq 0 ]] || pf_die "run as root (the private Postfix instance needs it)"
 command -v gcc >/dev/null || pf_die "gcc is needed to build bench/refusal_client.c"
-MAGICMX=$(cd "$(dirname "$MAGICMX")" && pwd)/$(basename "$MAGICMX")
+[[ -f $MAGICMX && -x $MAGICMX ]] || pf_die "magicmx binary not found at $MAGICMX
+       build it first (cargo build --release) or point MAGICMX=/path/to/magicmx at one"
+MAGICMX=$(realpath "$MAGICMX")
 want() { [[ " $TARGETS " == *" $1 "* ]]; }
 want_postfix=0
 want postfix && want_postfix=1

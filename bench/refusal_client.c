@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -290,13 +291,16 @@ static int run_client(double seconds, int inflight, int timeout_ms, int procs) {
         run_worker(seconds, inflight, timeout_ms, &total);
     } else {
         int fds[64][2];
-        pid_t pids[64];
+        pid_t pids[64], parent = getpid();
         for (int p = 0; p < procs; p++) {
             if (pipe(fds[p]) < 0) die("pipe");
             pids[p] = fork();
             if (pids[p] < 0) die("fork");
             if (pids[p] == 0) {
                 struct stats st;
+                /* Die with the parent (a worker never outlives it). */
+                prctl(PR_SET_PDEATHSIG, SIGTERM);
+                if (getppid() != parent) _exit(1);
                 int share = inflight / procs + (p < inflight % procs ? 1 : 0);
                 run_worker(seconds, share, timeout_ms, &st);
                 if (write(fds[p][1], &st, sizeof st) != (ssize_t)sizeof st) _exit(1);

@@ -150,20 +150,31 @@ impl Dns {
     }
 }
 
-/// `d.c.b.a.in-addr.arpa.` or the nibbles under `ip6.arpa.`.
-fn reverse_name(ip: IpAddr) -> String {
+/// The labels of `ip` reversed, as DNS writes addresses: `d.c.b.a` for
+/// IPv4, the 32 nibbles for IPv6 (PTR names, DNS block list names).
+pub fn reversed_labels(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => {
             let o = v4.octets();
-            format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0])
+            format!("{}.{}.{}.{}", o[3], o[2], o[1], o[0])
         }
         IpAddr::V6(v6) => {
-            let mut name = String::new();
-            for byte in v6.octets().iter().rev() {
-                name.push_str(&format!("{:x}.{:x}.", byte & 0xF, byte >> 4));
-            }
-            name + "ip6.arpa."
+            let nibbles: Vec<String> = v6
+                .octets()
+                .iter()
+                .rev()
+                .flat_map(|b| [format!("{:x}", b & 0xF), format!("{:x}", b >> 4)])
+                .collect();
+            nibbles.join(".")
         }
+    }
+}
+
+/// `d.c.b.a.in-addr.arpa.` or the nibbles under `ip6.arpa.`.
+fn reverse_name(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(_) => format!("{}.in-addr.arpa.", reversed_labels(ip)),
+        IpAddr::V6(_) => format!("{}.ip6.arpa.", reversed_labels(ip)),
     }
 }
 

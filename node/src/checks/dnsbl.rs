@@ -45,19 +45,7 @@ impl Outcome {
 
 /// The name to ask `list` about `ip`.
 pub fn query_name(ip: IpAddr, list: &str) -> String {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            format!("{}.{}.{}.{}.{list}", o[3], o[2], o[1], o[0])
-        }
-        IpAddr::V6(v6) => {
-            let mut name = String::new();
-            for byte in v6.octets().iter().rev() {
-                name.push_str(&format!("{:x}.{:x}.", byte & 0xF, byte >> 4));
-            }
-            name + list
-        }
-    }
+    format!("{}.{list}", crate::dns::reversed_labels(ip))
 }
 
 /// `list.example*2` → (`list.example`, 2); no weight is 1.
