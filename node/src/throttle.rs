@@ -129,14 +129,28 @@ impl Throttle {
     }
 
     /// A client hit the trap: its block is penalised for `trap_penalty`.
-    pub fn trap_hit(&self, ip: IpAddr) -> Reply {
-        if !self.trust.contains(ip) {
-            let block = self.block_of(ip);
-            let penalty = self.tally.penalise_for(block, self.settings.trap_penalty);
-            tracing::info!(%block, client = %ip, until = %when(penalty.until_ms), "trap hit: block penalised");
-            self.penalised.notify_one();
+    /// A block already penalised is not penalised again (no log, no save, no
+    /// gossip per hit); like the gate, the trap answers a few times per
+    /// penalty and then closes without a word.
+    pub fn trap_hit(&self, ip: IpAddr) -> Gate {
+        let closing = Reply::new(421, "4.7.0", "Service not available, closing transmission channel");
+        if self.is_trusted(ip) {
+            return Gate::Refuse(closing);
         }
-        Reply::new(421, "4.7.0", "Service not available, closing transmission channel")
+        let block = self.block_of(ip);
+        let penalty = match self.tally.penalty(block) {
+            Some(penalty) => penalty,
+            None => {
+                let penalty = self.tally.penalise_for(block, self.settings.trap_penalty);
+                tracing::info!(%block, client = %ip, until = %when(penalty.until_ms), "trap hit: block penalised");
+                self.penalised.notify_one();
+                penalty
+            }
+        };
+        match self.refusal(block, penalty) {
+            Gate::Refuse(_) => Gate::Refuse(closing),
+            other => other,
+        }
     }
 
     fn over_recipient_limit(&self, block: SourceBlock) -> Option<Reply> {

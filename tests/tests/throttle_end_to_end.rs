@@ -193,6 +193,11 @@ fn penalties_survive_a_restart() {
     let trap = format!("127.0.0.1:{}", spec.trap.unwrap()).parse().unwrap();
     RawClient::from_stream(connect_from("127.0.48.66", trap)).reply();
     assert!(first_reply(&spec, "127.0.48.1").starts_with("421"));
+    // The trap, like the gate, answers three times per penalty, then closes silently.
+    let again: Vec<String> =
+        (0..2).map(|_| RawClient::from_stream(connect_from("127.0.48.66", trap)).reply()).collect();
+    assert!(again[0].starts_with("421") && again[1].is_empty(), "{again:?}");
+    assert_eq!(node.log_text().matches("trap hit: block penalised").count(), 1, "one penalty, logged once");
     std::thread::sleep(Duration::from_millis(500));
     node.kill9();
     let node = spec.start();
