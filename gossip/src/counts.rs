@@ -245,6 +245,15 @@ impl Counts {
         before - self.registers.len()
     }
 
+    /// Every block with a register, once.
+    pub fn blocks(&self) -> Vec<WireBlock> {
+        let mut blocks: Vec<WireBlock> =
+            self.registers.keys().map(|k| WireBlock { net: k.net, prefix: k.prefix }).collect();
+        blocks.sort();
+        blocks.dedup();
+        blocks
+    }
+
     /// Registers held, over all origins.
     pub fn len(&self) -> usize {
         self.registers.len()

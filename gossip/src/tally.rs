@@ -97,9 +97,31 @@ impl Tally {
         self.penalties.lock().unwrap().sweep(now);
     }
 
+    /// The `n` blocks with the highest mesh-wide recipient rate.
+    pub fn top_blocks(&self, n: usize, caps: Caps) -> Vec<(String, Rates)> {
+        let now = now_ms();
+        let counts = self.counts.lock().unwrap();
+        let mut rated: Vec<(WireBlock, Rates)> =
+            counts.blocks().into_iter().map(|b| (b, counts.rate(b, now, caps))).collect();
+        rated.sort_by(|a, b| {
+            (b.1.recipients + b.1.connections).total_cmp(&(a.1.recipients + a.1.connections))
+        });
+        rated.truncate(n);
+        rated.into_iter().map(|(b, r)| (block_text(b), r)).collect()
+    }
+
     /// Registers held, and their table's size in bytes.
     pub fn tracked(&self) -> (usize, usize) {
         let counts = self.counts.lock().unwrap();
         (counts.len(), counts.table_bytes())
+    }
+}
+
+/// A block as text: `192.0.2.0/24`, `2001:db8:1::/48`.
+pub fn block_text(block: WireBlock) -> String {
+    if block.prefix & 0x80 == 0 {
+        format!("{}/{}", std::net::Ipv4Addr::from(block.net as u32), block.prefix)
+    } else {
+        format!("{}/{}", std::net::Ipv6Addr::from(u128::from(block.net) << 64), block.prefix & 0x7F)
     }
 }

@@ -14,6 +14,7 @@ use crate::checks::Findings;
 use crate::intake;
 use crate::route::outbound::NextHop;
 use crate::route::Route;
+use crate::stats::Stats;
 use crate::Shared;
 
 enum Outcome {
@@ -88,6 +89,12 @@ where
             match event {
                 Event::Reply(reply) => {
                     if std::mem::replace(&mut in_data, reply.code == 354) {
+                        Stats::add(if reply.is_transient() {
+                            &shared.stats.tempfailed
+                        } else {
+                            &shared.stats.rejected
+                        });
+                        shared.stats.refusal("message_refused");
                         log_refused_message(shared, client_ip, &reply);
                     }
                     out.extend_from_slice(&reply.to_bytes());
@@ -118,6 +125,7 @@ where
                         }
                     };
                     if let Some(reply) = &refusal {
+                        shared.stats.refusal(check_reason(reply));
                         let summary = transaction.findings.summary();
                         tracing::info!(client = %client_ip, sender = ?request.sender.as_ref().map(ToString::to_string), checks = %summary, reply = %reply.to_string().trim_end(), "sender refused");
                     }
@@ -138,6 +146,12 @@ where
                         }
                     }
                     if !reply.is_positive() {
+                        shared.stats.refusal(match reply.status.as_deref() {
+                            Some("5.7.1") => "relay_denied",
+                            Some("4.7.1") => "over_limit",
+                            Some("5.1.1") => "callout",
+                            _ => "recipient",
+                        });
                         tracing::info!(client = %client_ip, rcpt = %request.recipient, reply = %reply.to_string().trim_end(), "recipient refused");
                     }
                     session.decide(reply);
@@ -147,10 +161,17 @@ where
                     let since = transaction.first_rcpt.take().unwrap_or_else(Instant::now);
                     let held = match transaction.trusted {
                         true => None,
-                        false => shared.throttle.hold(client_ip, since).await,
+                        false => {
+                            let started = Instant::now();
+                            let held = shared.throttle.hold(client_ip, since).await;
+                            shared.stats.hold(started.elapsed());
+                            held
+                        }
                     };
                     let reply = match held {
                         Some(refusal) => {
+                            Stats::add(&shared.stats.tempfailed);
+                            shared.stats.refusal("over_limit_after_hold");
                             log_refused_message(shared, client_ip, &refusal);
                             refusal
                         }
@@ -208,4 +229,16 @@ async fn callout(
     }
     let probe = shared.outbound.probe(&hop, transaction.sender.as_ref(), &address).await;
     shared.checks.callouts.record(&address, probe)
+}
+
+/// The refusal reason of a sender check, by its enhanced status code.
+fn check_reason(reply: &Reply) -> &'static str {
+    match reply.status.as_deref() {
+        Some("5.7.1") => "dnsbl",
+        Some("5.7.25") | Some("4.7.25") => "fcrdns",
+        Some("5.1.8") => "sender_domain",
+        Some("5.7.23") => "spf",
+        Some("4.4.3") => "dns_temporary",
+        _ => "sender_checks",
+    }
 }

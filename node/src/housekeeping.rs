@@ -1,6 +1,6 @@
 //! Background chores of a node: forget decayed counts and finished
-//! penalties, and save penalties to disk whenever they change (so they
-//! survive a restart), off the flood path.
+//! penalties, save penalties to disk whenever they change (so they survive
+//! a restart), and sample the counters for the status page's chart.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +11,15 @@ const SWEEP: Duration = Duration::from_secs(5);
 
 pub(crate) async fn run(shared: Arc<Shared>) {
     let mut sweep = tokio::time::interval(SWEEP);
+    let mut sample = tokio::time::interval(crate::stats::HISTORY_EVERY);
     loop {
         tokio::select! {
             _ = shared.throttle.penalised.notified() => {}
+            _ = sample.tick() => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                shared.stats.sample(now.as_secs());
+                continue;
+            }
             _ = sweep.tick() => {
                 shared.throttle.tally().sweep();
                 shared.throttle.sweep();

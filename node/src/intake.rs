@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::checks::Findings;
 use crate::deliver::Job;
 use crate::queue::{Envelope, RecipientState, RecipientStatus};
+use crate::stats::Stats;
 use crate::Shared;
 
 pub(crate) async fn accept(
@@ -70,11 +71,14 @@ pub(crate) async fn accept(
     let content = Arc::new(content);
     match shared.queue.insert(id, &envelope, content.to_vec()).await {
         Ok(()) => {
+            Stats::add(&shared.stats.accepted);
             let _ = shared.delivery.send(Job { id, loaded: Some((envelope, content)) });
             tracing::info!(queue_id = %id, client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, size, checks = %findings.summary(), verdict = "accepted", "transaction");
             Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))
         }
         Err(error) => {
+            Stats::add(&shared.stats.tempfailed);
+            shared.stats.refusal("queue_error");
             tracing::error!(queue_id = %id, client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, size, verdict = "tempfail", %error, "transaction");
             Reply::new(451, "4.3.0", "Temporary failure writing the queue; please try again later")
         }

@@ -15,6 +15,7 @@ mod listener;
 pub mod queue;
 pub mod route;
 pub mod settings;
+pub mod stats;
 pub mod throttle;
 mod tls;
 mod trap;
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     pub mesh: Option<Mesh>,
     pub throttle: Throttle,
     pub checks: checks::Checks,
+    pub stats: Arc<stats::Stats>,
+    pub started: std::time::Instant,
 }
 
 impl Shared {
@@ -101,7 +104,8 @@ impl Node {
         let prefixes = (settings.ipv4_prefix, settings.ipv6_prefix);
         let throttle = Throttle::new(settings.throttle.clone(), prefixes, tally, mesh.clone(), trust);
         let traps = listener::bind(&settings.trap_listen).await?;
-        let checks = checks::Checks::new(dns.clone(), settings.checks.clone());
+        let stats = Arc::new(stats::Stats::default());
+        let checks = checks::Checks::new(dns.clone(), settings.checks.clone(), stats.clone());
         let shared = Arc::new(Shared {
             domains: Domains::new(&settings.domains, &session_config.hostname),
             connections: ConnectionSlots::new(
@@ -118,6 +122,8 @@ impl Node {
             mesh,
             throttle,
             checks,
+            stats,
+            started: std::time::Instant::now(),
         });
         let mut tasks = vec![
             tokio::spawn(deliver::run(shared.clone(), wake)),
@@ -145,6 +151,43 @@ impl Node {
     /// The throttle: limits, penalties and the trust list.
     pub fn throttle(&self) -> &Throttle {
         &self.shared.throttle
+    }
+
+    /// What the node has done, counted.
+    pub fn stats(&self) -> &stats::Stats {
+        &self.shared.stats
+    }
+
+    /// Time since the node started.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.shared.started.elapsed()
+    }
+
+    /// The node's name (`node.name`).
+    pub fn name(&self) -> &str {
+        &self.shared.settings.name
+    }
+
+    /// Tries a queued message's pending recipients now; false if it is not queued.
+    pub fn retry(&self, id: QueueId) -> Result<bool> {
+        let Some(mut envelope) = self.shared.queue.envelope(id)? else { return Ok(false) };
+        for rcpt in &mut envelope.recipients {
+            if let RecipientStatus::Pending { next_attempt_ms, .. } = &mut rcpt.status {
+                *next_attempt_ms = 0;
+            }
+        }
+        let _ = self.shared.delivery.send(deliver::Job { id, loaded: None });
+        Ok(true)
+    }
+
+    /// Removes a queued message without delivering it; false if it was not queued.
+    pub async fn drop_message(&self, id: QueueId) -> Result<bool> {
+        if self.shared.queue.envelope(id)?.is_none() {
+            return Ok(false);
+        }
+        self.shared.queue.remove(id).await?;
+        tracing::info!(queue_id = %id, "dropped by the operator");
+        Ok(true)
     }
 
     /// The node's mesh, when it has one.

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::connection;
 use crate::error::{Error, Result};
+use crate::stats::Stats;
 use crate::throttle::Gate;
 use crate::Shared;
 
@@ -34,7 +35,13 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         };
         let _ = stream.set_nodelay(true);
         let client_ip = peer.ip().to_canonical();
-        let trusted = match shared.throttle.gate(client_ip) {
+        Stats::add(&shared.stats.connections);
+        let gate = shared.throttle.gate(client_ip);
+        if matches!(gate, Gate::Drop | Gate::Refuse(_)) {
+            Stats::add(&shared.stats.refused_at_connect);
+            shared.stats.refusal("penalised");
+        }
+        let trusted = match gate {
             Gate::Trusted => true,
             Gate::Pass => false,
             Gate::Drop => continue,
@@ -56,6 +63,8 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                     drop(slot);
                 }
                 Err(full) => {
+                    Stats::add(&shared.stats.refused_at_connect);
+                    shared.stats.refusal("too_many_connections");
                     let mut stream = stream;
                     let host = &shared.session_config.hostname;
                     let reply = format!("421 4.7.0 {host} Error: too many connections, try again later\r\n");

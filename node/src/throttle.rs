@@ -195,7 +195,7 @@ impl Throttle {
     }
 
     /// The most one peer's counts may add to a block.
-    fn caps(&self) -> Caps {
+    pub fn caps(&self) -> Caps {
         let share = self.settings.peer_share;
         Caps {
             recipients: self.settings.recipients_per_hour * share,

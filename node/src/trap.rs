@@ -18,6 +18,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
+        shared.stats.refusal("trap");
         let Gate::Refuse(reply) = shared.throttle.trap_hit(peer.ip().to_canonical()) else {
             continue;
         };

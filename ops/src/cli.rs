@@ -42,6 +42,37 @@ enum Command {
     /// The mesh's certificates.
     #[command(subcommand)]
     Mesh(MeshCommand),
+    /// What a running node is doing: counters, queue, peers, penalised and top blocks.
+    Status {
+        #[command(flatten)]
+        node: NodeAddress,
+    },
+    /// A running node's mesh peers.
+    Peers {
+        #[command(flatten)]
+        node: NodeAddress,
+    },
+    /// A running node's queue.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+        #[command(flatten)]
+        node: NodeAddress,
+    },
+    /// Print the DNS records to publish for a domain, and the real MX's Postfix settings.
+    DnsRecords {
+        #[arg(long)]
+        domain: String,
+        /// The mesh's magic MX name.
+        #[arg(long)]
+        magic_mx: String,
+        /// The domain's own mail server.
+        #[arg(long)]
+        real_mx: String,
+        /// Where the real MX reaches a node's policy service.
+        #[arg(long, default_value = "mx1.mesh.example:10040")]
+        policy: String,
+    },
     /// The trust list of a running node: sources that bypass the throttle.
     Trust {
         #[command(subcommand)]
@@ -74,6 +105,18 @@ impl NodeAddress {
         let addr = self.admin.unwrap_or(config.admin.listen);
         Ok(crate::client::AdminClient::new(addr, config.admin.token.clone()))
     }
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// The messages waiting for delivery.
+    List,
+    /// One message and the state of each recipient.
+    Show { id: String },
+    /// Try a message's pending recipients now.
+    Retry { id: String },
+    /// Remove a message without delivering it.
+    Drop { id: String },
 }
 
 #[derive(Subcommand)]
@@ -144,6 +187,22 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Init { dir, name, ca } => report(crate::init::init(&dir, &name, ca.as_deref())),
+        Command::Status { node } => {
+            report(node.client().and_then(|c| crate::status_cmd::status(&c, node.json)))
+        }
+        Command::Peers { node } => {
+            report(node.client().and_then(|c| crate::status_cmd::peers(&c, node.json)))
+        }
+        Command::Queue { command, node } => report(node.client().and_then(|client| match command {
+            QueueCommand::List => crate::status_cmd::queue_list(&client, node.json),
+            QueueCommand::Show { id } => crate::status_cmd::queue_show(&client, &id, node.json),
+            QueueCommand::Retry { id } => crate::status_cmd::queue_retry(&client, &id),
+            QueueCommand::Drop { id } => crate::status_cmd::queue_drop(&client, &id),
+        })),
+        Command::DnsRecords { domain, magic_mx, real_mx, policy } => {
+            crate::dns_records::print(&domain, &magic_mx, &real_mx, &policy);
+            ExitCode::SUCCESS
+        }
         Command::Trust { command, node } => report(node.client().and_then(|client| match command {
             TrustCommand::List => crate::trust_cmd::list(&client, node.json),
             TrustCommand::Add { cidr, reason } => crate::trust_cmd::add(&client, &cidr, &reason),

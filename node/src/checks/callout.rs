@@ -10,7 +10,10 @@ use dashmap::DashMap;
 use magicmx_proto::smtp::Reply;
 use magicmx_proto::Address;
 
+use std::sync::Arc;
+
 use super::counted;
+use crate::stats::Stats;
 
 const KEEP_GOOD: Duration = Duration::from_secs(7 * 24 * 3600);
 const KEEP_BAD: Duration = Duration::from_secs(2 * 3600);
@@ -25,19 +28,23 @@ pub enum Probe {
     Unknown(String),
 }
 
-#[derive(Default)]
 pub struct Callouts {
     cache: DashMap<String, (bool, String, Instant)>,
+    stats: Arc<Stats>,
 }
 
 impl Callouts {
+    pub fn new(stats: Arc<Stats>) -> Callouts {
+        Callouts { cache: DashMap::new(), stats }
+    }
+
     /// The cached verdict on `recipient`, if fresh.
     pub fn cached(&self, recipient: &Address) -> Option<Option<Reply>> {
         let key = recipient.to_string().to_ascii_lowercase();
         let entry = self.cache.get(&key)?;
         let (valid, said, at) = entry.value().clone();
         let keep = if valid { KEEP_GOOD } else { KEEP_BAD };
-        (at.elapsed() < keep).then(|| counted("callout", "cached", verdict(valid, &said)))
+        (at.elapsed() < keep).then(|| counted(&self.stats, "callout", "cached", verdict(valid, &said)))
     }
 
     /// Records a probe's answer; the reply to give.
@@ -46,15 +53,15 @@ impl Callouts {
         match probe {
             Probe::Valid => {
                 self.cache.insert(key, (true, String::new(), Instant::now()));
-                counted("callout", "valid", None)
+                counted(&self.stats, "callout", "valid", None)
             }
             Probe::Invalid(said) => {
                 self.cache.insert(key, (false, said.clone(), Instant::now()));
-                counted("callout", "invalid", verdict(false, &said))
+                counted(&self.stats, "callout", "invalid", verdict(false, &said))
             }
             Probe::Unknown(why) => {
                 tracing::debug!(%recipient, %why, "call-out inconclusive; recipient accepted");
-                counted("callout", "defer_ok", None)
+                counted(&self.stats, "callout", "defer_ok", None)
             }
         }
     }

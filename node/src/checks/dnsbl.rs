@@ -11,6 +11,7 @@ use magicmx_proto::smtp::Reply;
 
 use super::counted;
 use crate::dns::{Dns, Failure};
+use crate::stats::Stats;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -56,7 +57,7 @@ pub fn parse_list(entry: &str) -> Option<(String, u32)> {
     }
 }
 
-pub async fn check(dns: &Dns, ip: IpAddr, lists: &[(String, u32)], threshold: u32) -> Outcome {
+pub async fn check(dns: &Dns, stats: &Stats, ip: IpAddr, lists: &[(String, u32)], threshold: u32) -> Outcome {
     let mut score = 0;
     let mut texts = vec![];
     let mut unreachable = None;
@@ -82,6 +83,7 @@ pub async fn check(dns: &Dns, ip: IpAddr, lists: &[(String, u32)], threshold: u3
     let threshold = threshold.max(1);
     if score >= threshold {
         return counted(
+            stats,
             "dnsbl",
             "listed",
             Outcome::Listed(format!("Service unavailable; client [{ip}] blocked: {}", texts.join("; "))),
@@ -89,9 +91,9 @@ pub async fn check(dns: &Dns, ip: IpAddr, lists: &[(String, u32)], threshold: u3
     }
     match unreachable {
         Some(list) if score + unknown_weight >= threshold => {
-            counted("dnsbl", "unreachable", Outcome::Unreachable(list))
+            counted(stats, "dnsbl", "unreachable", Outcome::Unreachable(list))
         }
-        _ => counted("dnsbl", "unlisted", Outcome::Unlisted),
+        _ => counted(stats, "dnsbl", "unlisted", Outcome::Unlisted),
     }
 }
 

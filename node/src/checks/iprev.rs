@@ -7,6 +7,7 @@ use magicmx_proto::smtp::Reply;
 
 use super::counted;
 use crate::dns::{Dns, Failure};
+use crate::stats::Stats;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpRev {
@@ -33,18 +34,19 @@ impl IpRev {
 /// Names tried at most (RFC 8601 §3 suggests a bound).
 const MAX_NAMES: usize = 10;
 
-pub async fn check(dns: &Dns, ip: IpAddr) -> IpRev {
+pub async fn check(dns: &Dns, stats: &Stats, ip: IpAddr) -> IpRev {
     let names = match dns.ptr(ip).await {
         Ok(names) => names,
         Err(Failure::NotFound) => {
             return counted(
+                stats,
                 "iprev",
                 "missing",
                 IpRev { result: "fail", name: None, why: format!("no PTR for {ip}") },
             );
         }
         Err(Failure::Temporary(e)) => {
-            return counted("iprev", "temperror", IpRev { result: "temperror", name: None, why: e });
+            return counted(stats, "iprev", "temperror", IpRev { result: "temperror", name: None, why: e });
         }
     };
     let mut temporary = None;
@@ -52,6 +54,7 @@ pub async fn check(dns: &Dns, ip: IpAddr) -> IpRev {
         match dns.addresses(name).await {
             Ok(ips) if ips.contains(&ip) => {
                 return counted(
+                    stats,
                     "iprev",
                     "pass",
                     IpRev { result: "pass", name: Some(name.clone()), why: String::new() },
@@ -63,11 +66,12 @@ pub async fn check(dns: &Dns, ip: IpAddr) -> IpRev {
     }
     if let Some(e) = temporary {
         return counted(
+            stats,
             "iprev",
             "temperror",
             IpRev { result: "temperror", name: names.first().cloned(), why: e },
         );
     }
     let why = format!("{} does not resolve back to {ip}", names[0]);
-    counted("iprev", "mismatch", IpRev { result: "fail", name: names.first().cloned(), why })
+    counted(stats, "iprev", "mismatch", IpRev { result: "fail", name: names.first().cloned(), why })
 }

@@ -16,12 +16,13 @@ use magicmx_proto::Address;
 
 use crate::dns::Dns;
 use crate::settings::{CheckMode, CheckSettings};
+use crate::stats::Stats;
 
 pub use iprev::IpRev;
 
 /// Counts one check outcome (for `/metrics`) and hands it back.
-fn counted<T>(check: &'static str, result: &'static str, value: T) -> T {
-    metrics::counter!("magicmx_checks_total", "check" => check, "result" => result).increment(1);
+fn counted<T>(stats: &Stats, check: &'static str, result: &'static str, value: T) -> T {
+    stats.check(check, result);
     value
 }
 
@@ -62,15 +63,17 @@ impl Findings {
 
 pub struct Checks {
     dns: Arc<Dns>,
+    stats: Arc<Stats>,
     settings: CheckSettings,
     spf: Option<spf::SpfChecker>,
     pub callouts: callout::Callouts,
 }
 
 impl Checks {
-    pub fn new(dns: Arc<Dns>, settings: CheckSettings) -> Checks {
+    pub fn new(dns: Arc<Dns>, settings: CheckSettings, stats: Arc<Stats>) -> Checks {
         let spf = (settings.spf != CheckMode::Off).then(|| spf::SpfChecker::new(dns.settings()));
-        Checks { dns, settings, spf, callouts: callout::Callouts::default() }
+        let callouts = callout::Callouts::new(stats.clone());
+        Checks { dns, stats, settings, spf, callouts }
     }
 
     /// True when nothing needs asking at MAIL FROM.
@@ -88,7 +91,7 @@ impl Checks {
         if self.settings.trusted_hostnames.is_empty() {
             return false;
         }
-        let iprev = iprev::check(&self.dns, ip).await;
+        let iprev = iprev::check(&self.dns, &self.stats, ip).await;
         iprev.name.as_deref().is_some_and(|name| {
             iprev.result == "pass" && self.settings.trusted_hostnames.iter().any(|p| host_matches(name, p))
         })
@@ -105,14 +108,15 @@ impl Checks {
     ) -> Option<Reply> {
         if !self.settings.dnsbl.is_empty() {
             let outcome =
-                dnsbl::check(&self.dns, ip, &self.settings.dnsbl, self.settings.dnsbl_threshold).await;
+                dnsbl::check(&self.dns, &self.stats, ip, &self.settings.dnsbl, self.settings.dnsbl_threshold)
+                    .await;
             findings.dnsbl = Some(outcome.label());
             if let Some(reply) = outcome.reply() {
                 return Some(reply);
             }
         }
         if self.settings.fcrdns != CheckMode::Off {
-            let iprev = iprev::check(&self.dns, ip).await;
+            let iprev = iprev::check(&self.dns, &self.stats, ip).await;
             let refuse = self.settings.fcrdns == CheckMode::Reject && iprev.result != "pass";
             findings.iprev = Some(iprev.clone());
             if refuse {
@@ -120,12 +124,12 @@ impl Checks {
             }
         }
         if let (Some(sender), true) = (sender, self.settings.sender_domain) {
-            if let Some(reply) = sender::check(&self.dns, sender).await {
+            if let Some(reply) = sender::check(&self.dns, &self.stats, sender).await {
                 return Some(reply);
             }
         }
         if let Some(checker) = &self.spf {
-            let spf = checker.check(ip, helo, sender, &self.settings).await;
+            let spf = checker.check(&self.stats, ip, helo, sender).await;
             let reply = spf.reply(&self.settings);
             findings.spf = Some(spf);
             if reply.is_some() {

@@ -6,15 +6,17 @@ use magicmx_proto::Address;
 
 use super::counted;
 use crate::dns::{Dns, Failure};
+use crate::stats::Stats;
 
-pub async fn check(dns: &Dns, sender: &Address) -> Option<Reply> {
+pub async fn check(dns: &Dns, stats: &Stats, sender: &Address) -> Option<Reply> {
     let domain = sender.domain.as_str();
     if sender.domain.is_literal() {
         return None;
     }
     match dns.mail_domain(domain).await {
-        Ok(true) => counted("sender_domain", "pass", None),
+        Ok(true) => counted(stats, "sender_domain", "pass", None),
         Ok(false) => counted(
+            stats,
             "sender_domain",
             "fail",
             Some(Reply::new(
@@ -24,6 +26,7 @@ pub async fn check(dns: &Dns, sender: &Address) -> Option<Reply> {
             )),
         ),
         Err(Failure::Temporary(_)) | Err(Failure::NotFound) => counted(
+            stats,
             "sender_domain",
             "temperror",
             Some(Reply::new(

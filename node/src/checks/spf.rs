@@ -12,6 +12,7 @@ use mail_auth::{MessageAuthenticator, SpfResult};
 
 use super::counted;
 use crate::settings::{CheckMode, CheckSettings, DnsSettings};
+use crate::stats::Stats;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spf {
@@ -73,13 +74,7 @@ impl SpfChecker {
     }
 
     /// SPF of the MAIL FROM domain (or of the HELO name for the null sender).
-    pub async fn check(
-        &self,
-        ip: IpAddr,
-        helo: &str,
-        sender: Option<&Address>,
-        _settings: &CheckSettings,
-    ) -> Spf {
+    pub async fn check(&self, stats: &Stats, ip: IpAddr, helo: &str, sender: Option<&Address>) -> Spf {
         let domain = sender.map(|s| s.domain.to_string()).unwrap_or_else(|| helo.to_string());
         let Some(authenticator) = &self.authenticator else {
             return Spf { result: SpfResult::TempError, domain };
@@ -93,6 +88,6 @@ impl SpfChecker {
             None => authenticator.verify_spf(SpfParameters::verify_ehlo(ip, helo, host)).await,
         };
         let spf = Spf { result: output.result(), domain };
-        counted("spf", spf.as_str(), spf)
+        counted(stats, "spf", spf.as_str(), spf)
     }
 }

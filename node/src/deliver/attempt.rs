@@ -17,6 +17,7 @@ use crate::queue::{Envelope, QueueId, RecipientState, RecipientStatus};
 use crate::route::outbound::NextHop;
 use crate::route::{maildir, Outcome, Route};
 use crate::settings::OutboundTls;
+use crate::stats::Stats;
 use crate::Shared;
 
 /// Recipients that leave by the same way.
@@ -121,6 +122,7 @@ fn record(shared: &Shared, id: QueueId, rcpt: &mut RecipientState, arrived: u64,
     };
     match outcome {
         Outcome::Delivered(detail) => {
+            Stats::add(&shared.stats.delivered);
             tracing::info!(queue_id = %id, rcpt = %rcpt.address, status = "sent", %detail, "delivery");
             rcpt.status = RecipientStatus::Delivered;
             false
@@ -128,11 +130,13 @@ fn record(shared: &Shared, id: QueueId, rcpt: &mut RecipientState, arrived: u64,
         Outcome::Transient(why) => {
             let age = Duration::from_secs((now_ms() / 1000).saturating_sub(arrived));
             if age >= delivery.expire {
+                Stats::add(&shared.stats.bounced);
                 let why = format!("gave up after {}: {why}", humanize(delivery.expire));
                 tracing::info!(queue_id = %id, rcpt = %rcpt.address, status = "bounced", reason = %why, "delivery");
                 rcpt.status = RecipientStatus::Failed(why);
                 return true;
             }
+            Stats::add(&shared.stats.deferred);
             let delay = backoff(delivery.retry_first, delivery.retry_max, attempts);
             tracing::info!(queue_id = %id, rcpt = %rcpt.address, status = "deferred", reason = %why, retry_in = %humanize(delay), "delivery");
             rcpt.status = RecipientStatus::Pending {
@@ -143,6 +147,7 @@ fn record(shared: &Shared, id: QueueId, rcpt: &mut RecipientState, arrived: u64,
             false
         }
         Outcome::Permanent(why) => {
+            Stats::add(&shared.stats.bounced);
             tracing::info!(queue_id = %id, rcpt = %rcpt.address, status = "bounced", reason = %why, "delivery");
             rcpt.status = RecipientStatus::Failed(why);
             true

@@ -1,6 +1,8 @@
 //! The admin HTTP API (axum), on loopback by default: what `magicmx` CLI
 //! commands talk to. Beyond loopback it requires the configured token.
 
+pub mod queue;
+pub mod status;
 mod trust;
 
 /// The JSON shapes of `/trust`, shared with the CLI.
@@ -15,7 +17,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use magicmx_node::Node;
 
@@ -28,6 +30,12 @@ pub struct Admin {
 /// Serves the API on `addr` until the task is dropped.
 pub async fn serve(addr: SocketAddr, admin: Admin) -> anyhow::Result<()> {
     let app = Router::new()
+        .route("/", get(status::page))
+        .route("/status", get(status::status_json))
+        .route("/metrics", get(status::metrics))
+        .route("/queue", get(queue::list))
+        .route("/queue/{id}", get(queue::show).delete(queue::drop))
+        .route("/queue/{id}/retry", post(queue::retry))
         .route("/trust", get(trust::list).post(trust::add).delete(trust::remove))
         .layer(middleware::from_fn_with_state(admin.clone(), require_token))
         .with_state(admin);
