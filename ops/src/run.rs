@@ -12,6 +12,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     magicmx_node::install_crypto_provider();
+    let priority = crate::priority::lower(config.node.nice);
+    tracing::info!(%priority, "running at low priority");
     let settings = config.node_settings();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     runtime.block_on(async {

@@ -1,0 +1,154 @@
+//! Operating a node: the CLI against a running node and against none,
+//! `/metrics` as Prometheus reads it, the status page in a real browser,
+//! low priority, and the DNS records to publish.
+
+use std::time::{Duration, Instant};
+
+use magicmx_tests::{magicmx, python, specs, Spec};
+
+/// A node whose only domain goes to a next hop that is down: mail waits.
+fn waiting_node(root: &std::path::Path) -> Spec {
+    let mut spec = specs(root, 1, false, "").remove(0);
+    spec.route = Some("smtp://127.0.0.1:9".into());
+    spec
+}
+
+const SEND: &str = r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), source_address=(sys.argv[2], 0), timeout=10)
+s.sendmail("alice@client.test", ["bob@example.test"], b"Subject: waiting\r\n\r\nbody\r\n")
+try:
+    s.sendmail("alice@client.test", ["x@elsewhere.test"], b"Subject: relay\r\n\r\nno\r\n")
+except smtplib.SMTPRecipientsRefused:
+    print("relay refused")
+s.quit()
+"#;
+
+fn config_arg(spec: &Spec) -> String {
+    spec.dir.join("magicmx.toml").display().to_string()
+}
+
+#[test]
+fn status_queue_and_peers_from_the_cli() {
+    let root = tempfile::tempdir().unwrap();
+    let spec = waiting_node(root.path());
+    let _node = spec.start();
+    python(SEND, &[&spec.smtp.to_string(), "127.0.90.1"]);
+    let config = config_arg(&spec);
+    let (ok, status) = magicmx(&["status", "--config", &config]);
+    assert!(ok, "{status}");
+    assert!(status.contains("node n0") && status.contains("accepted        1"), "{status}");
+    assert!(status.contains("relay_denied"), "{status}");
+    let (ok, json) = magicmx(&["status", "--json", "--config", &config]);
+    assert!(ok && json.contains("\"accepted\": 1"), "{json}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        let (_, list) = magicmx(&["queue", "list", "--config", &config]);
+        if let Some(line) = list.lines().find(|l| l.contains("bob@example.test")) {
+            break line.split_whitespace().next().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "the message shows in the queue: {list}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (ok, show) = magicmx(&["queue", "show", &id, "--config", &config]);
+    assert!(ok && show.contains("bob@example.test") && show.contains("pending"), "{show}");
+    let (ok, out) = magicmx(&["queue", "retry", &id, "--config", &config]);
+    assert!(ok, "{out}");
+    let (ok, out) = magicmx(&["queue", "drop", &id, "--config", &config]);
+    assert!(ok, "{out}");
+    let (ok, list) = magicmx(&["queue", "list", "--config", &config]);
+    assert!(ok && list.contains("the queue is empty"), "{list}");
+    let (ok, out) = magicmx(&["queue", "show", &id, "--config", &config]);
+    assert!(!ok && out.contains("no message"), "{out}");
+    let (ok, peers) = magicmx(&["peers", "--config", &config]);
+    assert!(ok && peers.contains("no peers"), "{peers}");
+}
+
+#[test]
+fn commands_without_a_running_node_fail_clearly() {
+    for args in [vec!["status"], vec!["peers"], vec!["queue", "list"], vec!["queue", "drop", "00"]] {
+        let mut args: Vec<&str> = args;
+        args.extend(["--admin", "127.0.0.1:9"]);
+        let (ok, out) = magicmx(&args);
+        assert!(!ok, "{args:?} fails");
+        assert!(out.contains("cannot reach the node's admin API at http://127.0.0.1:9"), "{args:?}: {out}");
+    }
+}
+
+/// Reads `/metrics` with the Prometheus project's own parser (prometheus_client).
+const METRICS: &str = r#"
+import sys, urllib.request
+from prometheus_client.parser import text_string_to_metric_families
+text = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=10).read().decode()
+values = {}
+for family in text_string_to_metric_families(text):
+    for sample in family.samples:
+        labels = ",".join("%s=%s" % kv for kv in sorted(sample.labels.items()))
+        values["%s{%s}" % (sample.name, labels)] = sample.value
+for key in sorted(values):
+    print(key, values[key])
+"#;
+
+fn metrics(spec: &Spec) -> std::collections::HashMap<String, f64> {
+    python(METRICS, &[&spec.admin.to_string()])
+        .lines()
+        .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_string(), v.parse().unwrap())))
+        .collect()
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
+    let root = tempfile::tempdir().unwrap();
+    let spec = waiting_node(root.path());
+    let _node = spec.start();
+    let before = metrics(&spec);
+    let get = |m: &std::collections::HashMap<String, f64>, k: &str| *m.get(k).unwrap_or(&0.0);
+    python(SEND, &[&spec.smtp.to_string(), "127.0.91.1"]);
+    python(SEND, &[&spec.smtp.to_string(), "127.0.91.2"]);
+    let after = metrics(&spec);
+    assert!(after.contains_key("magicmx_connections_total{}"), "{after:?}");
+    assert_eq!(get(&after, "magicmx_connections_total{}") - get(&before, "magicmx_connections_total{}"), 2.0);
+    assert_eq!(
+        get(&after, "magicmx_messages_total{result=accepted}")
+            - get(&before, "magicmx_messages_total{result=accepted}"),
+        2.0
+    );
+    assert_eq!(get(&after, "magicmx_refusals_total{reason=relay_denied}"), 2.0);
+    assert!(get(&after, "magicmx_hold_seconds_count{}") >= 2.0, "{after:?}");
+    assert!(after.contains_key("magicmx_queue_messages{}"));
+}
+
+#[test]
+fn the_node_runs_at_its_configured_nice_level() {
+    let root = tempfile::tempdir().unwrap();
+    let spec = waiting_node(root.path());
+    let config = spec.config().replace("[node]\n", "[node]\nnice = 7\n");
+    let node = magicmx_tests::NodeProcess::start(&spec.dir, &config, spec.smtp_addr());
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", node.pid())).unwrap();
+    // Field 19 of /proc/PID/stat is the nice value (after the command in parentheses).
+    let after_name = stat.rsplit_once(") ").unwrap().1;
+    let nice: i32 = after_name.split_whitespace().nth(16).unwrap().parse().unwrap();
+    assert_eq!(nice, 7, "{stat}");
+    assert!(node.log_text().contains("running at low priority"), "{}", node.log_text());
+}
+
+#[test]
+fn dns_records_put_the_magic_mx_first_and_explain_why() {
+    let (ok, out) = magicmx(&[
+        "dns-records",
+        "--domain",
+        "example.org",
+        "--magic-mx",
+        "mx.mesh.example",
+        "--real-mx",
+        "mail.example.org",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("example.org.\t3600\tIN\tMX\t10\tmx.mesh.example."), "{out}");
+    assert!(out.contains("example.org.\t3600\tIN\tMX\t20\tmail.example.org."), "{out}");
+    assert!(out.contains("check_policy_service inet:"), "{out}");
+    let magic = out.find("MX\t10").unwrap();
+    let real = out.find("MX\t20").unwrap();
+    assert!(magic < real);
+}
