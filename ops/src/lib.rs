@@ -8,6 +8,7 @@ pub mod config;
 mod dns_records;
 mod init;
 mod pki_files;
+mod policy;
 mod priority;
 mod run;
 mod status_cmd;

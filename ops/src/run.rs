@@ -20,6 +20,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let node = std::sync::Arc::new(Node::start(settings.clone()).await.context("cannot start the node")?);
         let admin = crate::admin::Admin { node: node.clone(), token: config.admin.token.clone() };
         let admin_addr = config.admin.listen;
+        let policy = std::sync::Arc::new(crate::policy::Policy::new(
+            node.clone(),
+            config.admin.mesh_clients.clone(),
+            config.admin.policy_defer_first,
+            config.admin.magic_mx.clone(),
+        ));
+        let policy_addr = config.admin.policy_listen;
+        let policy_task = tokio::spawn(async move {
+            if let Err(error) = crate::policy::serve(policy_addr, policy).await {
+                tracing::error!(%policy_addr, %error, "policy service stopped");
+            }
+        });
         let admin_task = tokio::spawn(async move {
             if let Err(error) = crate::admin::serve(admin_addr, admin).await {
                 tracing::error!(%admin_addr, %error, "admin API stopped");
@@ -35,6 +47,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         wait_for_signal().await;
         tracing::info!("stopping");
         admin_task.abort();
+        policy_task.abort();
         node.shutdown();
         Ok(())
     })

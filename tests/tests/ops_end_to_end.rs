@@ -152,3 +152,106 @@ fn dns_records_put_the_magic_mx_first_and_explain_why() {
     let real = out.find("MX\t20").unwrap();
     assert!(magic < real);
 }
+
+/// A private Postfix instance (Debian's postfix, set up by bench/lib/postfix.sh)
+/// that asks `policy` about every recipient; stopped when dropped.
+struct PostfixWithPolicy {
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+fn postfix_lib() -> String {
+    format!("{}/../bench/lib/postfix.sh", env!("CARGO_MANIFEST_DIR"))
+}
+
+impl PostfixWithPolicy {
+    fn start(dir: &std::path::Path, policy: u16) -> PostfixWithPolicy {
+        let port = magicmx_tests::free_port();
+        let script = r#"set -e
+source "$1"
+pf_relay_setup "$2" "$3" 9 20
+printf 'smtpd_recipient_restrictions = check_policy_service inet:127.0.0.1:%s, permit\n' "$4" >> "$2/etc/main.cf"
+pf_relay_start "$2"
+"#;
+        let out = std::process::Command::new("bash")
+            .args([
+                "-c",
+                script,
+                "_",
+                &postfix_lib(),
+                dir.to_str().unwrap(),
+                &port.to_string(),
+                &policy.to_string(),
+            ])
+            .output()
+            .expect("bash");
+        assert!(
+            out.status.success(),
+            "a private Postfix (apt-get install postfix) did not start: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PostfixWithPolicy { dir: dir.to_path_buf(), port }
+    }
+}
+
+impl Drop for PostfixWithPolicy {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .args([
+                "-c",
+                "source \"$1\"; pf_relay_stop \"$2\"",
+                "_",
+                &postfix_lib(),
+                self.dir.to_str().unwrap(),
+            ])
+            .output();
+    }
+}
+
+/// swaks from `source` up to RCPT; its whole transcript.
+fn swaks(port: u16, source: &str) -> String {
+    let out = std::process::Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{port}"), "--local-interface", source])
+        .args([
+            "--from",
+            "alice@client.test",
+            "--to",
+            "bob@example.test",
+            "--quit-after",
+            "RCPT",
+            "--timeout",
+            "20",
+        ])
+        .output()
+        .expect("swaks is needed by this test (apt-get install swaks)");
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn the_real_mx_takes_mesh_nodes_and_sends_everyone_else_to_the_magic_mx() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    let mut spec = waiting_node(&root.path().join("node"));
+    let policy_port = magicmx_tests::free_port();
+    spec.trusted = vec!["127.0.95.0/24".into()];
+    let config = spec.config().replace(
+        "policy_listen = \"127.0.0.1:0\"",
+        &format!("policy_listen = \"127.0.0.1:{policy_port}\"\nmesh_clients = [\"127.0.94.0/24\"]\nmagic_mx = \"mx.mesh.test\""),
+    );
+    let _node = magicmx_tests::NodeProcess::start(&spec.dir, &config, spec.smtp_addr());
+    let postfix_dir = root.path().join("postfix");
+    std::fs::create_dir_all(&postfix_dir).unwrap();
+    let postfix = PostfixWithPolicy::start(&postfix_dir, policy_port);
+
+    let mesh = swaks(postfix.port, "127.0.94.1");
+    assert!(mesh.contains("<-  250 2.1.5"), "a mesh node is taken:\n{mesh}");
+    let trusted = swaks(postfix.port, "127.0.95.1");
+    assert!(trusted.contains("<-  250 2.1.5"), "a trusted sender is taken:\n{trusted}");
+    let stranger = swaks(postfix.port, "127.0.93.1");
+    assert!(
+        stranger.contains("<** 554 5.7.1") && stranger.contains("please use our MX"),
+        "a stranger is sent to the magic MX:\n{stranger}"
+    );
+    assert!(stranger.contains("mx.mesh.test"), "{stranger}");
+}

@@ -297,6 +297,13 @@ pub struct AdminSection {
     pub policy_listen: SocketAddr,
     /// Required when `listen` is not a loopback address.
     pub token: Option<String>,
+    /// Addresses the real MX sees mesh nodes connect from, besides the peers'.
+    #[serde(deserialize_with = "values::cidrs")]
+    pub mesh_clients: Vec<ipnet::IpNet>,
+    /// A client's first attempts the policy service defers instead of rejecting.
+    pub policy_defer_first: u32,
+    /// The magic MX name the policy service's refusals point to.
+    pub magic_mx: String,
 }
 
 impl Default for AdminSection {
@@ -305,6 +312,9 @@ impl Default for AdminSection {
             listen: "127.0.0.1:8025".parse().expect("valid address"),
             policy_listen: "127.0.0.1:10040".parse().expect("valid address"),
             token: None,
+            mesh_clients: vec![],
+            policy_defer_first: 0,
+            magic_mx: "the magic MX".into(),
         }
     }
 }
