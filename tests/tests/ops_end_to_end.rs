@@ -255,3 +255,46 @@ fn the_real_mx_takes_mesh_nodes_and_sends_everyone_else_to_the_magic_mx() {
     );
     assert!(stranger.contains("mx.mesh.test"), "{stranger}");
 }
+
+#[test]
+fn the_status_page_shows_mail_taken_and_refused_in_a_real_browser() {
+    let root = tempfile::tempdir().unwrap();
+    let mut spec = waiting_node(root.path());
+    spec.trap = Some(magicmx_tests::free_port());
+    let node = spec.start();
+    // Mail taken from one block...
+    python(SEND, &[&spec.smtp.to_string(), "127.0.97.1"]);
+    python(SEND, &[&spec.smtp.to_string(), "127.0.97.2"]);
+    // ...and another block trapped, then refused at connect.
+    let trap = format!("127.0.0.1:{}", spec.trap.unwrap()).parse().unwrap();
+    magicmx_tests::RawClient::from_stream(magicmx_tests::connect_from("127.0.96.66", trap)).reply();
+    for _ in 0..2 {
+        let mut client = magicmx_tests::RawClient::from_stream(magicmx_tests::connect_from(
+            "127.0.96.1",
+            spec.smtp_addr(),
+        ));
+        assert!(client.reply().starts_with("421"));
+    }
+    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("status-page.png");
+    let expect = r#"{"node": "n0", "accepted_min": 2, "refused_min": 2, "top_block": "127.0.97.0/24",
+        "penalised_block": "127.0.96.0/24", "chart_points_min": 1}"#;
+    let checker = concat!(env!("CARGO_MANIFEST_DIR"), "/browser/check_status_page.py");
+    let out = std::process::Command::new("python3")
+        .args([checker, &format!("http://127.0.0.1:{}/", spec.admin), screenshot.to_str().unwrap(), expect])
+        .output()
+        .expect("python3");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the status page check failed (exit {:?}):\n{text}\n{}",
+        out.status.code(),
+        node.log_text()
+    );
+    assert!(
+        std::fs::metadata(&screenshot).unwrap().len() > 10_000,
+        "a screenshot was saved: {}",
+        screenshot.display()
+    );
+}
