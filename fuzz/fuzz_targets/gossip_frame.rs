@@ -1,0 +1,32 @@
+//! Fuzzes the gossip frame decoder and the count CRDT behind it: any bytes
+//! from an authenticated but broken or hostile peer decode to a frame or an
+//! error; a decoded frame re-encodes to itself; merging its entries never
+//! panics, never stores nonsense, and a peer never adds more than its cap.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use magicmx_gossip::counts::{Caps, Counts, Periods};
+use magicmx_gossip::penalties::Penalties;
+use magicmx_proto::wire::{decode, encode, Frame};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(frame) = decode(data) else { return };
+    assert_eq!(decode(&encode(&frame)).as_ref(), Ok(&frame), "a frame survives its own round trip");
+    let Frame::Counts(counts) = frame else { return };
+    let mut view = Counts::new([0; 16], Periods::default());
+    let peer = view.origin([1; 16]).unwrap();
+    for entry in &counts.entries {
+        view.merge(peer, counts.base_ms, entry);
+    }
+    let caps = Caps { recipients: 15.0, connections: 10.0 };
+    for entry in &counts.entries {
+        let rate = view.rate(entry.block, counts.base_ms, caps);
+        assert!(rate.recipients.is_finite() && rate.recipients <= 15.0 + 1e-9);
+        assert!(rate.connections.is_finite() && rate.connections <= 10.0 + 1e-9);
+    }
+    let mut penalties = Penalties::default();
+    for p in &counts.penalties {
+        penalties.merge(p);
+    }
+});
