@@ -11,7 +11,7 @@ pub mod pki;
 mod swim;
 pub mod tally;
 pub mod tls;
-mod transport;
+pub mod transport;
 
 use std::net::SocketAddr;
 

@@ -236,6 +236,12 @@ impl Mesh {
         self.shared.rejected_entries.load(Ordering::Relaxed)
     }
 
+    /// A fault switch for partition tests: cut this node off from every peer
+    /// (its connections close, nothing is sent or accepted), or reconnect it.
+    pub fn set_isolated(&self, isolated: bool) {
+        self.shared.transport.set_isolated(isolated);
+    }
+
     /// Leaves: stops the tasks and closes the endpoint.
     pub fn shutdown(&self) {
         for task in self.tasks.iter() {

@@ -50,6 +50,11 @@ pub enum Delivery {
 pub struct Transport {
     endpoint: Endpoint,
     connections: Mutex<HashMap<SocketAddr, Connection>>,
+    /// Connections peers made to us (closed on isolation).
+    inbound: Arc<Mutex<Vec<Connection>>>,
+    /// A fault switch for partition tests: while set, this node neither
+    /// sends nor accepts, and its connections are closed, as if cut off.
+    isolated: Arc<std::sync::atomic::AtomicBool>,
     /// One dial at a time per address; the others wait for its connection.
     dialing: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>>,
     greeting: Mutex<Option<Greeting>>,
@@ -68,11 +73,19 @@ impl Transport {
         let transport = Arc::new(Transport {
             endpoint: endpoint.clone(),
             connections: Mutex::new(HashMap::new()),
+            inbound: Arc::new(Mutex::new(Vec::new())),
+            isolated: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             dialing: Mutex::new(HashMap::new()),
             greeting: Mutex::new(None),
             stats: Arc::new(Stats::default()),
         });
-        tokio::spawn(accept_loop(endpoint, inbox, transport.stats.clone()));
+        let shared = AcceptShared {
+            inbox,
+            stats: transport.stats.clone(),
+            inbound: transport.inbound.clone(),
+            isolated: transport.isolated.clone(),
+        };
+        tokio::spawn(accept_loop(endpoint, shared));
         Ok(transport)
     }
 
@@ -88,6 +101,9 @@ impl Transport {
     /// Sends one encoded frame to `to`, dialling if needed. Failures are
     /// logged: SWIM retries, and a new connection starts with the greeting.
     pub async fn send(&self, to: SocketAddr, frame: Arc<Vec<u8>>, delivery: Delivery) {
+        if self.isolated.load(Ordering::Relaxed) {
+            return;
+        }
         let Some(conn) = self.connection(to).await else { return };
         self.send_on(&conn, to, &frame, delivery).await;
     }
@@ -157,6 +173,19 @@ impl Transport {
         }
     }
 
+    /// Cuts this node off (or reconnects it): for partition tests only.
+    pub fn set_isolated(&self, isolated: bool) {
+        self.isolated.store(isolated, Ordering::Relaxed);
+        if isolated {
+            for (_, conn) in self.connections.lock().unwrap().drain() {
+                conn.close(0u32.into(), b"isolated");
+            }
+            for conn in self.inbound.lock().unwrap().drain(..) {
+                conn.close(0u32.into(), b"isolated");
+            }
+        }
+    }
+
     /// Closes every connection and the endpoint.
     pub fn close(&self) {
         self.endpoint.close(0u32.into(), b"shutdown");
@@ -169,9 +198,21 @@ async fn send_stream(conn: &Connection, frame: &[u8]) -> Result<(), String> {
     stream.finish().map_err(|e| e.to_string())
 }
 
-async fn accept_loop(endpoint: Endpoint, inbox: mpsc::Sender<Inbound>, stats: Arc<Stats>) {
+/// What the accept loop shares with the transport.
+struct AcceptShared {
+    inbox: mpsc::Sender<Inbound>,
+    stats: Arc<Stats>,
+    inbound: Arc<Mutex<Vec<Connection>>>,
+    isolated: Arc<std::sync::atomic::AtomicBool>,
+}
+
+async fn accept_loop(endpoint: Endpoint, shared: AcceptShared) {
     while let Some(incoming) = endpoint.accept().await {
-        let (inbox, stats) = (inbox.clone(), stats.clone());
+        if shared.isolated.load(Ordering::Relaxed) {
+            incoming.refuse();
+            continue;
+        }
+        let (inbox, stats, inbound) = (shared.inbox.clone(), shared.stats.clone(), shared.inbound.clone());
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             let conn = match incoming.await {
@@ -192,6 +233,11 @@ async fn accept_loop(endpoint: Endpoint, inbox: mpsc::Sender<Inbound>, stats: Ar
                 stats.handshakes_refused.fetch_add(1, Ordering::Relaxed);
                 return;
             };
+            {
+                let mut inbound = inbound.lock().unwrap();
+                inbound.retain(|c| c.close_reason().is_none());
+                inbound.push(conn.clone());
+            }
             serve(conn, peer, inbox, stats).await;
         });
     }

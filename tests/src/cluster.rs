@@ -69,6 +69,8 @@ pub struct Spec {
     pub route: Option<String>,
     /// The address SMTP listens on (default 127.0.0.1).
     pub listen_ip: std::net::IpAddr,
+    /// Keys for `[delivery]`, one per line.
+    pub delivery: String,
 }
 
 impl Spec {
@@ -89,6 +91,7 @@ impl Spec {
                 .into(),
             route: None,
             listen_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            delivery: String::new(),
         }
     }
 
@@ -141,6 +144,9 @@ hostnames = [{hostnames}]
 [checks]
 {checks}
 
+[delivery]
+{delivery}
+
 [[domain]]
 name = "example.test"
 route = "{route}"
@@ -153,6 +159,7 @@ route = "{route}"
             trusted = quoted(&self.trusted),
             hostnames = quoted(&self.trusted_hostnames),
             checks = self.checks,
+            delivery = self.delivery,
         )
     }
 

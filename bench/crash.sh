@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# bench/crash.sh -- crash under load: while a sender pushes MESSAGES messages
+# through magicmx to smtp-sink, the node is killed with SIGKILL at random
+# moments (at least KILLS times) and restarted at once. Every message that got
+# a 250 must reach the sink (lost: target 0); duplicates are counted (target
+# <= 0.1%). The sender keeps retrying a message until it gets its 250, as an
+# MTA does. Everything on 127.0.0.1, bounded in time, cleaned up at exit.
+#
+# Usage: bench/crash.sh [MESSAGES=2000] [THREADS=20] [KILLS=5]   (MAGICMX=target/release/magicmx)
+set -euo pipefail
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+# shellcheck source=lib/postfix.sh
+source "$SCRIPT_DIR/lib/postfix.sh"
+for a in "$@"; do declare "${a%%=*}=${a#*=}"; done
+MESSAGES=${MESSAGES:-2000}
+THREADS=${THREADS:-20}
+KILLS=${KILLS:-5}
+MAGICMX=${MAGICMX:-$REPO_ROOT/target/release/magicmx}
+[[ -x $MAGICMX ]] || pf_die "no magicmx binary at $MAGICMX (cargo build --release)"
+command -v smtp-sink >/dev/null || pf_die "smtp-sink is missing (apt-get install postfix)"
+
+TMP=$(mktemp -d)
+chmod 711 "$TMP"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    [[ -n ${NODE_PID:-} ]] && kill -KILL "$NODE_PID" 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+SINK=$(pf_free_port)
+PORT=$(pf_free_port)
+mkdir -p "$TMP/dumps" && chmod 777 "$TMP/dumps"
+smtp-sink -u nobody -d "$TMP/dumps/msg-" 127.0.0.1:"$SINK" 256 >/dev/null 2>&1 &
+PIDS+=($!)
+pf_wait_banner 127.0.0.1 "$SINK" 10 || pf_die "smtp-sink did not start"
+
+cat >"$TMP/node.toml" <<CONF
+[node]
+name = "crash"
+data_dir = "$TMP/data"
+nice = 0
+[smtp]
+listen = ["127.0.0.1:$PORT"]
+hostname = "crash.test"
+greet_pause = "0s"
+max_connections_per_ip = 1000
+[admin]
+listen = "127.0.0.1:0"
+policy_listen = "127.0.0.1:0"
+[trust]
+cidrs = ["127.0.0.1/32"]
+[checks]
+fcrdns = "off"
+spf = "off"
+sender_domain = false
+verify_recipients = false
+[delivery]
+retry_first = "1s"
+retry_max = "2s"
+[[domain]]
+name = "example.test"
+route = "smtp://127.0.0.1:$SINK"
+CONF
+
+start_node() {
+    "$MAGICMX" run --config "$TMP/node.toml" >>"$TMP/node.log" 2>&1 &
+    NODE_PID=$!
+    pf_wait_banner 127.0.0.1 "$PORT" 20 || pf_die "magicmx did not start: $(tail -5 "$TMP/node.log")"
+}
+
+start_node
+python3 "$SCRIPT_DIR/lib/crash_sender.py" "$PORT" "$MESSAGES" "$THREADS" "$TMP/accepted" 300 >"$TMP/sender.out" &
+SENDER=$!
+PIDS+=($SENDER)
+kills=0
+while kill -0 "$SENDER" 2>/dev/null; do
+    sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 0.3 + (r % 150) / 100 }')"
+    kill -0 "$SENDER" 2>/dev/null || break
+    kill -KILL "$NODE_PID"
+    wait "$NODE_PID" 2>/dev/null || true
+    kills=$((kills + 1))
+    start_node
+done
+wait "$SENDER" || true
+# Fewer kills than asked (a fast run): keep killing while delivery drains.
+while ((kills < KILLS)); do
+    sleep 0.3
+    kill -KILL "$NODE_PID"; wait "$NODE_PID" 2>/dev/null || true
+    kills=$((kills + 1))
+    start_node
+done
+
+accepted=$(sort -un "$TMP/accepted" | wc -l)
+delivered_ids() { grep -h -o '^Subject: crash-[0-9]*' "$TMP"/dumps/msg-* 2>/dev/null | sed 's/.*crash-//'; }
+for _ in $(seq 1 120); do
+    got=$(delivered_ids | sort -un | wc -l)
+    missing=$(comm -23 <(sort -u "$TMP/accepted") <(delivered_ids | sort -u) | wc -l)
+    ((missing == 0)) && break
+    sleep 1
+done
+total=$(delivered_ids | wc -l)
+unique=$(delivered_ids | sort -u | wc -l)
+missing=$(comm -23 <(sort -u "$TMP/accepted") <(delivered_ids | sort -u) | wc -l)
+dups=$((total - unique))
+echo "magicmx crash under load: $(date -u +%FT%TZ), nproc=$(nproc), MESSAGES=$MESSAGES THREADS=$THREADS"
+echo "kills (SIGKILL, then restart): $kills"
+echo "sender: $(cat "$TMP/sender.out")"
+echo "messages that got 250: $accepted"
+echo "delivered to the sink: $total ($unique distinct)"
+echo "lost (got 250, never delivered): $missing   (target 0)"
+awk -v d="$dups" -v n="$unique" 'BEGIN { printf "duplicated: %d = %.3f%% of delivered   (target <= 0.1%%)\n", d, n ? 100 * d / n : 0 }'
+((missing == 0)) || exit 1

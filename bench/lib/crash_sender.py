@@ -1,0 +1,58 @@
+"""Sends N messages (Subject: crash-ID) over T threads to a node, each until
+it gets a 250, retrying on any failure as a real MTA keeps a message it has
+not handed over; appends every ID that got a 250 to ACCEPTED (one per line).
+Bounded by DEADLINE seconds. Usage: crash_sender.py PORT N T ACCEPTED DEADLINE"""
+
+import smtplib
+import sys
+import threading
+import time
+
+port, total, threads, accepted_path, deadline = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5])
+stop_at = time.time() + deadline
+lock = threading.Lock()
+next_id = [0]
+log = open(accepted_path, "a", buffering=1)
+failures = [0]
+
+
+def take():
+    with lock:
+        if next_id[0] >= total:
+            return None
+        next_id[0] += 1
+        return next_id[0] - 1
+
+
+def send(i):
+    while time.time() < stop_at:
+        try:
+            s = smtplib.SMTP("127.0.0.1", port, timeout=10)
+            s.sendmail("load@client.test", ["bob@example.test"], ("Subject: crash-%d\r\n\r\nmessage %d\r\n" % (i, i)).encode())
+            try:
+                s.quit()
+            except Exception:
+                pass
+            with lock:
+                log.write("%d\n" % i)
+            return True
+        except Exception:
+            with lock:
+                failures[0] += 1
+            time.sleep(0.05)
+    return False
+
+
+def worker():
+    while True:
+        i = take()
+        if i is None or not send(i):
+            return
+
+
+ts = [threading.Thread(target=worker) for _ in range(threads)]
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+print("sent_ids=%d failures_retried=%d" % (next_id[0], failures[0]))
