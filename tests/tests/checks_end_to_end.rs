@@ -315,3 +315,42 @@ fn a_trusted_host_name_counts_only_when_forward_confirmed() {
     let again = dialogue_from(&host, &spec, tn3(67), "alice@client.test", &rcpts);
     assert!(rcpts.iter().all(|r| again.contains(&format!("RCPT {r} 250"))), "{again}");
 }
+
+#[test]
+fn a_dsn_goes_only_to_a_sender_whose_spf_passed() {
+    let root = tempfile::tempdir().unwrap();
+    let mx_port = free_port();
+    // example.test's MX refuses every recipient; client.test takes mail at its own MX.
+    let dns = TestDns::start(&[
+        Zone::with_mx_at("example.test", ip(0, 70, 3)),
+        Zone::with_mx_at("client.test", ip(0, 70, 5)).txt("client.test", "v=spf1 ip4:127.0.71.0/24 -all"),
+    ]);
+    let _refusing = magicmx_tests::Sink::start(
+        root.path(),
+        std::net::SocketAddr::new(ip(0, 70, 3).into(), mx_port),
+        &["-f", "RCPT"],
+    );
+    let senders_mx =
+        magicmx_tests::Sink::start(root.path(), std::net::SocketAddr::new(ip(0, 70, 5).into(), mx_port), &[]);
+    let mut spec = specs(&root.path().join("node"), 1, false, "").remove(0);
+    spec.route = Some("mx".into());
+    spec.checks = format!("nameservers = [\"{}\"]\n{}", dns.addr, only("spf = \"header\""));
+    spec.delivery = format!("port = {mx_port}\nretry_first = \"1s\"\nretry_max = \"2s\"");
+    let node = spec.start();
+    // From outside client.test's SPF: fail (recorded only), bounced, no DSN.
+    let forged = dialogue(&spec, ip(0, 72, 1), "alice@client.test", &["bob@example.test"]);
+    assert!(forged.contains("DATA 250"), "{forged}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !node.log_text().contains("no DSN: the sender is not believable")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(node.log_text().contains("spf=Some(\"fail\")"), "{}", node.log_text());
+    // From inside it: pass, bounced, and the DSN arrives.
+    let honest = dialogue(&spec, ip(0, 71, 1), "alice@client.test", &["bob@example.test"]);
+    assert!(honest.contains("DATA 250"), "{honest}");
+    let dsns = senders_mx.wait_for(1, Duration::from_secs(15));
+    assert_eq!(dsns.len(), 1, "exactly one DSN, for the SPF-passed sender:\n{}", node.log_text());
+    assert!(dsns[0].contains("X-Mail-Args: <>") && dsns[0].contains("Action: failed"), "{}", dsns[0]);
+}
