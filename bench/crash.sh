@@ -112,4 +112,14 @@ echo "messages that got 250: $accepted"
 echo "delivered to the sink: $total ($unique distinct)"
 echo "lost (got 250, never delivered): $missing   (target 0)"
 awk -v d="$dups" -v n="$unique" 'BEGIN { printf "duplicated: %d = %.3f%% of delivered   (target <= 0.1%%)\n", d, n ? 100 * d / n : 0 }'
+# Where duplicates come from: the same queue id delivered twice (the node
+# redelivered after a kill) or two queue ids for one message (the sender
+# sent it again: it never saw the 250 of the first).
+redelivered=0 resent=0
+for id in $(delivered_ids | sort | uniq -d); do
+    ids=$(grep -l "^Subject: crash-$id\$" "$TMP"/dumps/msg-* | xargs grep -h -o 'with ESMTP id [0-9A-F]*' | sort -u | wc -l)
+    copies=$(grep -l "^Subject: crash-$id\$" "$TMP"/dumps/msg-* | wc -l)
+    if ((ids == 1)); then redelivered=$((redelivered + copies - 1)); else resent=$((resent + copies - ids)); resent=$((resent + ids - 1)); fi
+done
+echo "  of which redelivered by the node after a kill: $redelivered; sent again by the client (250 lost with the kill): $resent"
 ((missing == 0)) || exit 1
