@@ -12,7 +12,10 @@ use magicmx_proto::wire::{decode, encode, Frame};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(frame) = decode(data) else { return };
-    assert_eq!(decode(&encode(&frame)).as_ref(), Ok(&frame), "a frame survives its own round trip");
+    // Compared as bytes: a frame may carry NaN, which is not equal to itself.
+    let bytes = encode(&frame);
+    let again = decode(&bytes).expect("a frame's own encoding decodes");
+    assert_eq!(encode(&again), bytes, "a frame survives its own round trip");
     let Frame::Counts(counts) = frame else { return };
     let mut view = Counts::new([0; 16], Periods::default());
     let peer = view.origin([1; 16]).unwrap();
