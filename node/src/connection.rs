@@ -84,6 +84,8 @@ where
     // Between the 354 and the reply to the message: a reply the session makes
     // itself there is its refusal of the message.
     let mut in_data = false;
+    // Runs (when dropped) once the reply it follows has been written.
+    let mut after_reply: Option<intake::AfterReply> = None;
     loop {
         while let Some(event) = session.poll() {
             match event {
@@ -175,16 +177,24 @@ where
                             log_refused_message(shared, client_ip, &refusal);
                             refusal
                         }
-                        None => intake::accept(shared, session, message, &transaction.findings).await,
+                        None => {
+                            let (reply, after) =
+                                intake::accept(shared, session, message, &transaction.findings).await;
+                            after_reply = Some(after);
+                            reply
+                        }
                     };
                     session.decide(reply);
                 }
             }
         }
         if !out.is_empty() {
-            stream.write_all(&out).await?;
+            let written = stream.write_all(&out).await;
             out.clear();
+            after_reply.take();
+            written?;
         }
+        after_reply.take();
         let read = match session.poll_timeout() {
             Some(deadline) => {
                 let deadline = tokio::time::Instant::from_std(deadline);
