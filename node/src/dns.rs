@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::rr::{RData, RecordType};
@@ -37,22 +37,13 @@ pub struct Dns {
 
 impl Dns {
     pub fn new(settings: &DnsSettings) -> Result<Dns> {
-        let provider = TokioRuntimeProvider::default();
         let mut builder = if settings.nameservers.is_empty() {
             TokioResolver::builder_tokio().map_err(|e| Error::Dns(e.to_string()))?
         } else {
-            let mut config = ResolverConfig::from_parts(None, vec![], vec![]);
-            for server in &settings.nameservers {
-                config.add_name_server(name_server(*server));
-            }
-            TokioResolver::builder_with_config(config, provider)
+            let (config, _) = resolver_config(settings);
+            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
         };
-        let options = builder.options_mut();
-        if !settings.timeout.is_zero() {
-            options.timeout = settings.timeout;
-        }
-        options.attempts = 2;
-        options.ndots = 0;
+        tune(builder.options_mut(), settings);
         Ok(Dns {
             resolver: builder.build().map_err(|e| Error::Dns(e.to_string()))?,
             settings: settings.clone(),
@@ -180,18 +171,24 @@ fn reverse_name(ip: IpAddr) -> String {
 
 /// Builds a resolver configuration for `settings` (the same servers and
 /// options as [`Dns`] uses), for libraries that make their own resolver.
-pub fn resolver_config(settings: &DnsSettings) -> (ResolverConfig, hickory_resolver::config::ResolverOpts) {
+pub fn resolver_config(settings: &DnsSettings) -> (ResolverConfig, ResolverOpts) {
     let mut config = ResolverConfig::from_parts(None, vec![], vec![]);
     for server in &settings.nameservers {
         config.add_name_server(name_server(*server));
     }
-    let mut options = hickory_resolver::config::ResolverOpts::default();
+    let mut options = ResolverOpts::default();
+    tune(&mut options, settings);
+    (config, options)
+}
+
+/// The options every resolver of the node uses: the configured time-out, two
+/// tries, and names always asked as written.
+fn tune(options: &mut ResolverOpts, settings: &DnsSettings) {
     if !settings.timeout.is_zero() {
         options.timeout = settings.timeout;
     }
     options.attempts = 2;
     options.ndots = 0;
-    (config, options)
 }
 
 fn name_server(addr: SocketAddr) -> NameServerConfig {
