@@ -1,8 +1,10 @@
 """Sends N messages (Subject: crash-ID) over T threads to a node, each until
 it gets a 250, retrying on any failure as a real MTA keeps a message it has
-not handed over; appends every ID that got a 250 to ACCEPTED (one per line).
+not handed over: every try of a message is the same bytes, with the same
+Message-ID and Date, as an MTA resends its queue file; appends every ID that got a 250 to ACCEPTED (one per line).
 Bounded by DEADLINE seconds. Usage: crash_sender.py PORT N T ACCEPTED DEADLINE"""
 
+import email.utils
 import smtplib
 import sys
 import threading
@@ -24,11 +26,20 @@ def take():
         return next_id[0] - 1
 
 
+def message(i):
+    return (
+        "From: <load@client.test>\r\nTo: <bob@example.test>\r\nDate: %s\r\n"
+        "Message-ID: <crash-%d.%d@client.test>\r\nSubject: crash-%d\r\n\r\nmessage %d\r\n"
+        % (email.utils.formatdate(), i, int(time.time() * 1000), i, i)
+    ).encode()
+
+
 def send(i):
+    content = message(i)
     while time.time() < stop_at:
         try:
             s = smtplib.SMTP("127.0.0.1", port, timeout=10)
-            s.sendmail("load@client.test", ["bob@example.test"], ("Subject: crash-%d\r\n\r\nmessage %d\r\n" % (i, i)).encode())
+            s.sendmail("load@client.test", ["bob@example.test"], content)
             try:
                 s.quit()
             except Exception:

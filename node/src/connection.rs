@@ -191,10 +191,11 @@ where
         if !out.is_empty() {
             let written = stream.write_all(&out).await;
             out.clear();
-            after_reply.take();
+            if let Some(after) = after_reply.take() {
+                after.written(written.is_ok());
+            }
             written?;
         }
-        after_reply.take();
         let read = match session.poll_timeout() {
             Some(deadline) => {
                 let deadline = tokio::time::Instant::from_std(deadline);

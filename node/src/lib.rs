@@ -13,6 +13,7 @@ mod housekeeping;
 mod intake;
 mod listener;
 pub mod queue;
+mod resend;
 pub mod route;
 pub mod settings;
 pub mod stats;
@@ -48,6 +49,8 @@ pub(crate) struct Shared {
     pub session_config: Arc<SessionConfig>,
     pub domains: Domains,
     pub queue: Queue,
+    /// Messages whose 250 may not have reached the client (`resend`).
+    pub unanswered: Arc<resend::UnansweredMessages>,
     pub tls: Option<TlsAcceptor>,
     pub connections: Arc<ConnectionSlots>,
     pub delivery: mpsc::UnboundedSender<deliver::Job>,
@@ -82,6 +85,7 @@ impl Node {
         std::fs::create_dir_all(&settings.data_dir)
             .map_err(|error| Error::Io { path: settings.data_dir.clone(), error })?;
         let queue = Queue::open(&settings.data_dir.join("queue.redb"))?;
+        let unanswered = Arc::new(resend::UnansweredMessages::load(&queue, intake::unix_now())?);
         let tls = settings.smtp.tls.as_ref().map(tls::acceptor).transpose()?;
         let mut session_config = settings.smtp.session.clone();
         session_config.starttls = tls.is_some();
@@ -115,6 +119,7 @@ impl Node {
             session_config: Arc::new(session_config),
             settings,
             queue,
+            unanswered,
             tls,
             delivery,
             dns,

@@ -20,6 +20,8 @@ pub struct Stats {
     pub accepted: AtomicU64,
     pub tempfailed: AtomicU64,
     pub rejected: AtomicU64,
+    /// Second tries of messages whose 250 was lost, answered and not queued twice.
+    pub resent: AtomicU64,
     pub refused_at_connect: AtomicU64,
     pub delivered: AtomicU64,
     pub deferred: AtomicU64,

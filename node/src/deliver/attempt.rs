@@ -217,7 +217,7 @@ async fn send_dsn(shared: &Arc<Shared>, id: QueueId, envelope: &Envelope, conten
         dsn_for: Some(id),
         spf: None,
     };
-    match shared.queue.insert(dsn_id, &dsn_envelope, report.clone()).await {
+    match shared.queue.insert(dsn_id, &dsn_envelope, report.clone(), None).await {
         Ok(()) => {
             tracing::info!(queue_id = %dsn_id, dsn_for = %id, to = %sender, "DSN queued");
             let _ = shared.delivery.send(Job { id: dsn_id, loaded: Some((dsn_envelope, Arc::new(report))) });

@@ -7,4 +7,4 @@ mod store;
 
 pub use envelope::{Envelope, QueueId, RecipientState, RecipientStatus};
 pub use state::TrustRecord;
-pub use store::Queue;
+pub use store::{Queue, Unanswered};

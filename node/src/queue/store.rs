@@ -2,6 +2,8 @@
 //! every session and commits them in groups: each commit is durable
 //! (fsync'd) before any of its requesters hears back, so a session says 250
 //! only for a message that is on disk, and concurrent sessions share fsyncs.
+//! Beside each new message it notes the message as unanswered until the
+//! session reports its 250 written (see `crate::resend`).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,18 +21,34 @@ const ENVELOPES: TableDefinition<u64, &[u8]> = TableDefinition::new("envelopes")
 /// Message content by queue id, `Received:` header included.
 const CONTENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("contents");
 
+/// Messages whose 250 is not known to have been written, by queue id: the
+/// postcard-encoded [`Unanswered`] record.
+const UNANSWERED: TableDefinition<u64, &[u8]> = TableDefinition::new("unanswered");
+
 /// Requests beyond this many wait for the next group.
 const MAX_GROUP: usize = 512;
 
+/// A message committed before its 250 was known to be written: the client
+/// may send it again. `fingerprint` is its [`crate::resend`] fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Unanswered {
+    pub fingerprint: [u8; 32],
+    /// Unix seconds.
+    pub arrived: u64,
+}
+
 enum Write {
-    Insert { id: QueueId, envelope: Vec<u8>, content: Vec<u8> },
+    Insert { id: QueueId, envelope: Vec<u8>, content: Vec<u8>, unanswered: Option<Vec<u8>> },
     Update { id: QueueId, envelope: Vec<u8> },
     Remove { id: QueueId },
+    /// The 250 for the message was written (or it expired): forget its
+    /// [`Unanswered`] record. Nobody waits for this one.
+    Answered { id: QueueId },
 }
 
 struct Request {
     write: Write,
-    done: oneshot::Sender<Result<()>>,
+    done: Option<oneshot::Sender<Result<()>>>,
 }
 
 /// A handle on the queue; cheap to clone. When the last handle is dropped the
@@ -65,6 +83,7 @@ impl Queue {
         let txn = db.begin_write()?;
         txn.open_table(ENVELOPES)?;
         txn.open_table(CONTENTS)?;
+        txn.open_table(UNANSWERED)?;
         txn.commit()?;
         let last = {
             let txn = db.begin_read()?;
@@ -95,10 +114,40 @@ impl Queue {
         QueueId(self.inner.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Stores a message durably; returns once the commit is on disk.
-    pub async fn insert(&self, id: QueueId, envelope: &Envelope, content: Vec<u8>) -> Result<()> {
+    /// Stores a message durably; returns once the commit is on disk. With
+    /// `unanswered`, the message is also noted as unanswered until
+    /// [`Queue::answered`].
+    pub async fn insert(
+        &self,
+        id: QueueId,
+        envelope: &Envelope,
+        content: Vec<u8>,
+        unanswered: Option<Unanswered>,
+    ) -> Result<()> {
         let envelope = postcard::to_stdvec(envelope)?;
-        self.submit(Write::Insert { id, envelope, content }).await
+        let unanswered = unanswered.map(|u| postcard::to_stdvec(&u)).transpose()?;
+        self.submit(Write::Insert { id, envelope, content, unanswered }).await
+    }
+
+    /// Forgets that a message is unanswered. Does not wait: the write joins
+    /// the next commit, and if a crash loses it the message is merely
+    /// remembered as unanswered a while longer.
+    pub fn answered(&self, id: QueueId) {
+        if let Some(writer) = self.inner.writer.as_ref() {
+            let _ = writer.send(Request { write: Write::Answered { id }, done: None });
+        }
+    }
+
+    /// Every message noted as unanswered.
+    pub fn unanswered(&self) -> Result<Vec<(QueueId, Unanswered)>> {
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(UNANSWERED)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            out.push((QueueId(k.value()), postcard::from_bytes(v.value())?));
+        }
+        Ok(out)
     }
 
     /// Replaces a message's envelope (recipient states) durably.
@@ -115,7 +164,7 @@ impl Queue {
     async fn submit(&self, write: Write) -> Result<()> {
         let (done, result) = oneshot::channel();
         let writer = self.inner.writer.as_ref().ok_or(Error::QueueClosed)?;
-        writer.send(Request { write, done }).map_err(|_| Error::QueueClosed)?;
+        writer.send(Request { write, done: Some(done) }).map_err(|_| Error::QueueClosed)?;
         result.await.map_err(|_| Error::QueueClosed)?
     }
 
@@ -162,23 +211,38 @@ fn run_writer(db: Arc<Database>, mut requests: mpsc::UnboundedReceiver<Request>)
         }
         let result = commit(&db, &group);
         for request in group.drain(..) {
-            let outcome = result.as_ref().map_err(|e| Error::Commit(e.to_string()));
-            let _ = request.done.send(outcome.copied());
+            if let Some(done) = request.done {
+                let outcome = result.as_ref().map_err(|e| Error::Commit(e.to_string()));
+                let _ = done.send(outcome.copied());
+            }
         }
     }
 }
 
+/// One transaction for the group: durable (fsync'd) when anybody waits for
+/// it, otherwise left for the next durable commit to carry to disk.
 fn commit(db: &Database, group: &[Request]) -> Result<()> {
     let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate).map_err(|e| Error::Store(redb::Error::from(e)))?;
+    let durability = match group.iter().any(|r| r.done.is_some()) {
+        true => Durability::Immediate,
+        false => Durability::None,
+    };
+    txn.set_durability(durability).map_err(|e| Error::Store(redb::Error::from(e)))?;
     {
         let mut envelopes = txn.open_table(ENVELOPES)?;
         let mut contents = txn.open_table(CONTENTS)?;
+        let mut unanswered_table = txn.open_table(UNANSWERED)?;
         for request in group {
             match &request.write {
-                Write::Insert { id, envelope, content } => {
+                Write::Insert { id, envelope, content, unanswered } => {
                     envelopes.insert(id.0, envelope.as_slice())?;
                     contents.insert(id.0, content.as_slice())?;
+                    if let Some(unanswered) = unanswered {
+                        unanswered_table.insert(id.0, unanswered.as_slice())?;
+                    }
+                }
+                Write::Answered { id } => {
+                    unanswered_table.remove(id.0)?;
                 }
                 Write::Update { id, envelope } => {
                     envelopes.insert(id.0, envelope.as_slice())?;

@@ -38,6 +38,9 @@ pub struct Counters {
     pub accepted: u64,
     pub tempfailed: u64,
     pub rejected: u64,
+    /// Second tries of messages whose 250 was lost: answered, not queued twice.
+    #[serde(default)]
+    pub resent: u64,
     pub refused_at_connect: u64,
     pub delivered: u64,
     pub deferred: u64,
@@ -113,6 +116,7 @@ pub fn status(admin: &Admin) -> StatusJson {
             accepted: Stats::get(&stats.accepted),
             tempfailed: Stats::get(&stats.tempfailed),
             rejected: Stats::get(&stats.rejected),
+            resent: Stats::get(&stats.resent),
             refused_at_connect: Stats::get(&stats.refused_at_connect),
             delivered: Stats::get(&stats.delivered),
             deferred: Stats::get(&stats.deferred),
@@ -177,7 +181,7 @@ pub async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
         "SMTP connections accepted by the listener.",
         &[(String::new(), c.connections)],
     );
-    let messages = [("accepted", c.accepted), ("tempfailed", c.tempfailed), ("rejected", c.rejected)];
+    let messages = [("accepted", c.accepted), ("tempfailed", c.tempfailed), ("rejected", c.rejected), ("resent", c.resent)];
     let messages: Vec<(String, u64)> =
         messages.iter().map(|(r, v)| (format!("{{result=\"{r}\"}}"), *v)).collect();
     counter("magicmx_messages_total", "Messages at the end of DATA, by result.", &messages);

@@ -1,0 +1,146 @@
+//! Recognising a message sent again because its 250 was lost (RFC 1047).
+//!
+//! A message is on disk before the node says 250; if the node dies (or the
+//! connection breaks) between the commit and the reply, the client never hears
+//! the 250 and, rightly, sends the message again. To keep that from becoming a
+//! duplicate, every message is noted as *unanswered* in the same commit that
+//! stores it, and the note is dropped once the 250 is written. A message that
+//! arrives with the same fingerprint as an unanswered one (same envelope
+//! sender, same recipients, same bytes, including a `Message-ID:`) is the
+//! client's second try: it gets the first copy's 250 and is not queued again.
+//! Messages without a `Message-ID:` are never taken for one another.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use aws_lc_rs::digest;
+use magicmx_proto::smtp::Message;
+
+use crate::error::Result;
+use crate::queue::{Queue, QueueId, Unanswered};
+
+/// How long an unanswered message is remembered: as long as a sending MTA
+/// keeps retrying (Postfix's `maximal_queue_lifetime`).
+pub const REMEMBER_SECS: u64 = 5 * 24 * 3600;
+
+/// SHA-256 over the envelope and the content as the client sent them; `None`
+/// when the header has no `Message-ID:`, since byte-identical messages
+/// without one (load generators, scripts) may well be distinct messages.
+pub fn fingerprint(message: &Message) -> Option<[u8; 32]> {
+    if !has_message_id(&message.content) {
+        return None;
+    }
+    let mut hash = digest::Context::new(&digest::SHA256);
+    let sender = message.sender.as_ref().map(ToString::to_string).unwrap_or_default();
+    hash.update(sender.as_bytes());
+    for recipient in &message.recipients {
+        hash.update(b"\0");
+        hash.update(recipient.to_string().as_bytes());
+    }
+    hash.update(b"\n");
+    hash.update(&message.content);
+    hash.finish().as_ref().try_into().ok()
+}
+
+/// True when the header section (up to the first empty line) has a
+/// `Message-ID:` field.
+fn has_message_id(content: &[u8]) -> bool {
+    const NAME: &[u8] = b"message-id:";
+    content
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .take_while(|line| !line.is_empty())
+        .any(|line| line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME))
+}
+
+/// The unanswered messages a second try may match, by fingerprint.
+#[derive(Default)]
+pub struct UnansweredMessages {
+    by_fingerprint: Mutex<HashMap<[u8; 32], QueueId>>,
+}
+
+impl UnansweredMessages {
+    /// Reads what the queue holds as unanswered (left by an earlier run that
+    /// died, or by clients that went away before their 250); forgets the
+    /// ones older than [`REMEMBER_SECS`].
+    pub fn load(queue: &Queue, now: u64) -> Result<UnansweredMessages> {
+        let mut by_fingerprint = HashMap::new();
+        for (id, Unanswered { fingerprint, arrived }) in queue.unanswered()? {
+            match now.saturating_sub(arrived) > REMEMBER_SECS {
+                true => queue.answered(id),
+                false => {
+                    by_fingerprint.insert(fingerprint, id);
+                }
+            }
+        }
+        if !by_fingerprint.is_empty() {
+            tracing::info!(count = by_fingerprint.len(), "messages whose 250 may have been lost; a second try of one is not queued again");
+        }
+        Ok(UnansweredMessages { by_fingerprint: Mutex::new(by_fingerprint) })
+    }
+
+    /// Notes a message whose 250 could not be written.
+    pub fn remember(&self, fingerprint: [u8; 32], id: QueueId) {
+        self.by_fingerprint.lock().unwrap().insert(fingerprint, id);
+    }
+
+    /// The unanswered message this one repeats, taken off the list.
+    pub fn claim(&self, fingerprint: &[u8; 32]) -> Option<QueueId> {
+        self.by_fingerprint.lock().unwrap().remove(fingerprint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use magicmx_proto::Address;
+
+    fn message(content: &str, recipients: &[&str]) -> Message {
+        Message {
+            helo: "client.test".into(),
+            sender: Some(Address::parse("alice@client.test").unwrap()),
+            recipients: recipients.iter().map(|r| Address::parse(r).unwrap()).collect(),
+            content: content.as_bytes().to_vec(),
+            smtputf8: false,
+            eight_bit_mime: false,
+            tls: false,
+            esmtp: true,
+        }
+    }
+
+    const WITH_ID: &str = "Subject: hi\r\nMessage-ID: <1@client.test>\r\n\r\nbody\r\n";
+
+    #[test]
+    fn the_same_message_sent_again_has_the_same_fingerprint() {
+        let first = fingerprint(&message(WITH_ID, &["bob@example.test"]));
+        assert!(first.is_some());
+        assert_eq!(first, fingerprint(&message(WITH_ID, &["bob@example.test"])));
+    }
+
+    #[test]
+    fn another_recipient_or_other_bytes_make_another_fingerprint() {
+        let first = fingerprint(&message(WITH_ID, &["bob@example.test"]));
+        assert_ne!(first, fingerprint(&message(WITH_ID, &["carol@example.test"])));
+        assert_ne!(first, fingerprint(&message(WITH_ID, &["bob@example.test", "carol@example.test"])));
+        let other = WITH_ID.replace("body", "Body");
+        assert_ne!(first, fingerprint(&message(&other, &["bob@example.test"])));
+    }
+
+    #[test]
+    fn only_a_message_id_in_the_header_counts() {
+        assert!(fingerprint(&message("Subject: hi\r\n\r\nbody\r\n", &["bob@example.test"])).is_none());
+        let in_body = "Subject: hi\r\n\r\nMessage-ID: <1@client.test>\r\n";
+        assert!(fingerprint(&message(in_body, &["bob@example.test"])).is_none());
+        let lower = "message-id: <1@client.test>\r\n\r\nbody\r\n";
+        assert!(fingerprint(&message(lower, &["bob@example.test"])).is_some());
+    }
+
+    #[test]
+    fn a_claimed_message_is_claimed_once() {
+        let unanswered = UnansweredMessages::default();
+        let print = fingerprint(&message(WITH_ID, &["bob@example.test"])).unwrap();
+        unanswered.remember(print, QueueId(7));
+        assert_eq!(unanswered.claim(&print), Some(QueueId(7)));
+        assert_eq!(unanswered.claim(&print), None);
+    }
+}
