@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     pub queue: Queue,
     /// Messages whose 250 may not have reached the client (`resend`).
     pub unanswered: Arc<resend::UnansweredMessages>,
+    /// Deliveries noted the moment the next hop takes them (`deliver::journal`).
+    pub journal: deliver::journal::Journal,
     pub tls: Option<TlsAcceptor>,
     pub connections: Arc<ConnectionSlots>,
     pub delivery: mpsc::UnboundedSender<deliver::Job>,
@@ -86,6 +88,9 @@ impl Node {
             .map_err(|error| Error::Io { path: settings.data_dir.clone(), error })?;
         let queue = Queue::open(&settings.data_dir.join("queue.redb"))?;
         let unanswered = Arc::new(resend::UnansweredMessages::load(&queue, intake::unix_now())?);
+        let (journal, journaled) = deliver::journal::Journal::open(&settings.data_dir)?;
+        deliver::journal::apply(&queue, journaled).await?;
+        journal.forget_left_over();
         let tls = settings.smtp.tls.as_ref().map(tls::acceptor).transpose()?;
         let mut session_config = settings.smtp.session.clone();
         session_config.starttls = tls.is_some();
@@ -120,6 +125,7 @@ impl Node {
             settings,
             queue,
             unanswered,
+            journal,
             tls,
             delivery,
             dns,

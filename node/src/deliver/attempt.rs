@@ -55,6 +55,9 @@ pub(super) async fn run(shared: &Arc<Shared>, job: Job) -> Option<u64> {
         }
     }
     let mut newly_failed = Vec::new();
+    // Held until the queue has the outcomes: until then the journal speaks
+    // for the recipients the next hop took.
+    let mut journaled = Vec::new();
     for (way, recipients) in ways {
         let addresses: Vec<Address> = recipients.iter().map(|(_, a)| a.clone()).collect();
         let outcomes = match &way {
@@ -70,6 +73,9 @@ pub(super) async fn run(shared: &Arc<Shared>, job: Job) -> Option<u64> {
             }
         };
         for ((index, _), outcome) in recipients.into_iter().zip(outcomes) {
+            if matches!(outcome, Outcome::Delivered(_)) {
+                journaled.push(shared.journal.delivered(id, index));
+            }
             if record(shared, id, &mut envelope.recipients[index], envelope.arrived, outcome) {
                 newly_failed.push(index);
             }
@@ -86,6 +92,7 @@ pub(super) async fn run(shared: &Arc<Shared>, job: Job) -> Option<u64> {
     if let Err(error) = saved {
         tracing::error!(queue_id = %id, %error, "cannot record delivery results; they will be repeated");
     }
+    drop(journaled);
     envelope.next_due_ms()
 }
 

@@ -5,6 +5,7 @@
 //! next retry is due.
 
 mod attempt;
+pub(crate) mod journal;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
