@@ -6,7 +6,8 @@
 # <= 0.1%). The sender keeps retrying a message until it gets its 250, as an
 # MTA does. Everything on 127.0.0.1, bounded in time, cleaned up at exit.
 #
-# Usage: bench/crash.sh [MESSAGES=2000] [THREADS=20] [KILLS=5] [SENDER_NICE=19] [SLOW_FSYNC_US=N]
+# Usage: bench/crash.sh [MESSAGES=2000] [THREADS=20] [KILLS=5] [SENDER=python|postfix]
+#        [SENDER_NICE=19] [SLOW_FSYNC_US=N]
 #        [KEEP=1 keeps the logs and dumps]
 #        (MAGICMX=target/release/magicmx)
 set -euo pipefail
@@ -21,6 +22,10 @@ KILLS=${KILLS:-5}
 # The sender stands in for MTAs on other machines: at nice 19 it does not
 # take the node's two cores from it (SENDER_NICE=0 to compete).
 SENDER_NICE=${SENDER_NICE:-19}
+# python: bench/lib/crash_sender.py, which retries each message until its 250
+# and logs which got one; postfix: smtp-source into a private Postfix relay
+# that forwards to the node (Postfix keeps and retries, its log tells).
+SENDER=${SENDER:-python}
 MAGICMX=${MAGICMX:-$REPO_ROOT/target/release/magicmx}
 [[ -x $MAGICMX ]] || pf_die "no magicmx binary at $MAGICMX (cargo build --release)"
 command -v smtp-sink >/dev/null || pf_die "smtp-sink is missing (apt-get install postfix)"
@@ -31,6 +36,7 @@ PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
     [[ -n ${NODE_PID:-} ]] && kill -KILL "$NODE_PID" 2>/dev/null || true
+    [[ -n ${RELAY:-} ]] && pf_relay_stop "$RELAY"
     if [[ -n ${KEEP:-} ]]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
@@ -96,20 +102,68 @@ kill_node() {
     while kill -0 "$NODE_PID" 2>/dev/null; do sleep 0.01; done
 }
 
+# The sender, and what it says got a 250 (Message-IDs, one per line, in
+# $TMP/accepted once it is done).
+if [[ $SENDER == postfix ]]; then
+    # smtp-source -> a private Postfix relay -> magicmx: Postfix is the MTA
+    # that keeps each message until magicmx says 250 and retries after a
+    # kill; its log says which messages got their 250.
+    RELAY=$TMP/postfix
+    RELAY_PORT=$(pf_free_port)
+    pf_relay_setup "$RELAY" "$RELAY_PORT" "$PORT" 64
+    postconf -c "$RELAY/etc" -e minimal_backoff_time=1s maximal_backoff_time=2s queue_run_delay=1s
+    PF_NICE=$SENDER_NICE pf_relay_start "$RELAY"
+    start_sender() {
+        nice -n "$SENDER_NICE" smtp-source -s "$THREADS" -m "$MESSAGES" -M client.test \
+            -f load@client.test -t bob@example.test "127.0.0.1:$RELAY_PORT" >"$TMP/sender.out" 2>&1 &
+        SENDER_PID=$!
+    }
+    # Until smtp-source is done and Postfix has handed everything on. Once
+    # smtp-source is done the relay's queue is flushed each time: after a
+    # refused connection qmgr may leave a message "skipped, still being
+    # delivered" for minutes.
+    sending() {
+        kill -0 "$SENDER_PID" 2>/dev/null && return 0
+        (($(pf_relay_queue_count "$RELAY") > 0)) || return 1
+        postqueue -c "$RELAY/etc" -f 2>/dev/null || true
+    }
+    accepted_ids() {
+        python3 - "$RELAY/maillog" <<'PY'
+import re, sys
+ids, sent = {}, set()
+for line in open(sys.argv[1], errors="replace"):
+    m = re.search(r"postfix/cleanup\[\d+\]: (\w+): message-id=<([^>]*)>", line)
+    if m:
+        ids[m[1]] = m[2]
+    m = re.search(r"postfix/smtp\[\d+\]: (\w+): to=.*status=sent \(250 ", line)
+    if m:
+        sent.add(m[1])
+print("\n".join(ids[q] for q in sent if q in ids))
+PY
+    }
+else
+    start_sender() {
+        nice -n "$SENDER_NICE" python3 "$SCRIPT_DIR/lib/crash_sender.py" "$PORT" "$MESSAGES" "$THREADS" \
+            "$TMP/accepted" 300 >"$TMP/sender.out" &
+        SENDER_PID=$!
+    }
+    sending() { kill -0 "$SENDER_PID" 2>/dev/null; }
+    accepted_ids() { cat "$TMP/accepted"; }
+fi
+
 start_node
 send_started=$SECONDS
-nice -n "$SENDER_NICE" python3 "$SCRIPT_DIR/lib/crash_sender.py" "$PORT" "$MESSAGES" "$THREADS" "$TMP/accepted" 300 >"$TMP/sender.out" &
-SENDER=$!
-PIDS+=($SENDER)
+start_sender
+PIDS+=($SENDER_PID)
 kills=0
-while kill -0 "$SENDER" 2>/dev/null; do
+while sending && ((SECONDS - send_started < ${DEADLINE:-300})); do
     sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 0.3 + (r % 150) / 100 }')"
-    kill -0 "$SENDER" 2>/dev/null || break
+    sending || break
     kill_node
     kills=$((kills + 1))
     start_node
 done
-wait "$SENDER" || true
+wait "$SENDER_PID" || true
 send_took=$((SECONDS - send_started))
 # Fewer kills than asked (a fast run): keep killing while delivery drains.
 while ((kills < KILLS)); do
@@ -118,20 +172,23 @@ while ((kills < KILLS)); do
     kills=$((kills + 1))
     start_node
 done
+if [[ $SENDER == postfix ]]; then
+    for _ in $(seq 1 120); do sending || break; sleep 1; done
+fi
+accepted_ids | sort -u >"$TMP/accepted.sorted"
 
-accepted=$(sort -un "$TMP/accepted" | wc -l)
-delivered_ids() { grep -h -o '^Subject: crash-[0-9]*' "$TMP"/dumps/msg-* 2>/dev/null | sed 's/.*crash-//'; }
+accepted=$(wc -l <"$TMP/accepted.sorted")
+delivered_ids() { grep -h -i -o '^Message-ID: *<[^>]*>' "$TMP"/dumps/msg-* 2>/dev/null | sed 's/.*<\(.*\)>/\1/'; }
 for _ in $(seq 1 120); do
-    got=$(delivered_ids | sort -un | wc -l)
-    missing=$(comm -23 <(sort -u "$TMP/accepted") <(delivered_ids | sort -u) | wc -l)
+    missing=$(comm -23 "$TMP/accepted.sorted" <(delivered_ids | sort -u) | wc -l)
     ((missing == 0)) && break
     sleep 1
 done
 total=$(delivered_ids | wc -l)
 unique=$(delivered_ids | sort -u | wc -l)
-missing=$(comm -23 <(sort -u "$TMP/accepted") <(delivered_ids | sort -u) | wc -l)
+missing=$(comm -23 "$TMP/accepted.sorted" <(delivered_ids | sort -u) | wc -l)
 dups=$((total - unique))
-echo "magicmx crash under load: $(date -u +%FT%TZ), nproc=$(nproc), MESSAGES=$MESSAGES THREADS=$THREADS"
+echo "magicmx crash under load: $(date -u +%FT%TZ), nproc=$(nproc), MESSAGES=$MESSAGES THREADS=$THREADS SENDER=$SENDER"
 echo "kills (SIGKILL, then restart): $kills"
 echo "sender (nice $SENDER_NICE): $(cat "$TMP/sender.out"), ${send_took}s"
 echo "messages that got 250: $accepted"
@@ -143,10 +200,15 @@ awk -v d="$dups" -v n="$unique" 'BEGIN { printf "duplicated: %d = %.3f%% of deli
 # sent it again: it never saw the 250 of the first).
 redelivered=0 resent=0
 for id in $(delivered_ids | sort | uniq -d); do
-    ids=$(grep -l "^Subject: crash-$id\$" "$TMP"/dumps/msg-* | xargs grep -h -o '(magicmx) with ESMTP id [0-9A-F]*' | sort -u | wc -l)
-    copies=$(grep -l "^Subject: crash-$id\$" "$TMP"/dumps/msg-* | wc -l)
+    files=$(grep -l -i -F "Message-ID: <$id>" "$TMP"/dumps/msg-*)
+    ids=$(echo "$files" | xargs grep -h -o '(magicmx) with ESMTP id [0-9A-F]*' | sort -u | wc -l)
+    copies=$(echo "$files" | wc -l)
     redelivered=$((redelivered + copies - ids)); resent=$((resent + ids - 1))
 done
 echo "  of which redelivered by the node after a kill: $redelivered; queued twice (a second try the node did not recognise): $resent"
 echo "second tries recognised by the node (answered, not queued twice): $(grep -c 'verdict="sent_again"' "$TMP/node.log" || true)"
+if [[ $SENDER == postfix ]] && (($(pf_relay_queue_count "$RELAY") > 0)); then
+    echo "left in the Postfix relay's queue (never got a 250, not counted):"
+    postqueue -c "$RELAY/etc" -p | sed 's/^/  /'
+fi
 ((missing == 0)) || exit 1

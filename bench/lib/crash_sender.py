@@ -1,8 +1,9 @@
 """Sends N messages (Subject: crash-ID) over T threads to a node, each until
 it gets a 250, retrying on any failure as a real MTA keeps a message it has
 not handed over: every try of a message is the same bytes, with the same
-Message-ID and Date, as an MTA resends its queue file; appends every ID that got a 250 to ACCEPTED (one per line).
-Bounded by DEADLINE seconds. Usage: crash_sender.py PORT N T ACCEPTED DEADLINE"""
+Message-ID and Date, as an MTA resends its queue file. Appends the
+Message-ID (without <>) of every message that got a 250 to ACCEPTED, one
+per line. Bounded by DEADLINE seconds. Usage: crash_sender.py PORT N T ACCEPTED DEADLINE"""
 
 import email.utils
 import smtplib
@@ -26,16 +27,17 @@ def take():
         return next_id[0] - 1
 
 
-def message(i):
+def message(i, message_id):
     return (
         "From: <load@client.test>\r\nTo: <bob@example.test>\r\nDate: %s\r\n"
-        "Message-ID: <crash-%d.%d@client.test>\r\nSubject: crash-%d\r\n\r\nmessage %d\r\n"
-        % (email.utils.formatdate(), i, int(time.time() * 1000), i, i)
+        "Message-ID: <%s>\r\nSubject: crash-%d\r\n\r\nmessage %d\r\n"
+        % (email.utils.formatdate(), message_id, i, i)
     ).encode()
 
 
 def send(i):
-    content = message(i)
+    message_id = "crash-%d.%d@client.test" % (i, int(time.time() * 1000))
+    content = message(i, message_id)
     while time.time() < stop_at:
         try:
             s = smtplib.SMTP("127.0.0.1", port, timeout=10)
@@ -45,7 +47,7 @@ def send(i):
             except Exception:
                 pass
             with lock:
-                log.write("%d\n" % i)
+                log.write("%s\n" % message_id)
             return True
         except Exception:
             with lock:

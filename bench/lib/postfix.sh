@@ -223,12 +223,14 @@ EOF
 }
 
 # pf_relay_start DIR: start the instance and wait for its listener's 220.
+# With PF_NICE set, the instance runs at that nice level (a sender that
+# stands in for another machine).
 pf_relay_start() {
     local dir=$1 port
     port=$(sed -n 's/^127\.0\.0\.1:\([0-9]*\)[[:space:]].*/\1/p' "$dir/etc/master.cf")
     postfix -c "$dir/etc" check >"$dir/check.out" 2>&1 ||
         pf_die "postfix check failed: $(cat "$dir/check.out")"
-    postfix -c "$dir/etc" start >"$dir/start.out" 2>&1 ||
+    nice -n "${PF_NICE:-0}" postfix -c "$dir/etc" start >"$dir/start.out" 2>&1 ||
         pf_die "postfix start failed: $(cat "$dir/start.out")"
     pf_wait_banner 127.0.0.1 "$port" 30 ||
         pf_die "the Postfix relay did not answer on 127.0.0.1:$port; see $dir/maillog"
