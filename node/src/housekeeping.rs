@@ -1,6 +1,7 @@
 //! Background chores of a node: forget decayed counts and finished
 //! penalties, save penalties to disk whenever they change (so they survive
-//! a restart), and sample the counters for the status page's chart.
+//! a restart), sample the counters for the status page's chart, and forget
+//! unanswered messages too old to be sent again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             _ = sweep.tick() => {
                 shared.throttle.tally().sweep();
                 shared.throttle.sweep();
+                shared.unanswered.forget_old(&shared.queue, crate::intake::unix_now());
             }
         }
         // Penalties learnt from peers change the tally too: check each time.

@@ -55,7 +55,7 @@ fn settler(shared: &Shared, id: QueueId, fingerprint: Option<[u8; 32]>) -> impl 
     let (queue, unanswered) = (shared.queue.clone(), shared.unanswered.clone());
     move |written| match (written, fingerprint) {
         (true, Some(_)) => queue.answered(id),
-        (false, Some(fingerprint)) => unanswered.remember(fingerprint, id),
+        (false, Some(fingerprint)) => unanswered.remember(fingerprint, id, unix_now()),
         (_, None) => {}
     }
 }

@@ -53,10 +53,11 @@ fn has_message_id(content: &[u8]) -> bool {
         .any(|line| line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME))
 }
 
-/// The unanswered messages a second try may match, by fingerprint.
+/// The unanswered messages a second try may match, by fingerprint, with
+/// when each arrived (Unix seconds).
 #[derive(Default)]
 pub struct UnansweredMessages {
-    by_fingerprint: Mutex<HashMap<[u8; 32], QueueId>>,
+    by_fingerprint: Mutex<HashMap<[u8; 32], (QueueId, u64)>>,
 }
 
 impl UnansweredMessages {
@@ -64,29 +65,39 @@ impl UnansweredMessages {
     /// died, or by clients that went away before their 250); forgets the
     /// ones older than [`REMEMBER_SECS`].
     pub fn load(queue: &Queue, now: u64) -> Result<UnansweredMessages> {
-        let mut by_fingerprint = HashMap::new();
-        for (id, Unanswered { fingerprint, arrived }) in queue.unanswered()? {
-            match now.saturating_sub(arrived) > REMEMBER_SECS {
-                true => queue.answered(id),
-                false => {
-                    by_fingerprint.insert(fingerprint, id);
-                }
-            }
+        let by_fingerprint = queue
+            .unanswered()?
+            .into_iter()
+            .map(|(id, Unanswered { fingerprint, arrived })| (fingerprint, (id, arrived)))
+            .collect();
+        let unanswered = UnansweredMessages { by_fingerprint: Mutex::new(by_fingerprint) };
+        unanswered.forget_old(queue, now);
+        let count = unanswered.by_fingerprint.lock().unwrap().len();
+        if count > 0 {
+            tracing::info!(count, "messages whose 250 may have been lost; a second try of one is not queued again");
         }
-        if !by_fingerprint.is_empty() {
-            tracing::info!(count = by_fingerprint.len(), "messages whose 250 may have been lost; a second try of one is not queued again");
-        }
-        Ok(UnansweredMessages { by_fingerprint: Mutex::new(by_fingerprint) })
+        Ok(unanswered)
     }
 
     /// Notes a message whose 250 could not be written.
-    pub fn remember(&self, fingerprint: [u8; 32], id: QueueId) {
-        self.by_fingerprint.lock().unwrap().insert(fingerprint, id);
+    pub fn remember(&self, fingerprint: [u8; 32], id: QueueId, arrived: u64) {
+        self.by_fingerprint.lock().unwrap().insert(fingerprint, (id, arrived));
     }
 
     /// The unanswered message this one repeats, taken off the list.
     pub fn claim(&self, fingerprint: &[u8; 32]) -> Option<QueueId> {
-        self.by_fingerprint.lock().unwrap().remove(fingerprint)
+        self.by_fingerprint.lock().unwrap().remove(fingerprint).map(|(id, _)| id)
+    }
+
+    /// Forgets, here and in the queue, the ones older than [`REMEMBER_SECS`].
+    pub fn forget_old(&self, queue: &Queue, now: u64) {
+        self.by_fingerprint.lock().unwrap().retain(|_, &mut (id, arrived)| {
+            let keep = now.saturating_sub(arrived) <= REMEMBER_SECS;
+            if !keep {
+                queue.answered(id);
+            }
+            keep
+        });
     }
 }
 
@@ -139,8 +150,22 @@ mod tests {
     fn a_claimed_message_is_claimed_once() {
         let unanswered = UnansweredMessages::default();
         let print = fingerprint(&message(WITH_ID, &["bob@example.test"])).unwrap();
-        unanswered.remember(print, QueueId(7));
+        unanswered.remember(print, QueueId(7), 1_000);
         assert_eq!(unanswered.claim(&print), Some(QueueId(7)));
+        assert_eq!(unanswered.claim(&print), None);
+    }
+
+    #[test]
+    fn an_unanswered_message_is_remembered_for_five_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(&dir.path().join("queue.redb")).unwrap();
+        let unanswered = UnansweredMessages::default();
+        let print = fingerprint(&message(WITH_ID, &["bob@example.test"])).unwrap();
+        unanswered.remember(print, QueueId(7), 1_000);
+        unanswered.forget_old(&queue, 1_000 + REMEMBER_SECS);
+        assert_eq!(unanswered.claim(&print), Some(QueueId(7)));
+        unanswered.remember(print, QueueId(7), 1_000);
+        unanswered.forget_old(&queue, 1_001 + REMEMBER_SECS);
         assert_eq!(unanswered.claim(&print), None);
     }
 }
