@@ -78,7 +78,7 @@ RUN_PIDS=()
 
 stop_run_nodes() {
     local pid
-    for pid in "${RUN_PIDS[@]}"; do nd_stop_pid "$pid"; nd_forget_pid "$pid"; done
+    for pid in "${RUN_PIDS[@]}"; do pf_stop_pid "$pid"; nd_forget_pid "$pid"; done
     RUN_PIDS=()
 }
 

@@ -208,7 +208,7 @@ declare -A SRC=([listener]=127.0.68.1 [magicmx]=127.0.66.2 [postfix]=127.0.67.1 
 declare -A DST=([listener]=$LISTEN_PORT [magicmx]=$MX_PORT [postfix]=$PF_PORT [trap]=$TRAP_PORT)
 LISTENER_PID=""
 CLIENT_PID=""
-stop_client() { [[ -z $CLIENT_PID ]] || nd_stop_pid "$CLIENT_PID"; [[ -z $LISTENER_PID ]] || nd_stop_pid "$LISTENER_PID"; }
+stop_client() { [[ -z $CLIENT_PID ]] || pf_stop_pid "$CLIENT_PID"; [[ -z $LISTENER_PID ]] || pf_stop_pid "$LISTENER_PID"; }
 ND_EXTRA_CLEANUP+=(stop_client)
 SAMPLES=""
 
@@ -242,7 +242,7 @@ run_one() {
     CLIENT_PID=""
     read -r m1 i1 q1 < <(machine_ticks)
     s1=$(server_ticks "$t")
-    if [[ -n $LISTENER_PID ]]; then nd_stop_pid "$LISTENER_PID"; LISTENER_PID=""; fi
+    if [[ -n $LISTENER_PID ]]; then pf_stop_pid "$LISTENER_PID"; LISTENER_PID=""; fi
     ((crc == 0)) || pf_die "the client failed (exit $crc) against $t: $(cat "$ND_TMP/client.out")"
     res=$(head -n 1 "$ND_TMP/client.out")
     local sample

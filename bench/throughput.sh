@@ -86,10 +86,10 @@ PF_STARTED=0
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    if [[ -n $SOURCE_PID ]]; then stop_pid "$SOURCE_PID"; fi
-    if [[ -n $MAGICMX_PID ]]; then stop_pid "$MAGICMX_PID"; fi
+    if [[ -n $SOURCE_PID ]]; then pf_stop_pid "$SOURCE_PID"; fi
+    if [[ -n $MAGICMX_PID ]]; then pf_stop_pid "$MAGICMX_PID"; fi
     if [[ $PF_STARTED -eq 1 ]]; then pf_relay_stop "$PF_DIR"; fi
-    if [[ -n $SINK_PID ]]; then stop_pid "$SINK_PID"; fi
+    if [[ -n $SINK_PID ]]; then pf_stop_pid "$SINK_PID"; fi
     rm -rf "$TMP"
     if [[ $rc -gt 1 && -n $RESULTS && -f $RESULTS ]]; then
         echo "(run interrupted, exit status $rc)" >>"$RESULTS"
@@ -99,18 +99,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# stop_pid PID: SIGTERM, wait up to 5 s, then SIGKILL; reap it.
-stop_pid() {
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 
 # --- results output --------------------------------------------------------------
 mkdir -p "$SCRIPT_DIR/results"
@@ -286,7 +274,7 @@ fail() {
         echo "---"
     } >>"$TMP/failures"
     case $name in
-    magicmx) stop_pid "$MAGICMX_PID"; MAGICMX_PID="" ;;
+    magicmx) pf_stop_pid "$MAGICMX_PID"; MAGICMX_PID="" ;;
     postfix) pf_relay_stop "$PF_DIR"; PF_STARTED=0 ;;
     esac
 }

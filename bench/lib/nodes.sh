@@ -35,7 +35,7 @@ nd_cleanup() {
     local rc=$? pid f
     trap - EXIT INT TERM
     for f in "${ND_EXTRA_CLEANUP[@]}"; do "$f" || true; done
-    for pid in "${ND_PIDS[@]}"; do nd_stop_pid "$pid"; done
+    for pid in "${ND_PIDS[@]}"; do pf_stop_pid "$pid"; done
     if [[ -n ${ND_KEEP:-} ]]; then
         echo "kept $ND_TMP (ND_KEEP set)" >&2
     else
@@ -45,18 +45,6 @@ nd_cleanup() {
         echo "(run failed or interrupted, exit status $rc)" >>"$ND_RESULTS"
     fi
     exit "$rc"
-}
-
-# nd_stop_pid PID: SIGTERM, wait up to 5 s, then SIGKILL; reap it.
-nd_stop_pid() {
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
 }
 
 # nd_forget_pid PID: drop PID from the list stopped at exit.

@@ -63,6 +63,18 @@ pf_free_port() {
 s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
+# pf_stop_pid PID: SIGTERM, wait up to 5 s, then SIGKILL; reap it.
+pf_stop_pid() {
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
 # pf_wait_banner HOST PORT TIMEOUT_S: wait until HOST:PORT answers with an
 # SMTP "220" greeting.  Returns 1 on timeout.
 pf_wait_banner() {
