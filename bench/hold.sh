@@ -54,7 +54,7 @@ nd_header "magicmx hold latency: final \".\" to 250, legitimate (held) vs truste
 out "workload: MESSAGES=$MESSAGES per kind, NODES=$NODES (one mesh), gossip_interval=$INTERVAL, hold 2s,"
 out "          one session per message, interleaved legit/trusted, round-robin over the nodes, sequential,"
 out "          a random pause of 0..$INTERVAL before each legit message (so arrivals are not phase-locked to gossip)"
-out "nodes:    [node] nice=0, [checks] fcrdns/spf off (no DNS here), maildir delivery, [trust] cidrs = [\"127.0.99.0/24\"]"
+out "nodes:    [node] nice=0, [checks] fcrdns/spf/sender domain/call-outs off (no DNS here), maildir delivery, [trust] cidrs = [\"127.0.99.0/24\"]"
 out ""
 
 nd_make_ca "$ND_TMP/ca"

@@ -61,7 +61,7 @@ nd_header "magicmx leak factor: one /24 block flooding N nodes, mesh vs standalo
 out "workload: SIZES=\"$SIZES\" REPEATS=$REPEATS PER_NODE=$PER_NODE (1 session per node, 1 recipient per message)"
 out "throttle: recipients_per_hour=$RCPT_LIMIT connections_per_minute=1000, gossip_interval 500ms, hold 2s (defaults)"
 out "leak = accepted / $RCPT_LIMIT; unthrottled a run would accept N*$PER_NODE"
-out "nodes:    [node] nice=0, [checks] fcrdns/spf off (no DNS here), maildir delivery; certificates from magicmx mesh issue"
+out "nodes:    [node] nice=0, [checks] fcrdns/spf/sender domain/call-outs off (no DNS here), maildir delivery; certificates from magicmx mesh issue"
 out ""
 
 # Certificates, once: one CA, MAXN node certificates.

@@ -155,6 +155,7 @@ policy_listen = "127.0.0.1:$policy"
 [checks]
 fcrdns = "off"
 spf = "off"
+sender_domain = false
 verify_recipients = false
 [[domain]]
 name = "example.test"
