@@ -1,7 +1,8 @@
 //! Fuzzes the SMTP server session: the input is split into chunks fed to the
 //! session as if they arrived from a client, with verdicts, STARTTLS and
 //! time-outs mixed in by control bytes. The session must never panic, never
-//! hand out an event after Close, and keep its buffers bounded.
+//! hand out an event after Close, keep its buffers bounded, and give back
+//! every octet of its memory budget once it is gone.
 
 #![no_main]
 
@@ -9,15 +10,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use magicmx_proto::smtp::{Event, Limits, Reply, Session, SessionConfig, ViolationAction};
+use magicmx_proto::smtp::{DataBudget, Event, Limits, Reply, Session, SessionConfig, ViolationAction};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, data)) = data.split_first() else { return };
+    // A budget too small for even one chunk refuses every DATA.
+    let budget = DataBudget::new(if flags & 8 != 0 { 1000 } else { 1 << 20 });
     let config = SessionConfig {
         hostname: "mx.fuzz.test".into(),
         limits: Limits { max_message_size: 4096, max_recipients: 5, ..Limits::default() },
         starttls: flags & 1 != 0,
         on_violation: if flags & 2 != 0 { ViolationAction::Ignore } else { ViolationAction::Reject },
+        data_budget: budget.clone(),
     };
     let start = Instant::now();
     let mut now = start;
@@ -56,4 +60,6 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
+    drop(session);
+    assert_eq!(budget.in_use(), 0, "memory budget not given back");
 });

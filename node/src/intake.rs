@@ -17,6 +17,9 @@ use crate::resend;
 use crate::stats::Stats;
 use crate::Shared;
 
+/// Messages up to this size go to delivery with their content in memory.
+const KEEP_LOADED_MAX: usize = 64 * 1024;
+
 /// Work that waits until the reply is written: noting the message answered
 /// (or not), waking delivery and the log line. Keeping it out of the way
 /// shortens the gap between a durable commit and the 250. Call
@@ -128,7 +131,11 @@ pub(crate) async fn accept(
             let checks = findings.summary();
             let after = move |written| {
                 settle(written);
-                let _ = delivery.send(Job { id, loaded: Some((envelope, content)) });
+                // A large message is read back from the queue when its turn
+                // comes, so that jobs waiting for a free delivery slot (the
+                // next hop is down, say) do not hold it in memory.
+                let loaded = (content.len() <= KEEP_LOADED_MAX).then_some((envelope, content));
+                let _ = delivery.send(Job { id, loaded });
                 tracing::info!(queue_id = %id, client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, size, %checks, verdict = "accepted", "transaction");
             };
             (Reply::new(250, "2.0.0", format!("Ok: queued as {id}")), AfterReply::new(after))

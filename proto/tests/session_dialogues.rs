@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use magicmx_proto::smtp::{Event, Message, Reply, Session, SessionConfig, Violation, ViolationAction};
+use magicmx_proto::smtp::{
+    DataBudget, Event, Message, Reply, Session, SessionConfig, Violation, ViolationAction,
+};
 
 /// A client talking to a session. Requests handed to the "node" are decided
 /// here: recipients at `refused.test` get 550, everything else is taken.
@@ -287,6 +289,65 @@ fn oversized_body_is_refused_after_data_552() {
     assert_eq!((replies[0].code, replies[0].status.as_deref()), (552, Some("5.3.4")));
     assert!(d.messages.is_empty());
     assert_eq!(d.cmd("MAIL FROM:<alice@client.test>"), 250, "a new transaction may start");
+}
+
+/// A config whose sessions share a budget of `kib` KiB for message content.
+fn budgeted(kib: usize) -> (SessionConfig, DataBudget) {
+    let budget = DataBudget::new(kib * 1024);
+    let mut config = Dialogue::config();
+    config.data_budget = budget.clone();
+    (config, budget)
+}
+
+/// Sends `kib` KiB of message lines (no final dot).
+fn send_kib(d: &mut Dialogue, kib: usize) {
+    let line = format!("{}\r\n", "x".repeat(510));
+    for _ in 0..2 * kib {
+        assert!(d.send(line.as_bytes()).is_empty());
+    }
+}
+
+#[test]
+fn data_past_the_shared_memory_budget_gets_452_until_memory_is_free() {
+    let (config, budget) = budgeted(128);
+    let mut first = Dialogue::greeted(config.clone());
+    first.up_to_data();
+    send_kib(&mut first, 100);
+    let mut second = Dialogue::greeted(config);
+    assert_eq!(second.cmd("EHLO client.test"), 250);
+    assert_eq!(second.cmd("MAIL FROM:<carol@client.test>"), 250);
+    assert_eq!(second.cmd("RCPT TO:<bob@example.test>"), 250);
+    let reply = second.reply_to("DATA");
+    assert_eq!((reply.code, reply.status.as_deref()), (452, Some("4.3.1")), "{reply:?}");
+    assert_eq!(codes(&first.send(b".\r\n")), vec![250], "the first message is not disturbed");
+    assert_eq!(budget.in_use(), 0, "handed over: its memory is back");
+    assert_eq!(second.cmd("DATA"), 354, "the transaction stands; DATA may be tried again");
+    assert_eq!(codes(&second.send(b"Subject: hi\r\n\r\nhi\r\n.\r\n")), vec![250]);
+}
+
+#[test]
+fn a_message_outgrowing_the_budget_is_read_to_its_end_and_refused_452() {
+    let (config, budget) = budgeted(128);
+    let mut d = Dialogue::greeted(config);
+    d.up_to_data();
+    send_kib(&mut d, 200);
+    let replies = d.send(b".\r\n");
+    assert_eq!((replies[0].code, replies[0].status.as_deref()), (452, Some("4.3.1")));
+    assert!(d.messages.is_empty());
+    assert_eq!(budget.in_use(), 0);
+    assert_eq!(d.cmd("MAIL FROM:<alice@client.test>"), 250, "the session goes on");
+}
+
+#[test]
+fn a_client_gone_in_the_middle_of_data_gives_its_memory_back() {
+    let (config, budget) = budgeted(1024);
+    let mut d = Dialogue::greeted(config);
+    d.up_to_data();
+    send_kib(&mut d, 300);
+    assert!(budget.in_use() >= 300 * 1024);
+    d.session.client_closed();
+    drop(d);
+    assert_eq!(budget.in_use(), 0);
 }
 
 #[test]

@@ -145,6 +145,60 @@ fn connections_over_the_per_ip_cap_get_421() {
     assert!(fourth.reply().starts_with("220 "), "the slot came back");
 }
 
+/// One small message; prints 250, or the code and text of the refusal at DATA.
+const SEND_SMALL: &str = r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10)
+try:
+    s.sendmail("carol@client.test", ["bob@example.test"], b"Subject: small\r\n\r\nsmall\r\n")
+    print(250)
+except smtplib.SMTPDataError as e:
+    print(e.smtp_code, e.smtp_error.decode())
+"#;
+
+/// A raw client in the middle of DATA, having sent `kib` KiB of the message.
+fn inside_data(node: &NodeProcess, kib: usize) -> RawClient {
+    let mut client = RawClient::connect(node.smtp);
+    assert!(client.reply().starts_with("220 "));
+    for (command, code) in [
+        ("EHLO big.test", "250"),
+        ("MAIL FROM:<big@client.test>", "250"),
+        ("RCPT TO:<bob@example.test>", "250"),
+        ("DATA", "354"),
+    ] {
+        client.send(format!("{command}\r\n").as_bytes());
+        let reply = client.reply();
+        assert!(reply.starts_with(code), "{command}: {reply}");
+    }
+    let line = format!("{}\r\n", "x".repeat(510));
+    for _ in 0..2 * kib {
+        client.send(line.as_bytes());
+    }
+    // Let the node read it all.
+    std::thread::sleep(Duration::from_millis(300));
+    client
+}
+
+#[test]
+fn messages_being_read_share_a_memory_budget_and_past_it_data_gets_452() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), "max_message_size = 131072\nmax_data_memory = 131072");
+    let port = node.smtp.port().to_string();
+    let mut big = inside_data(&node, 100);
+    let out = python(SEND_SMALL, &[&port]);
+    assert!(out.starts_with("452 4.3.1"), "the budget is taken: {out}");
+    big.send(b".\r\n");
+    let reply = big.reply();
+    assert!(reply.starts_with("250 "), "the big message is not disturbed: {reply}");
+    assert_eq!(python(SEND_SMALL, &[&port]).trim(), "250", "its memory is back once it is queued");
+    // A client that goes away in the middle of DATA gives its share back too.
+    drop(inside_data(&node, 100));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(python(SEND_SMALL, &[&port]).trim(), "250", "{}", node.log_text());
+    let files = wait_for_maildir_files(&dir.path().join("maildir"), "bob", 3, Duration::from_secs(10));
+    assert_eq!(files.len(), 3);
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }

@@ -13,7 +13,7 @@ use magicmx_node::settings::{
     CheckMode as NodeCheckMode, CheckSettings, DeliverySettings, DnsSettings, DomainSettings, NodeSettings,
     OutboundTls, SmtpSettings, ThrottleSettings, TlsFiles,
 };
-use magicmx_proto::smtp::{Limits, SessionConfig, ViolationAction};
+use magicmx_proto::smtp::{DataBudget, Limits, SessionConfig, ViolationAction};
 
 pub use schema::Config;
 use schema::{CheckMode, OnViolation, OutboundTls as TlsMode};
@@ -178,6 +178,12 @@ impl Config {
         if self.throttle.ipv6_prefix > 128 {
             return Err(("throttle.ipv6_prefix".into(), "must be 0 to 128".into()));
         }
+        if self.smtp.max_data_memory < self.smtp.max_message_size {
+            return Err((
+                "smtp.max_data_memory".into(),
+                "must be at least smtp.max_message_size, or no message of the largest size could be taken".into(),
+            ));
+        }
         if self.smtp.max_connections == 0 || self.smtp.max_connections_per_ip == 0 {
             return Err(("smtp.max_connections".into(), "connection caps must be at least 1".into()));
         }
@@ -206,6 +212,7 @@ impl Config {
                 OnViolation::Reject => ViolationAction::Reject,
                 OnViolation::Ignore => ViolationAction::Ignore,
             },
+            data_budget: DataBudget::new(smtp.max_data_memory),
         };
         let tls = match (&smtp.tls_cert, &smtp.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
@@ -453,5 +460,8 @@ mod tests {
         let e =
             Config::parse("c.toml", &format!("{MINIMAL}[admin]\nlisten = \"0.0.0.0:8025\"\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("admin.token"));
+        let small = format!("{MINIMAL}[smtp]\nmax_data_memory = 1000\n");
+        let e = Config::parse("c.toml", &small).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("smtp.max_data_memory")));
     }
 }

@@ -54,6 +54,9 @@ pub struct SmtpSection {
     pub listen: Vec<SocketAddr>,
     pub hostname: String,
     pub max_message_size: usize,
+    /// Octets of message content all sessions together may hold while
+    /// reading DATA; past it, DATA gets `452 4.3.1`.
+    pub max_data_memory: usize,
     pub max_recipients: usize,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
@@ -74,6 +77,7 @@ impl Default for SmtpSection {
             listen: vec!["0.0.0.0:25".parse().expect("valid address")],
             hostname: system_hostname(),
             max_message_size: 26_214_400,
+            max_data_memory: 268_435_456,
             max_recipients: 100,
             max_connections: 2000,
             max_connections_per_ip: 20,

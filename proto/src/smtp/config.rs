@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use super::budget::DataBudget;
+
 /// What to do with a client that talks before the greeting or pipelines
 /// without PIPELINING having been offered (postscreen's pregreet and
 /// pipelining tests).
@@ -61,6 +63,8 @@ pub struct SessionConfig {
     /// Offer STARTTLS (the caller has a certificate).
     pub starttls: bool,
     pub on_violation: ViolationAction,
+    /// The memory all sessions sharing it may hold in messages being read.
+    pub data_budget: DataBudget,
 }
 
 impl SessionConfig {
@@ -70,6 +74,7 @@ impl SessionConfig {
             limits: Limits::default(),
             starttls: false,
             on_violation: ViolationAction::Reject,
+            data_budget: DataBudget::unlimited(),
         }
     }
 }

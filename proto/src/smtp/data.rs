@@ -1,7 +1,9 @@
 //! DATA (RFC 5321 §4.1.1.4): reads the message to the lone dot, unstuffs
 //! dots, and refuses messages with bare CR/LF (SMTP smuggling), over-long
-//! lines, too many octets, or too many `Received:` headers (a mail loop).
+//! lines, too many octets, or too many `Received:` headers (a mail loop);
+//! the content is held within the shared [`DataBudget`](super::DataBudget).
 
+use super::budget::Reservation;
 use super::event::{Event, Message, Violation};
 use super::reply::Reply;
 use super::session::{Pending, Session, State, Transaction};
@@ -10,11 +12,21 @@ use super::session::{Pending, Session, State, Transaction};
 #[derive(Debug, Default)]
 pub(super) struct DataReader {
     content: Vec<u8>,
+    /// Octets read so far, kept or not.
+    size: usize,
     in_headers: bool,
     received_headers: usize,
     oversize: bool,
     bare_line_ending: bool,
     line_too_long: bool,
+    /// The memory the content holds; given back with the message.
+    reservation: Reservation,
+    /// The budget could not hold the message: it is read and dropped.
+    no_storage: bool,
+}
+
+fn no_storage() -> Reply {
+    Reply::new(452, "4.3.1", "Insufficient system storage: too many messages being received; try again later")
 }
 
 impl Session {
@@ -28,7 +40,10 @@ impl Session {
         if self.transaction.recipients.is_empty() {
             return self.reply(Reply::new(554, "5.5.1", "No valid recipients"));
         }
-        self.data = DataReader { in_headers: true, ..DataReader::default() };
+        let Some(reservation) = Reservation::start(&self.config.data_budget) else {
+            return self.reply(no_storage());
+        };
+        self.data = DataReader { in_headers: true, reservation, ..DataReader::default() };
         self.reply(Reply::plain(354, vec!["End data with <CR><LF>.<CR><LF>".into()]));
         self.state = State::Data;
     }
@@ -62,11 +77,17 @@ impl Session {
                     data.received_headers += 1;
                 }
             }
-            if data.content.len() + bytes.len() + 2 > max_size {
+            data.size += bytes.len() + 2;
+            if data.size > max_size {
                 data.oversize = true;
-                data.content = Vec::new();
             }
-            if !data.oversize {
+            if !data.oversize && !data.no_storage && !data.reservation.cover(data.size) {
+                data.no_storage = true;
+            }
+            if data.oversize || data.no_storage {
+                data.content = Vec::new();
+                data.reservation.release();
+            } else {
                 data.content.extend_from_slice(bytes);
                 data.content.extend_from_slice(b"\r\n");
             }
@@ -97,6 +118,8 @@ impl Session {
                 limits.max_message_size
             );
             Some(Reply::new(552, "5.3.4", text))
+        } else if data.no_storage {
+            Some(no_storage())
         } else if data.received_headers > limits.max_received_headers {
             Some(Reply::new(554, "5.4.6", "Too many Received headers: mail loop detected"))
         } else {

@@ -4,6 +4,7 @@
 //! out [`Event`]s: replies to send, and requests (sender, recipient, message)
 //! that the caller answers with a [`Reply`] through [`Session::decide`].
 
+mod budget;
 pub mod client;
 mod config;
 mod data;
@@ -16,6 +17,7 @@ mod received;
 mod reply;
 mod session;
 
+pub use budget::DataBudget;
 pub use config::{Limits, SessionConfig, ViolationAction};
 pub use event::{Event, MailRequest, Message, RcptRequest, Violation};
 pub use received::{received_header, ReceivedInfo};
