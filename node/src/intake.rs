@@ -66,7 +66,7 @@ fn settler(shared: &Shared, id: QueueId, fingerprint: Option<[u8; 32]>) -> impl 
 pub(crate) async fn accept(
     shared: &Shared,
     session: &Session,
-    message: Message,
+    mut message: Message,
     findings: &Findings,
 ) -> (Reply, AfterReply) {
     let client_ip = session.client_ip();
@@ -88,13 +88,18 @@ pub(crate) async fn accept(
             _ => None,
         },
     };
-    let mut content = received_header(&info, OffsetDateTime::now_utc()).into_bytes();
+    let mut headers = received_header(&info, OffsetDateTime::now_utc());
     if let Some(results) =
         findings.header(&shared.session_config.hostname, client_ip, message.sender.as_ref())
     {
-        content.extend_from_slice(results.as_bytes());
+        headers.push_str(&results);
     }
-    content.extend_from_slice(&message.content);
+    // One copy of the message at a time: the client's is dropped here.
+    let body = std::mem::take(&mut message.content);
+    let mut content = Vec::with_capacity(headers.len() + body.len());
+    content.extend_from_slice(headers.as_bytes());
+    content.extend_from_slice(&body);
+    drop(body);
     let now = unix_now();
     let envelope = Envelope {
         sender: message.sender,
@@ -123,7 +128,7 @@ pub(crate) async fn accept(
     let (rcpts, size) = (envelope.recipients.len(), envelope.size);
     let content = Arc::new(content);
     let unanswered = fingerprint.map(|fingerprint| Unanswered { fingerprint, arrived: now });
-    match shared.queue.insert(id, &envelope, content.to_vec(), unanswered).await {
+    match shared.queue.insert(id, &envelope, content.clone(), unanswered).await {
         Ok(()) => {
             Stats::add(&shared.stats.accepted);
             let settle = settler(shared, id, fingerprint);

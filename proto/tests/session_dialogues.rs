@@ -339,6 +339,33 @@ fn a_message_outgrowing_the_budget_is_read_to_its_end_and_refused_452() {
 }
 
 #[test]
+fn a_message_holds_its_memory_until_the_verdict_on_it() {
+    let (config, budget) = budgeted(1024);
+    let now = Instant::now();
+    let mut session = Session::new(Arc::new(config), "192.0.2.10".parse().unwrap(), now);
+    session.greet(now);
+    let mut verdicts = 0;
+    let mut feed = |session: &mut Session, bytes: &[u8]| {
+        session.receive(bytes, now);
+        while let Some(event) = session.poll() {
+            match event {
+                Event::Mail(_) | Event::Rcpt(_) => session.decide(Reply::new(250, "2.0.0", "OK")),
+                Event::Message(_) => verdicts += 1,
+                _ => {}
+            }
+        }
+    };
+    for line in ["EHLO client.test", "MAIL FROM:<alice@client.test>", "RCPT TO:<bob@example.test>", "DATA"] {
+        feed(&mut session, format!("{line}\r\n").as_bytes());
+    }
+    feed(&mut session, format!("{}\r\n.\r\n", "x".repeat(500)).as_bytes());
+    assert_eq!(verdicts, 1, "the message is handed over");
+    assert!(budget.in_use() > 0, "the caller holds it until its verdict (on disk, or not)");
+    session.decide(Reply::new(250, "2.0.0", "Queued"));
+    assert_eq!(budget.in_use(), 0);
+}
+
+#[test]
 fn a_client_gone_in_the_middle_of_data_gives_its_memory_back() {
     let (config, budget) = budgeted(1024);
     let mut d = Dialogue::greeted(config);

@@ -206,7 +206,7 @@ async fn send_dsn(shared: &Arc<Shared>, id: QueueId, envelope: &Envelope, conten
     let hostname = &shared.session_config.hostname;
     let arrived =
         OffsetDateTime::from_unix_timestamp(envelope.arrived as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let report = dsn::build(hostname, id, arrived, sender, &failed, content, OffsetDateTime::now_utc());
+    let report = Arc::new(dsn::build(hostname, id, arrived, sender, &failed, content, OffsetDateTime::now_utc()));
     let dsn_id = shared.queue.next_id();
     let now = now_ms();
     let dsn_envelope = Envelope {
@@ -227,7 +227,7 @@ async fn send_dsn(shared: &Arc<Shared>, id: QueueId, envelope: &Envelope, conten
     match shared.queue.insert(dsn_id, &dsn_envelope, report.clone(), None).await {
         Ok(()) => {
             tracing::info!(queue_id = %dsn_id, dsn_for = %id, to = %sender, "DSN queued");
-            let _ = shared.delivery.send(Job { id: dsn_id, loaded: Some((dsn_envelope, Arc::new(report))) });
+            let _ = shared.delivery.send(Job { id: dsn_id, loaded: Some((dsn_envelope, report)) });
         }
         Err(error) => tracing::error!(queue_id = %id, %error, "cannot queue the DSN"),
     }

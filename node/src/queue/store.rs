@@ -25,6 +25,11 @@ const CONTENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("contents");
 /// postcard-encoded [`Unanswered`] record.
 const UNANSWERED: TableDefinition<u64, &[u8]> = TableDefinition::new("unanswered");
 
+/// redb's page cache. The queue is written far more than read, and message
+/// contents are read once, at delivery: a small cache keeps a burst of large
+/// messages from staying in memory (redb's default is 1 GiB).
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 /// Requests beyond this many wait for the next group.
 const MAX_GROUP: usize = 512;
 
@@ -38,7 +43,7 @@ pub struct Unanswered {
 }
 
 enum Write {
-    Insert { id: QueueId, envelope: Vec<u8>, content: Vec<u8>, unanswered: Option<Vec<u8>> },
+    Insert { id: QueueId, envelope: Vec<u8>, content: Arc<Vec<u8>>, unanswered: Option<Vec<u8>> },
     Update { id: QueueId, envelope: Vec<u8> },
     Remove { id: QueueId },
     /// The 250 for the message was written (or it expired): forget its
@@ -77,7 +82,9 @@ impl Drop for Inner {
 impl Queue {
     /// Opens (or creates) the queue database at `path` and starts its writer.
     pub fn open(path: &Path) -> Result<Queue> {
-        let db = Database::create(path)
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
             .map_err(|e| Error::QueueOpen { path: path.to_path_buf(), reason: e.to_string() })?;
         let db = Arc::new(db);
         let txn = db.begin_write()?;
@@ -121,7 +128,7 @@ impl Queue {
         &self,
         id: QueueId,
         envelope: &Envelope,
-        content: Vec<u8>,
+        content: Arc<Vec<u8>>,
         unanswered: Option<Unanswered>,
     ) -> Result<()> {
         let envelope = postcard::to_stdvec(envelope)?;

@@ -19,8 +19,8 @@ pub(super) struct DataReader {
     oversize: bool,
     bare_line_ending: bool,
     line_too_long: bool,
-    /// The memory the content holds; given back with the message.
-    reservation: Reservation,
+    /// The memory the content holds; given back at the verdict on the message.
+    pub(super) reservation: Reservation,
     /// The budget could not hold the message: it is read and dropped.
     no_storage: bool,
 }
@@ -97,7 +97,9 @@ impl Session {
 
     fn finish_data(&mut self) {
         self.state = State::Ready;
-        let data = std::mem::take(&mut self.data);
+        let mut data = std::mem::take(&mut self.data);
+        // The caller holds the content until its verdict: so does the budget.
+        self.data.reservation = std::mem::take(&mut data.reservation);
         let limits = &self.config.limits;
         let refusal = if data.bare_line_ending {
             self.events.push_back(Event::Violation(Violation::BareLineEnding));
@@ -126,6 +128,7 @@ impl Session {
             None
         };
         if let Some(reply) = refusal {
+            self.data.reservation.release();
             self.transaction = Transaction::default();
             if !self.input.is_empty() && self.violation(Violation::Pipelining) {
                 return;

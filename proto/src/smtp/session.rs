@@ -162,7 +162,10 @@ impl Session {
                     self.transaction.recipients.push(recipient);
                 }
             }
-            Pending::Message => self.transaction = Transaction::default(),
+            Pending::Message => {
+                self.transaction = Transaction::default();
+                self.data.reservation.release();
+            }
         }
         let closing = reply.code == 421;
         self.reply(reply);
