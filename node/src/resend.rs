@@ -74,7 +74,10 @@ impl UnansweredMessages {
         unanswered.forget_old(queue, now);
         let count = unanswered.by_fingerprint.lock().unwrap().len();
         if count > 0 {
-            tracing::info!(count, "messages whose 250 may have been lost; a second try of one is not queued again");
+            tracing::info!(
+                count,
+                "messages whose 250 may have been lost; a second try of one is not queued again"
+            );
         }
         Ok(unanswered)
     }

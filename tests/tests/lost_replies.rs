@@ -73,7 +73,14 @@ fn a_second_try_after_the_250_died_with_the_node_is_answered_and_not_queued_twic
     let files = wait_for_maildir_files(&maildir, "bob", 2, Duration::ZERO);
     let subjects: Vec<String> = files
         .iter()
-        .map(|f| std::fs::read_to_string(f).unwrap().lines().find(|l| l.starts_with("Subject:")).unwrap().to_string())
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .find(|l| l.starts_with("Subject:"))
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(files.len(), 2, "one copy of each message: {subjects:?}\n{}", node.log_text());
     assert!(subjects.contains(&"Subject: lost-250".to_string()), "{subjects:?}");

@@ -206,7 +206,8 @@ async fn send_dsn(shared: &Arc<Shared>, id: QueueId, envelope: &Envelope, conten
     let hostname = &shared.session_config.hostname;
     let arrived =
         OffsetDateTime::from_unix_timestamp(envelope.arrived as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let report = Arc::new(dsn::build(hostname, id, arrived, sender, &failed, content, OffsetDateTime::now_utc()));
+    let report =
+        Arc::new(dsn::build(hostname, id, arrived, sender, &failed, content, OffsetDateTime::now_utc()));
     let dsn_id = shared.queue.next_id();
     let now = now_ms();
     let dsn_envelope = Envelope {

@@ -65,7 +65,8 @@ impl Journal {
             let path = entry.map_err(io)?.path();
             let Some(generation) = generation_of(&path) else { continue };
             last = last.max(generation);
-            let text = std::fs::read_to_string(&path).map_err(|error| Error::Io { path: path.clone(), error })?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|error| Error::Io { path: path.clone(), error })?;
             left.extend(text.lines().filter_map(parse_line));
             left_over.push(path);
         }

@@ -43,12 +43,24 @@ pub struct Unanswered {
 }
 
 enum Write {
-    Insert { id: QueueId, envelope: Vec<u8>, content: Arc<Vec<u8>>, unanswered: Option<Vec<u8>> },
-    Update { id: QueueId, envelope: Vec<u8> },
-    Remove { id: QueueId },
+    Insert {
+        id: QueueId,
+        envelope: Vec<u8>,
+        content: Arc<Vec<u8>>,
+        unanswered: Option<Vec<u8>>,
+    },
+    Update {
+        id: QueueId,
+        envelope: Vec<u8>,
+    },
+    Remove {
+        id: QueueId,
+    },
     /// The 250 for the message was written (or it expired): forget its
     /// [`Unanswered`] record. Nobody waits for this one.
-    Answered { id: QueueId },
+    Answered {
+        id: QueueId,
+    },
 }
 
 struct Request {

@@ -181,7 +181,12 @@ pub async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
         "SMTP connections accepted by the listener.",
         &[(String::new(), c.connections)],
     );
-    let messages = [("accepted", c.accepted), ("tempfailed", c.tempfailed), ("rejected", c.rejected), ("resent", c.resent)];
+    let messages = [
+        ("accepted", c.accepted),
+        ("tempfailed", c.tempfailed),
+        ("rejected", c.rejected),
+        ("resent", c.resent),
+    ];
     let messages: Vec<(String, u64)> =
         messages.iter().map(|(r, v)| (format!("{{result=\"{r}\"}}"), *v)).collect();
     counter("magicmx_messages_total", "Messages at the end of DATA, by result.", &messages);

@@ -181,7 +181,8 @@ impl Config {
         if self.smtp.max_data_memory < self.smtp.max_message_size {
             return Err((
                 "smtp.max_data_memory".into(),
-                "must be at least smtp.max_message_size, or no message of the largest size could be taken".into(),
+                "must be at least smtp.max_message_size, or no message of the largest size could be taken"
+                    .into(),
             ));
         }
         if self.smtp.max_connections == 0 || self.smtp.max_connections_per_ip == 0 {
