@@ -2,7 +2,8 @@
 //! start, when every pending recipient is tried at once: a restart usually
 //! follows a fix), starts an attempt for each message as it arrives or its
 //! retry time comes, at most `max_concurrent` at a time, and sleeps until the
-//! next retry is due.
+//! next retry is due. Messages that arrive while every slot is busy wait in
+//! the schedule by id, without their content.
 
 mod attempt;
 pub(crate) mod journal;
@@ -47,19 +48,33 @@ pub(crate) async fn run(shared: Arc<Shared>, mut jobs: mpsc::UnboundedReceiver<J
     let mut sweep = tokio::time::interval(SWEEP);
     loop {
         let now = now_ms();
-        while let Some(&(due, id)) = schedule.first() {
-            if due > now {
-                break;
+        while permits.available_permits() > 0 {
+            match schedule.first() {
+                Some(&(due, id)) if due <= now => {
+                    schedule.pop_first();
+                    start(&shared, &permits, &done, &mut in_flight, &mut schedule, Job { id, loaded: None });
+                }
+                _ => break,
             }
-            schedule.pop_first();
-            start(&shared, &permits, &done, &mut in_flight, Job { id, loaded: None }).await;
         }
-        let next_due = schedule.first().map(|&(due, _)| due);
+        // With every slot busy, only a finished attempt can start the next.
+        let next_due = match permits.available_permits() {
+            0 => None,
+            _ => schedule.first().map(|&(due, _)| due),
+        };
         let sleep =
             tokio::time::sleep(Duration::from_millis(next_due.map_or(60_000, |d| d.saturating_sub(now))));
         tokio::select! {
             job = jobs.recv() => match job {
-                Some(job) => start(&shared, &permits, &done, &mut in_flight, job).await,
+                Some(job) if permits.available_permits() > 0 => {
+                    start(&shared, &permits, &done, &mut in_flight, &mut schedule, job)
+                }
+                // Every slot is busy (a next hop that does not answer, say):
+                // the message waits its turn as an id, its content on disk
+                // only, so a backlog costs no memory.
+                Some(job) => {
+                    schedule.insert((0, job.id));
+                }
                 None => return,
             },
             Some((id, next)) = finished.recv() => {
@@ -74,24 +89,32 @@ pub(crate) async fn run(shared: Arc<Shared>, mut jobs: mpsc::UnboundedReceiver<J
     }
 }
 
-async fn start(
+/// Starts an attempt in a free slot (the caller has checked there is one).
+fn start(
     shared: &Arc<Shared>,
     permits: &Arc<Semaphore>,
     done: &mpsc::UnboundedSender<(QueueId, Option<u64>)>,
     in_flight: &mut HashSet<QueueId>,
+    schedule: &mut BTreeSet<(u64, QueueId)>,
     job: Job,
 ) {
     // A message already being tried is rescheduled by that attempt.
     if !in_flight.insert(job.id) {
         return;
     }
-    let permit = permits.clone().acquire_owned().await.expect("never closed");
+    let Ok(permit) = permits.clone().try_acquire_owned() else {
+        // Not expected: this loop is the only one taking slots.
+        in_flight.remove(&job.id);
+        schedule.insert((0, job.id));
+        return;
+    };
     let (shared, done) = (shared.clone(), done.clone());
     tokio::spawn(async move {
         let id = job.id;
         let next = attempt::run(&shared, job).await;
-        let _ = done.send((id, next));
+        // The slot is free before the loop hears of it.
         drop(permit);
+        let _ = done.send((id, next));
     });
 }
 
