@@ -169,7 +169,8 @@ impl Queue {
         Ok(out)
     }
 
-    /// Replaces a message's envelope (recipient states) durably.
+    /// Replaces a message's envelope (recipient states) durably; a message no
+    /// longer queued is left out.
     pub async fn update(&self, id: QueueId, envelope: &Envelope) -> Result<()> {
         let envelope = postcard::to_stdvec(envelope)?;
         self.submit(Write::Update { id, envelope }).await
@@ -263,8 +264,13 @@ fn commit(db: &Database, group: &[Request]) -> Result<()> {
                 Write::Answered { id } => {
                     unanswered_table.remove(id.0)?;
                 }
+                // A message dropped (`magicmx queue drop`) while an attempt
+                // was under way stays dropped: the attempt's results do not
+                // bring its envelope back.
                 Write::Update { id, envelope } => {
-                    envelopes.insert(id.0, envelope.as_slice())?;
+                    if envelopes.get(id.0)?.is_some() {
+                        envelopes.insert(id.0, envelope.as_slice())?;
+                    }
                 }
                 Write::Remove { id } => {
                     envelopes.remove(id.0)?;
