@@ -6,7 +6,7 @@
 //! legitimate senders retry other MX hosts only after a temporary failure).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use magicmx_node::Node;
@@ -64,9 +64,9 @@ impl Policy {
     }
 }
 
-pub async fn serve(addr: SocketAddr, policy: Arc<Policy>) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "policy service listening");
+/// Serves the policy service on a listener the caller has bound.
+pub async fn serve(listener: TcpListener, policy: Arc<Policy>) -> anyhow::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "policy service listening");
     loop {
         let (stream, _) = listener.accept().await?;
         let policy = policy.clone();

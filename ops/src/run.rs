@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use magicmx_node::Node;
+use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
@@ -17,23 +18,31 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let settings = config.node_settings();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     runtime.block_on(async {
+        // Bound before the node takes mail, so that once SMTP answers the
+        // admin API and the policy service do too.
+        let admin_addr = config.admin.listen;
+        let admin_listener = TcpListener::bind(admin_addr)
+            .await
+            .with_context(|| format!("cannot listen on admin.listen = {admin_addr}"))?;
+        let policy_addr = config.admin.policy_listen;
+        let policy_listener = TcpListener::bind(policy_addr)
+            .await
+            .with_context(|| format!("cannot listen on admin.policy_listen = {policy_addr}"))?;
         let node = std::sync::Arc::new(Node::start(settings.clone()).await.context("cannot start the node")?);
         let admin = crate::admin::Admin { node: node.clone(), token: config.admin.token.clone() };
-        let admin_addr = config.admin.listen;
         let policy = std::sync::Arc::new(crate::policy::Policy::new(
             node.clone(),
             config.admin.mesh_clients.clone(),
             config.admin.policy_defer_first,
             config.admin.magic_mx.clone(),
         ));
-        let policy_addr = config.admin.policy_listen;
         let policy_task = tokio::spawn(async move {
-            if let Err(error) = crate::policy::serve(policy_addr, policy).await {
+            if let Err(error) = crate::policy::serve(policy_listener, policy).await {
                 tracing::error!(%policy_addr, %error, "policy service stopped");
             }
         });
         let admin_task = tokio::spawn(async move {
-            if let Err(error) = crate::admin::serve(admin_addr, admin).await {
+            if let Err(error) = crate::admin::serve(admin_listener, admin).await {
                 tracing::error!(%admin_addr, %error, "admin API stopped");
             }
         });

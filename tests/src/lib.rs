@@ -14,5 +14,5 @@ pub use client::{connect_from, python, RawClient};
 pub use cluster::{certified_nodes, free_udp_port, magicmx, specs, wait_for_mesh, Spec};
 pub use dns::{Rec, TestDns, Zone};
 pub use netns::TestHost;
-pub use node::{free_port, magicmx_binary, node_config, wait_for_maildir_files, NodeProcess};
+pub use node::{free_port, magicmx_binary, node_config, wait_for_maildir_files, NodeProcess, LOOPBACK_ADMIN};
 pub use sink::Sink;

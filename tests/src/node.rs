@@ -34,6 +34,10 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The admin API and policy service on ports of the system's choosing, so
+/// that test nodes running side by side do not fight over 8025 and 10040.
+pub const LOOPBACK_ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\npolicy_listen = \"127.0.0.1:0\"\n";
+
 /// A node configuration for tests: SMTP on `port`, data in `dir`, the given
 /// domains delivered to maildirs under `dir/maildir`, no greet pause.
 pub fn node_config(dir: &Path, port: u16, extra: &str) -> String {
@@ -57,7 +61,8 @@ verify_recipients = false
 [[domain]]
 name = "example.test"
 route = "maildir:{maildir}"
-"#,
+
+{LOOPBACK_ADMIN}"#,
         data = dir.join("data").display(),
         maildir = dir.join("maildir").display(),
     )

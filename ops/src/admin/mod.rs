@@ -10,7 +10,6 @@ pub mod trust_json {
     pub use super::trust::{AddTrust, TrustedJson};
 }
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -28,7 +27,8 @@ pub struct Admin {
 }
 
 /// Serves the API on `addr` until the task is dropped.
-pub async fn serve(addr: SocketAddr, admin: Admin) -> anyhow::Result<()> {
+/// Serves the admin API on a listener the caller has bound.
+pub async fn serve(listener: tokio::net::TcpListener, admin: Admin) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/", get(status::page))
         .route("/status", get(status::status_json))
@@ -39,8 +39,7 @@ pub async fn serve(addr: SocketAddr, admin: Admin) -> anyhow::Result<()> {
         .route("/trust", get(trust::list).post(trust::add).delete(trust::remove))
         .layer(middleware::from_fn_with_state(admin.clone(), require_token))
         .with_state(admin);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "admin API listening");
+    tracing::info!(addr = %listener.local_addr()?, "admin API listening");
     axum::serve(listener, app).await?;
     Ok(())
 }
