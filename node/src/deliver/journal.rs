@@ -67,7 +67,7 @@ impl Journal {
             last = last.max(generation);
             let text =
                 std::fs::read_to_string(&path).map_err(|error| Error::Io { path: path.clone(), error })?;
-            left.extend(text.lines().filter_map(parse_line));
+            left.extend(text.split_inclusive('\n').filter_map(parse_line));
             left_over.push(path);
         }
         let generation = last + 1;
@@ -179,8 +179,11 @@ fn open_file(path: &Path) -> Result<File> {
         .map_err(|error| Error::Io { path: path.to_path_buf(), error })
 }
 
-/// `QUEUEID INDEX`; anything else (a line cut short) is skipped.
+/// `QUEUEID INDEX\n`; anything else is skipped. Each line is written whole,
+/// so only the last one can be cut short (a power cut): without its newline
+/// it is not believed, lest `… 12` cut to `… 1` name another recipient.
 fn parse_line(line: &str) -> Option<(QueueId, usize)> {
+    let line = line.strip_suffix('\n')?;
     let (id, index) = line.split_once(' ')?;
     Some((id.parse().ok()?, index.parse().ok()?))
 }
@@ -206,9 +209,10 @@ mod tests {
 
     #[test]
     fn a_cut_line_is_skipped() {
-        assert_eq!(parse_line("0000000000000ABC 1"), Some((QueueId(0xABC), 1)));
-        assert_eq!(parse_line("0000000000000ABC"), None);
-        assert_eq!(parse_line("00000000000"), None);
+        assert_eq!(parse_line("0000000000000ABC 12\n"), Some((QueueId(0xABC), 12)));
+        assert_eq!(parse_line("0000000000000ABC 1"), None, "no newline: it may be 12 cut short");
+        assert_eq!(parse_line("0000000000000ABC\n"), None);
+        assert_eq!(parse_line("\0\0\0\0\n"), None);
     }
 
     #[test]
