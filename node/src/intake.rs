@@ -17,9 +17,6 @@ use crate::resend;
 use crate::stats::Stats;
 use crate::Shared;
 
-/// Messages up to this size go to delivery with their content in memory.
-const KEEP_LOADED_MAX: usize = 64 * 1024;
-
 /// Work that waits until the reply is written: noting the message answered
 /// (or not), waking delivery and the log line. Keeping it out of the way
 /// shortens the gap between a durable commit and the 250. Call
@@ -72,7 +69,8 @@ pub(crate) async fn accept(
     let client_ip = session.client_ip();
     let block = shared.block_of(client_ip);
     let fingerprint = resend::fingerprint(&message);
-    if let Some(original) = fingerprint.as_ref().and_then(|f| shared.unanswered.claim(f)) {
+    let claimed = fingerprint.and_then(|f| shared.unanswered.claim(&f).map(|original| (f, original)));
+    if let Some((fingerprint, original)) = claimed {
         return second_try(shared, client_ip, &message, original, fingerprint);
     }
     let id = shared.queue.next_id();
@@ -136,11 +134,9 @@ pub(crate) async fn accept(
             let checks = findings.summary();
             let after = move |written| {
                 settle(written);
-                // A large message is read back from the queue when its turn
-                // comes, so that jobs waiting for a free delivery slot (the
-                // next hop is down, say) do not hold it in memory.
-                let loaded = (content.len() <= KEEP_LOADED_MAX).then_some((envelope, content));
-                let _ = delivery.send(Job { id, loaded });
+                // With every delivery slot busy the deliverer keeps only the
+                // id and reads the message back when its turn comes.
+                let _ = delivery.send(Job { id, loaded: Some((envelope, content)) });
                 tracing::info!(queue_id = %id, client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, size, %checks, verdict = "accepted", "transaction");
             };
             (Reply::new(250, "2.0.0", format!("Ok: queued as {id}")), AfterReply::new(after))
@@ -164,12 +160,12 @@ fn second_try(
     client_ip: IpAddr,
     message: &Message,
     original: QueueId,
-    fingerprint: Option<[u8; 32]>,
+    fingerprint: [u8; 32],
 ) -> (Reply, AfterReply) {
     Stats::add(&shared.stats.resent);
     let sender = message.sender.as_ref().map(ToString::to_string).unwrap_or_default();
     let rcpts = message.recipients.len();
-    let settle = settler(shared, original, fingerprint);
+    let settle = settler(shared, original, Some(fingerprint));
     let after = move |written| {
         settle(written);
         tracing::info!(queue_id = %original, client = %client_ip, sender = %format!("<{sender}>"), rcpts, verdict = "sent_again", "transaction: a second try of a message whose 250 was lost; not queued twice");
