@@ -143,7 +143,11 @@ fn memory() {
         let b = WireBlock { net: u64::from(0x0A00_0000 | (i << 8)), prefix: 24 };
         counts.record(b, Kind::Recipient, 1_000);
         for &o in &origins {
-            counts.merge(o, 2_000, &CountEntry { block: b, recipients: 5.0, connections: 1.0, age_ms: 10 });
+            counts.merge(
+                o,
+                2_000,
+                &CountEntry { block: b, recipients: 5.0, connections: 1.0, age_ms: 10, seq: 0, open: vec![] },
+            );
         }
     }
     let _ = counts.take_changes(3_000);

@@ -1,19 +1,23 @@
-//! The shared per-block counts: a state-based CRDT of decaying rates.
+//! The shared per-block counts: a state-based CRDT of decaying rates and the
+//! transactions in progress.
 //!
 //! Every origin (a node, known by its certificate fingerprint) owns one
-//! register per source block holding two exponentially decaying rates
-//! (recipients, connections, as Exim's ratelimit smooths them) and the time
-//! of their last update. Only the origin writes its registers; peers keep
-//! the newest version they have seen (last writer wins by update time), so
-//! merging is commutative, associative and idempotent: duplicated,
-//! re-ordered or replayed frames never inflate a count. The mesh-wide rate
-//! of a block is this node's own rate plus every peer's, each peer's capped
-//! so that one faulty or hostile peer cannot lock a block out alone.
+//! register per source block: two exponentially decaying rates (recipients
+//! taken, connections, as Exim's ratelimit smooths them), the transactions it
+//! has open for the block (recipients reserved at RCPT, waiting for the
+//! hold's verdict), and a version. Only the origin writes its registers, and
+//! every write raises the version; peers keep the highest version they have
+//! seen, so merging is commutative, associative and idempotent: duplicated,
+//! re-ordered or replayed frames never inflate a count.
+//!
+//! This module stores and shares; it decides nothing. [`Counts::view`]
+//! hands a block's registers to the caller (the node's `limits`), which
+//! sums them, caps what each peer may add, and orders the open transactions.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use magicmx_proto::wire::{CountEntry, WireBlock};
+use magicmx_proto::wire::{CountEntry, OpenEntry, WireBlock};
 
 /// An origin's index in this node's table; [`SELF`] is this node.
 pub type Origin = u16;
@@ -24,8 +28,17 @@ pub type Fingerprint = [u8; 16];
 
 /// Rates above this are nonsense from a broken or hostile peer.
 const MAX_RATE: f32 = 1.0e7;
-/// A register whose rates have decayed below this is forgotten.
+/// A register whose rates have decayed below this (and has nothing open) is forgotten.
 const FORGET_BELOW: f64 = 0.05;
+/// Open transactions one origin may have for one block; more is a broken peer.
+pub const MAX_OPEN: usize = 64;
+/// An open transaction's recipients at most (RFC 5321's 100, with room).
+const MAX_OPEN_RECIPIENTS: u16 = 1000;
+/// A transaction still open after this long was abandoned by a crashed
+/// origin: an SMTP transaction lasts minutes at most (RFC 5321 §4.5.3.2).
+pub const OPEN_TTL: Duration = Duration::from_secs(15 * 60);
+/// A transaction sealed this long ago was decided long since (the hold lasts seconds).
+pub const SEALED_TTL: Duration = Duration::from_secs(60);
 
 /// What is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +55,7 @@ pub struct Rates {
 }
 
 /// The time constants of the two rates.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Periods {
     pub recipients: Duration,
     pub connections: Duration,
@@ -51,6 +64,17 @@ pub struct Periods {
 impl Default for Periods {
     fn default() -> Self {
         Periods { recipients: Duration::from_secs(3600), connections: Duration::from_secs(60) }
+    }
+}
+
+impl Periods {
+    /// `rates`, `elapsed_ms` later.
+    pub fn decay(&self, rates: Rates, elapsed_ms: u64) -> Rates {
+        let age = elapsed_ms as f64 / 1000.0;
+        Rates {
+            recipients: rates.recipients * (-age / self.recipients.as_secs_f64()).exp(),
+            connections: rates.connections * (-age / self.connections.as_secs_f64()).exp(),
+        }
     }
 }
 
@@ -72,8 +96,46 @@ pub enum Merged {
     Applied,
     /// Not newer: ignored (a duplicate or a replay).
     Stale,
-    /// Not a number, negative or absurd: dropped.
+    /// Not a number, negative, absurd or too long: dropped.
     Rejected,
+}
+
+/// A transaction in progress at its origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Open {
+    pub id: u32,
+    pub recipients: u16,
+    pub opened_ms: u64,
+    /// When its DATA ended (the origin's clock). Sealed transactions are
+    /// decided in the order of this time, then origin, then id.
+    pub sealed_ms: Option<u64>,
+}
+
+impl Open {
+    fn is_stale(&self, now_ms: u64) -> bool {
+        match self.sealed_ms {
+            Some(sealed) => now_ms.saturating_sub(sealed) > SEALED_TTL.as_millis() as u64,
+            None => now_ms.saturating_sub(self.opened_ms) > OPEN_TTL.as_millis() as u64,
+        }
+    }
+}
+
+/// One origin's register for a block, as of the moment it was viewed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OriginView {
+    pub fingerprint: Fingerprint,
+    /// This node's own register (never capped).
+    pub is_self: bool,
+    /// Taken recipients and connections, decayed to the moment of the view.
+    pub taken: Rates,
+    /// Its transactions still open (abandoned ones left out).
+    pub open: Vec<Open>,
+}
+
+/// Every origin's register for one block.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BlockView {
+    pub origins: Vec<OriginView>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -83,15 +145,34 @@ struct Key {
     prefix: u8,
 }
 
+/// The rates and version of a register: 16 bytes. The version is the
+/// update's millisecond shifted left 16 bits plus a sequence number within
+/// that millisecond, so every write of an origin is ordered after the last.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Register {
     recipients: f32,
     connections: f32,
-    updated_ms: u64,
+    version: u64,
+}
+
+impl Register {
+    fn updated_ms(&self) -> u64 {
+        self.version >> 16
+    }
+
+    fn rates(&self) -> Rates {
+        Rates { recipients: f64::from(self.recipients), connections: f64::from(self.connections) }
+    }
+}
+
+fn version(ms: u64, seq: u16) -> u64 {
+    (ms << 16) | u64::from(seq)
 }
 
 pub struct Counts {
     registers: HashMap<Key, Register>,
+    /// Open transactions, by register (only registers that have some).
+    open: HashMap<Key, Vec<Open>>,
     /// This node's blocks changed since the last round.
     dirty: HashSet<WireBlock>,
     origins: Vec<Fingerprint>,
@@ -103,11 +184,23 @@ impl Counts {
     pub fn new(own: Fingerprint, periods: Periods) -> Counts {
         Counts {
             registers: HashMap::new(),
+            open: HashMap::new(),
             dirty: HashSet::new(),
             origins: vec![own],
             origin_index: HashMap::from([(own, SELF)]),
             periods,
         }
+    }
+
+    pub fn periods(&self) -> Periods {
+        self.periods
+    }
+
+    /// Sets this node's own fingerprint (known once the mesh's certificate is loaded).
+    pub fn set_own(&mut self, own: Fingerprint) {
+        self.origin_index.remove(&self.origins[usize::from(SELF)]);
+        self.origins[usize::from(SELF)] = own;
+        self.origin_index.insert(own, SELF);
     }
 
     /// The index of an origin, added if new (`None` when the table is full).
@@ -121,74 +214,165 @@ impl Counts {
         Some(origin)
     }
 
-    /// Counts one event of this node's for `block`.
+    /// Counts one event of this node's for `block`: a connection, or a
+    /// recipient taken outside any transaction.
     pub fn record(&mut self, block: WireBlock, kind: Kind, now_ms: u64) {
-        let key = Key { net: block.net, origin: SELF, prefix: block.prefix };
-        let periods = self.periods;
-        let register = self.registers.entry(key).or_insert(Register {
-            recipients: 0.0,
-            connections: 0.0,
-            updated_ms: now_ms,
-        });
-        let now_ms = now_ms.max(register.updated_ms);
-        let mut rates = decay(register, now_ms, &periods);
-        match kind {
+        self.update_own(block, now_ms, |rates, _| match kind {
             Kind::Recipient => rates.recipients += 1.0,
             Kind::Connection => rates.connections += 1.0,
+        });
+    }
+
+    /// Reserves `recipients` more for this node's transaction `id` (opened if new).
+    pub fn reserve(&mut self, block: WireBlock, id: u32, recipients: u16, now_ms: u64) {
+        self.update_own(block, now_ms, |_, open| match open.iter_mut().find(|t| t.id == id) {
+            Some(t) => t.recipients = t.recipients.saturating_add(recipients),
+            None => open.push(Open { id, recipients, opened_ms: now_ms, sealed_ms: None }),
+        });
+    }
+
+    /// The DATA of this node's transaction `id` ended at `now_ms`; returns that time.
+    pub fn seal(&mut self, block: WireBlock, id: u32, now_ms: u64) -> u64 {
+        let mut sealed = now_ms;
+        self.update_own(block, now_ms, |_, open| {
+            if let Some(t) = open.iter_mut().find(|t| t.id == id) {
+                sealed = *t.sealed_ms.get_or_insert(now_ms);
+            }
+        });
+        sealed
+    }
+
+    /// Closes this node's transaction `id`: its recipients are added to the
+    /// taken rate when `taken`, and forgotten otherwise.
+    pub fn settle(&mut self, block: WireBlock, id: u32, taken: bool, now_ms: u64) {
+        self.update_own(block, now_ms, |rates, open| {
+            if let Some(at) = open.iter().position(|t| t.id == id) {
+                let t = open.swap_remove(at);
+                if taken {
+                    rates.recipients += f64::from(t.recipients);
+                }
+            }
+        });
+    }
+
+    /// Applies `change` to this node's register for `block`, as of `now_ms`,
+    /// under a new version.
+    fn update_own(&mut self, block: WireBlock, now_ms: u64, change: impl FnOnce(&mut Rates, &mut Vec<Open>)) {
+        let key = Key { net: block.net, origin: SELF, prefix: block.prefix };
+        let held = self.registers.get(&key).copied();
+        let (ms, seq) = match held {
+            Some(r) if r.updated_ms() >= now_ms => {
+                let seq = (r.version & 0xFFFF) as u16;
+                match seq.checked_add(1) {
+                    Some(seq) => (r.updated_ms(), seq),
+                    None => (r.updated_ms() + 1, 0),
+                }
+            }
+            _ => (now_ms, 0),
+        };
+        let mut rates = held.map_or(Rates::default(), |r| self.periods.decay(r.rates(), ms - r.updated_ms()));
+        let mut open = self.open.remove(&key).unwrap_or_default();
+        change(&mut rates, &mut open);
+        if !open.is_empty() {
+            self.open.insert(key, open);
         }
-        *register = Register {
+        let register = Register {
             recipients: rates.recipients as f32,
             connections: rates.connections as f32,
-            updated_ms: now_ms,
+            version: version(ms, seq),
         };
+        self.registers.insert(key, register);
         self.dirty.insert(block);
     }
 
     /// Takes in one entry of `origin`'s, from a frame stamped `base_ms`.
     pub fn merge(&mut self, origin: Origin, base_ms: u64, entry: &CountEntry) -> Merged {
         let valid = |v: f32| v.is_finite() && (0.0..=MAX_RATE).contains(&v);
-        if origin == SELF || !valid(entry.recipients) || !valid(entry.connections) {
+        if origin == SELF
+            || !valid(entry.recipients)
+            || !valid(entry.connections)
+            || entry.open.len() > MAX_OPEN
+            || entry.open.iter().any(|t| t.recipients > MAX_OPEN_RECIPIENTS)
+        {
             return Merged::Rejected;
         }
+        let at = |age: u32| base_ms.saturating_sub(u64::from(age));
         let incoming = Register {
             recipients: entry.recipients,
             connections: entry.connections,
-            updated_ms: base_ms.saturating_sub(u64::from(entry.age_ms)),
+            version: version(at(entry.age_ms), entry.seq),
         };
         let key = Key { net: entry.block.net, origin, prefix: entry.block.prefix };
-        match self.registers.get_mut(&key) {
-            Some(held) => {
-                let joined = join(*held, incoming);
-                if joined == *held {
-                    return Merged::Stale;
-                }
-                *held = joined;
-                Merged::Applied
-            }
-            None => {
-                self.registers.insert(key, incoming);
-                Merged::Applied
-            }
+        if self.registers.get(&key).is_some_and(|held| held.version >= incoming.version) {
+            return Merged::Stale;
         }
+        self.registers.insert(key, incoming);
+        let open: Vec<Open> = entry
+            .open
+            .iter()
+            .map(|t| Open {
+                id: t.id,
+                recipients: t.recipients,
+                opened_ms: at(t.opened_age_ms),
+                sealed_ms: t.sealed_age_ms.map(at),
+            })
+            .collect();
+        if open.is_empty() {
+            self.open.remove(&key);
+        } else {
+            self.open.insert(key, open);
+        }
+        Merged::Applied
     }
 
-    /// The mesh-wide rates of `block` now: this node's own plus each peer's,
-    /// each peer's at most `caps`.
-    pub fn rate(&self, block: WireBlock, now_ms: u64, caps: Caps) -> Rates {
-        let mut total = Rates::default();
+    /// Every origin's register for `block` as of `now_ms`.
+    pub fn view(&self, block: WireBlock, now_ms: u64) -> BlockView {
+        let mut view = BlockView::default();
         for origin in 0..self.origins.len() as Origin {
             let key = Key { net: block.net, origin, prefix: block.prefix };
             let Some(register) = self.registers.get(&key) else { continue };
-            let rates = decay(register, now_ms, &self.periods);
-            let (r, c) = if origin == SELF {
-                (rates.recipients, rates.connections)
+            let open = self
+                .open
+                .get(&key)
+                .map_or(vec![], |open| open.iter().filter(|t| !t.is_stale(now_ms)).copied().collect());
+            view.origins.push(OriginView {
+                fingerprint: self.origins[usize::from(origin)],
+                is_self: origin == SELF,
+                taken: self.decayed(register, now_ms),
+                open,
+            });
+        }
+        view
+    }
+
+    /// The mesh-wide taken rates of `block` now: this node's own plus every
+    /// peer's, each peer's at most `caps` (open transactions left out).
+    pub fn rate(&self, block: WireBlock, now_ms: u64, caps: Caps) -> Rates {
+        let mut total = Rates::default();
+        for origin in self.view(block, now_ms).origins {
+            let (r, c) = if origin.is_self {
+                (origin.taken.recipients, origin.taken.connections)
             } else {
-                (rates.recipients.min(caps.recipients), rates.connections.min(caps.connections))
+                (origin.taken.recipients.min(caps.recipients), origin.taken.connections.min(caps.connections))
             };
             total.recipients += r;
             total.connections += c;
         }
         total
+    }
+
+    fn decayed(&self, register: &Register, now_ms: u64) -> Rates {
+        self.periods.decay(register.rates(), now_ms.saturating_sub(register.updated_ms()))
+    }
+
+    /// Drops the open transactions of a peer that restarted or left: its
+    /// new process knows nothing of them.
+    pub fn forget_open(&mut self, fingerprint: Fingerprint) {
+        if let Some(&origin) = self.origin_index.get(&fingerprint) {
+            if origin != SELF {
+                self.open.retain(|key, _| key.origin != origin);
+            }
+        }
     }
 
     /// This node's registers changed since the last call, stamped against `now_ms`.
@@ -207,33 +391,54 @@ impl Counts {
     }
 
     fn own_entry(&self, block: WireBlock, now_ms: u64) -> Option<CountEntry> {
-        let register = self.registers.get(&Key { net: block.net, origin: SELF, prefix: block.prefix })?;
-        let age = now_ms.saturating_sub(register.updated_ms).min(u64::from(u32::MAX)) as u32;
+        let key = Key { net: block.net, origin: SELF, prefix: block.prefix };
+        let register = self.registers.get(&key)?;
+        let age = |ms: u64| now_ms.saturating_sub(ms).min(u64::from(u32::MAX)) as u32;
+        let open = self.open.get(&key).map_or(vec![], |open| {
+            open.iter()
+                .take(MAX_OPEN)
+                .map(|t| OpenEntry {
+                    id: t.id,
+                    recipients: t.recipients.min(MAX_OPEN_RECIPIENTS),
+                    opened_age_ms: age(t.opened_ms),
+                    sealed_age_ms: t.sealed_ms.map(age),
+                })
+                .collect()
+        });
         Some(CountEntry {
             block,
             recipients: register.recipients,
             connections: register.connections,
-            age_ms: age,
+            age_ms: age(register.updated_ms()),
+            seq: (register.version & 0xFFFF) as u16,
+            open,
         })
     }
 
-    /// Forgets registers that have decayed to nothing; returns how many.
+    /// Forgets open transactions that were abandoned, and registers that
+    /// have decayed to nothing with nothing open; returns how many registers went.
     pub fn sweep(&mut self, now_ms: u64) -> usize {
+        self.open.retain(|_, open| {
+            open.retain(|t| !t.is_stale(now_ms));
+            !open.is_empty()
+        });
         let before = self.registers.len();
         let periods = self.periods;
-        self.registers.retain(|_, r| {
-            let rates = decay(r, now_ms, &periods);
-            rates.recipients >= FORGET_BELOW || rates.connections >= FORGET_BELOW
+        let open = &self.open;
+        self.registers.retain(|key, r| {
+            let rates = periods.decay(r.rates(), now_ms.saturating_sub(r.updated_ms()));
+            rates.recipients >= FORGET_BELOW || rates.connections >= FORGET_BELOW || open.contains_key(key)
         });
         before - self.registers.len()
     }
 
     /// Over the memory budget: forgets the weaker half of the registers
-    /// (by recipient rate); returns how many went.
+    /// (by recipient rate; those with open transactions stay); returns how many went.
     pub fn shed(&mut self, now_ms: u64) -> usize {
         let periods = self.periods;
-        let mut rates: Vec<f64> =
-            self.registers.values().map(|r| decay(r, now_ms, &periods).recipients).collect();
+        let strength =
+            |r: &Register| periods.decay(r.rates(), now_ms.saturating_sub(r.updated_ms())).recipients;
+        let mut rates: Vec<f64> = self.registers.values().map(strength).collect();
         if rates.is_empty() {
             return 0;
         }
@@ -241,7 +446,8 @@ impl Counts {
         let (_, median, _) = rates.select_nth_unstable_by(middle, |a, b| a.total_cmp(b));
         let median = *median;
         let before = self.registers.len();
-        self.registers.retain(|_, r| decay(r, now_ms, &periods).recipients > median);
+        let open = &self.open;
+        self.registers.retain(|key, r| strength(r) > median || open.contains_key(key));
         before - self.registers.len()
     }
 
@@ -266,29 +472,6 @@ impl Counts {
     /// Bytes of the register table as allocated (for the memory budget).
     pub fn table_bytes(&self) -> usize {
         self.registers.capacity() * (std::mem::size_of::<(Key, Register)>() + 1)
-    }
-}
-
-/// The join of two versions of one register: the newer wins; at the same
-/// time, each rate's larger value (an origin's rates only grow within one
-/// millisecond). Commutative, associative and idempotent.
-fn join(a: Register, b: Register) -> Register {
-    match a.updated_ms.cmp(&b.updated_ms) {
-        std::cmp::Ordering::Less => b,
-        std::cmp::Ordering::Greater => a,
-        std::cmp::Ordering::Equal => Register {
-            recipients: a.recipients.max(b.recipients),
-            connections: a.connections.max(b.connections),
-            updated_ms: a.updated_ms,
-        },
-    }
-}
-
-fn decay(register: &Register, now_ms: u64, periods: &Periods) -> Rates {
-    let age = now_ms.saturating_sub(register.updated_ms) as f64 / 1000.0;
-    Rates {
-        recipients: f64::from(register.recipients) * (-age / periods.recipients.as_secs_f64()).exp(),
-        connections: f64::from(register.connections) * (-age / periods.connections.as_secs_f64()).exp(),
     }
 }
 
@@ -329,11 +512,78 @@ mod tests {
     fn peer_entries_that_are_not_numbers_are_rejected() {
         let mut counts = Counts::new([0; 16], Periods::default());
         let peer = counts.origin([1; 16]).unwrap();
+        let entry = |r: f32| CountEntry {
+            block: BLOCK,
+            recipients: r,
+            connections: 0.0,
+            age_ms: 0,
+            seq: 0,
+            open: vec![],
+        };
         for bad in [f32::NAN, f32::INFINITY, -1.0, 1.0e9] {
-            let entry = CountEntry { block: BLOCK, recipients: bad, connections: 0.0, age_ms: 0 };
-            assert_eq!(counts.merge(peer, 10, &entry), Merged::Rejected);
+            assert_eq!(counts.merge(peer, 10, &entry(bad)), Merged::Rejected);
         }
-        let entry = CountEntry { block: BLOCK, recipients: 1.0, connections: 0.0, age_ms: 0 };
-        assert_eq!(counts.merge(SELF, 10, &entry), Merged::Rejected, "nobody writes our registers");
+        let too_many = OpenEntry { id: 1, recipients: 1, opened_age_ms: 0, sealed_age_ms: None };
+        let flooded = CountEntry { open: vec![too_many; MAX_OPEN + 1], ..entry(1.0) };
+        assert_eq!(counts.merge(peer, 10, &flooded), Merged::Rejected);
+        assert_eq!(counts.merge(SELF, 10, &entry(1.0)), Merged::Rejected, "nobody writes our registers");
+    }
+
+    #[test]
+    fn a_transaction_is_reserved_sealed_and_settled_and_peers_see_each_step() {
+        let mut origin = Counts::new([1; 16], Periods::default());
+        let mut peer = Counts::new([2; 16], Periods::default());
+        let from = peer.origin([1; 16]).unwrap();
+        let ship = |origin: &mut Counts, peer: &mut Counts, now: u64| {
+            for entry in origin.take_changes(now) {
+                assert_eq!(peer.merge(from, now, &entry), Merged::Applied);
+            }
+        };
+        origin.reserve(BLOCK, 7, 2, 1_000);
+        origin.reserve(BLOCK, 7, 1, 1_000);
+        ship(&mut origin, &mut peer, 1_000);
+        let open = &peer.view(BLOCK, 1_000).origins[0].open;
+        assert_eq!(open, &vec![Open { id: 7, recipients: 3, opened_ms: 1_000, sealed_ms: None }]);
+        assert_eq!(origin.seal(BLOCK, 7, 1_500), 1_500);
+        ship(&mut origin, &mut peer, 1_600);
+        assert_eq!(
+            peer.view(BLOCK, 1_600).origins[0].open[0].sealed_ms,
+            Some(1_500),
+            "the seal time is exact"
+        );
+        origin.settle(BLOCK, 7, true, 2_000);
+        ship(&mut origin, &mut peer, 2_000);
+        let seen = &peer.view(BLOCK, 2_000).origins[0];
+        assert!(seen.open.is_empty());
+        assert!((seen.taken.recipients - 3.0).abs() < 1e-6, "{seen:?}");
+    }
+
+    #[test]
+    fn updates_within_one_millisecond_are_ordered_and_replays_are_stale() {
+        let mut origin = Counts::new([1; 16], Periods::default());
+        let mut peer = Counts::new([2; 16], Periods::default());
+        let from = peer.origin([1; 16]).unwrap();
+        origin.reserve(BLOCK, 1, 1, 5_000);
+        let first = origin.take_changes(5_000);
+        origin.settle(BLOCK, 1, false, 5_000);
+        let second = origin.take_changes(5_000);
+        assert_eq!(peer.merge(from, 5_000, &second[0]), Merged::Applied);
+        assert_eq!(peer.merge(from, 5_000, &first[0]), Merged::Stale, "an older write loses");
+        assert_eq!(peer.merge(from, 5_000, &second[0]), Merged::Stale, "a replay changes nothing");
+        assert!(peer.view(BLOCK, 5_000).origins[0].open.is_empty());
+    }
+
+    #[test]
+    fn abandoned_transactions_are_left_out_and_swept() {
+        let mut counts = Counts::new([0; 16], Periods::default());
+        counts.reserve(BLOCK, 1, 5, 0);
+        counts.reserve(BLOCK, 2, 5, 0);
+        counts.seal(BLOCK, 2, 0);
+        let later = SEALED_TTL.as_millis() as u64 + 1;
+        assert_eq!(counts.view(BLOCK, later).origins[0].open.len(), 1, "the sealed one is stale first");
+        let much_later = OPEN_TTL.as_millis() as u64 + 1;
+        assert!(counts.view(BLOCK, much_later).origins[0].open.is_empty());
+        counts.sweep(much_later);
+        assert!(counts.is_empty(), "nothing taken, nothing open: forgotten");
     }
 }

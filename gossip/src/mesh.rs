@@ -1,6 +1,7 @@
 //! The running mesh of one node: membership (SWIM), the shared counts, the
-//! rounds that send this node's changes to every live peer, and the barrier
-//! that waits for one round from every peer.
+//! rounds that send this node's changes to every live peer (in order, one
+//! sender task per peer), and the barrier that waits until every live peer
+//! has reported past an instant.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -70,7 +71,7 @@ pub struct PeerStatus {
 /// What [`Mesh::wait_round`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Round {
-    /// Live peers heard from since the instant waited for.
+    /// Live peers that have reported past the instant waited for.
     pub heard: usize,
     /// Live peers.
     pub expected: usize,
@@ -85,7 +86,22 @@ impl Round {
 struct Peer {
     id: NodeId,
     alive: bool,
+    /// Its rounds, sent in order by a task of its own (while alive).
+    outbox: Option<mpsc::Sender<Arc<Vec<u8>>>>,
 }
+
+/// When a peer was last heard, and the latest time its frames reported
+/// (its clock): everything it did before that has reached this node.
+#[derive(Debug, Clone, Copy)]
+struct Heard {
+    at: Instant,
+    through_ms: u64,
+}
+
+/// Frames waiting for one peer's sender task; beyond this the peer is too
+/// slow to follow, its connection is dropped and the next one starts with
+/// the whole state.
+const OUTBOX: usize = 64;
 
 pub(crate) struct Shared {
     pub settings: MeshSettings,
@@ -93,7 +109,7 @@ pub(crate) struct Shared {
     pub transport: Arc<Transport>,
     tally: Arc<Tally>,
     peers: Mutex<HashMap<Fingerprint, Peer>>,
-    heard: Mutex<HashMap<Fingerprint, Instant>>,
+    heard: Mutex<HashMap<Fingerprint, Heard>>,
     heard_changed: Notify,
     round: AtomicU64,
     pub rejected_entries: AtomicU64,
@@ -124,6 +140,9 @@ impl Mesh {
             (settings.interval * 20).max(Duration::from_secs(5)),
         )?;
         let fingerprint = tls.fingerprint;
+        // Transactions are ordered by (time, origin fingerprint, id) on every
+        // node alike: this node's own registers carry its real fingerprint.
+        tally.counts.lock().unwrap().set_own(fingerprint);
         let (inbox, inbound) = mpsc::channel(4096);
         let transport =
             Transport::bind(settings.listen, tls, inbox).map_err(|e| Error::Bind(settings.listen, e))?;
@@ -174,14 +193,14 @@ impl Mesh {
         &self.shared.tally
     }
 
-    /// Counts one event of this node's for `block` (see [`Tally::record`]).
+    /// Counts one event of this node's for `block` now (see [`Tally::record`]).
     pub fn record(&self, block: SourceBlock, kind: Kind) {
-        self.shared.tally.record(block, kind);
+        self.shared.tally.record(block, kind, now_ms());
     }
 
-    /// The mesh-wide rates of `block` (see [`Tally::rate`]).
+    /// The mesh-wide taken rates of `block` now (see [`Tally::rate`]).
     pub fn rate(&self, block: SourceBlock, caps: Caps) -> Rates {
-        self.shared.tally.rate(block, caps)
+        self.shared.tally.rate(block, caps, now_ms())
     }
 
     /// Live peers and known peers (live or down): the share of the mesh heard.
@@ -190,19 +209,20 @@ impl Mesh {
         (peers.values().filter(|p| p.alive).count(), peers.len())
     }
 
-    /// Waits until every live peer has reported a round received after
-    /// `since`, or `timeout` passes; says how many were heard.
-    pub async fn wait_round(&self, since: Instant, timeout: Duration) -> Round {
+    /// Waits until every live peer has sent a frame stamped after `since_ms`
+    /// (Unix milliseconds, its clock), so that whatever it did up to then has
+    /// arrived here, or until `timeout` passes; says how many were heard.
+    pub async fn wait_round(&self, since_ms: u64, timeout: Duration) -> Round {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let changed = self.shared.heard_changed.notified();
-            let round = self.shared.round_since(since);
+            let round = self.shared.round_since(since_ms);
             if round.complete() {
                 return round;
             }
             tokio::select! {
                 _ = changed => {}
-                _ = tokio::time::sleep_until(deadline) => return self.shared.round_since(since),
+                _ = tokio::time::sleep_until(deadline) => return self.shared.round_since(since_ms),
             }
         }
     }
@@ -220,7 +240,7 @@ impl Mesh {
                 name: p.id.name.clone(),
                 addr: p.id.addr,
                 alive: p.alive,
-                last_heard: heard.get(fp).map(Instant::elapsed),
+                last_heard: heard.get(fp).map(|h| h.at.elapsed()),
             })
             .collect();
         peers.sort_by(|a, b| a.name.cmp(&b.name));
@@ -258,13 +278,29 @@ impl Shared {
 
     pub(crate) fn member_up(&self, id: NodeId) {
         tracing::info!(peer = %id.name, addr = %id.addr, "mesh peer up");
-        let previous =
-            self.peers.lock().unwrap().insert(id.fingerprint, Peer { id: id.clone(), alive: true });
+        let outbox = Some(self.peer_sender(id.addr));
+        let peer = Peer { id: id.clone(), alive: true, outbox };
+        let previous = self.peers.lock().unwrap().insert(id.fingerprint, peer);
         // A restarted peer: the connection to its old process is dead. The
-        // next send dials anew, and a new connection starts with our whole state.
+        // next send dials anew, and a new connection starts with our whole
+        // state. What its old process had open is gone with it.
         if previous.is_some_and(|p| p.id.bump != id.bump) {
             self.transport.forget(id.addr);
+            self.tally.counts.lock().unwrap().forget_open(id.fingerprint);
         }
+    }
+
+    /// A task that sends one peer's frames in the order they were queued:
+    /// the barrier relies on a frame arriving after everything sent before it.
+    fn peer_sender(&self, addr: SocketAddr) -> mpsc::Sender<Arc<Vec<u8>>> {
+        let (outbox, mut frames) = mpsc::channel::<Arc<Vec<u8>>>(OUTBOX);
+        let transport = self.transport.clone();
+        tokio::spawn(async move {
+            while let Some(frame) = frames.recv().await {
+                transport.send(addr, frame, Delivery::Stream).await;
+            }
+        });
+        outbox
     }
 
     /// This node's whole state, as the greeting of a new connection.
@@ -272,7 +308,7 @@ impl Shared {
         let now = now_ms();
         let entries = self.tally.counts.lock().unwrap().own_state(now);
         let penalties = self.tally.penalties.lock().unwrap().all(now);
-        self.counts_frame(true, entries, penalties)
+        self.counts_frame(true, now, entries, penalties)
     }
 
     pub(crate) fn member_down(&self, id: &NodeId) {
@@ -280,25 +316,34 @@ impl Shared {
         if let Some(peer) = self.peers.lock().unwrap().get_mut(&id.fingerprint) {
             if peer.id.bump <= id.bump {
                 peer.alive = false;
+                peer.outbox = None;
                 self.transport.forget(id.addr);
+                // Its open transactions are decided where this node cannot hear.
+                self.tally.counts.lock().unwrap().forget_open(id.fingerprint);
             }
         }
     }
 
+    /// A counts frame stamped `base_ms`: the same instant the entries were
+    /// taken at, so that the frame holds every change made before its stamp.
     fn counts_frame(
         &self,
         full: bool,
+        base_ms: u64,
         entries: Vec<CountEntry>,
         penalties: Vec<PenaltyEntry>,
     ) -> Arc<Vec<u8>> {
         let round = self.round.fetch_add(1, Ordering::Relaxed);
-        Arc::new(encode(&Frame::Counts(CountsFrame { round, full, base_ms: now_ms(), entries, penalties })))
+        Arc::new(encode(&Frame::Counts(CountsFrame { round, full, base_ms, entries, penalties })))
     }
 
-    fn round_since(&self, since: Instant) -> Round {
+    fn round_since(&self, since_ms: u64) -> Round {
         let live = self.live_peers();
         let heard = self.heard.lock().unwrap();
-        let count = live.iter().filter(|p| heard.get(&p.fingerprint).is_some_and(|t| *t > since)).count();
+        let count = live
+            .iter()
+            .filter(|p| heard.get(&p.fingerprint).is_some_and(|h| h.through_ms > since_ms))
+            .count();
         Round { heard: count, expected: live.len() }
     }
 }
@@ -335,7 +380,11 @@ async fn receive(
                     shared.rejected_entries.fetch_add(rejected, Ordering::Relaxed);
                     tracing::warn!(peer = %hex(&peer), rejected, "nonsense counts from a peer dropped");
                 }
-                shared.heard.lock().unwrap().insert(peer, Instant::now());
+                {
+                    let mut heard = shared.heard.lock().unwrap();
+                    let through_ms = heard.get(&peer).map_or(0, |h| h.through_ms).max(frame.base_ms);
+                    heard.insert(peer, Heard { at: Instant::now(), through_ms });
+                }
                 shared.heard_changed.notify_waiters();
             }
             Err(error) => {
@@ -352,14 +401,25 @@ async fn rounds(shared: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let peers = shared.live_peers();
-        let entries = shared.tally.counts.lock().unwrap().take_changes(now_ms());
+        let now = now_ms();
+        let entries = shared.tally.counts.lock().unwrap().take_changes(now);
         let penalties = shared.tally.penalties.lock().unwrap().take_changes();
-        if !peers.is_empty() {
-            let frame = shared.counts_frame(false, entries, penalties);
-            for peer in peers {
-                let (transport, frame) = (shared.transport.clone(), frame.clone());
-                tokio::spawn(async move { transport.send(peer.addr, frame, Delivery::Stream).await });
+        let outboxes: Vec<(SocketAddr, mpsc::Sender<Arc<Vec<u8>>>)> = shared
+            .peers
+            .lock()
+            .unwrap()
+            .values()
+            .filter_map(|p| Some((p.id.addr, p.outbox.clone()?)))
+            .collect();
+        if outboxes.is_empty() {
+            continue;
+        }
+        let frame = shared.counts_frame(false, now, entries, penalties);
+        for (addr, outbox) in outboxes {
+            if outbox.try_send(frame.clone()).is_err() {
+                // Too far behind: what it missed comes with the next connection's greeting.
+                tracing::warn!(peer = %addr, "gossip peer too slow; reconnecting");
+                shared.transport.forget(addr);
             }
         }
     }

@@ -1,15 +1,15 @@
 //! Penalties: source blocks refused at connect until a time. A grow-only
 //! CRDT per block (the later end and the higher strike count win), so any
-//! node may impose one and every node converges on it. Strikes are kept a
-//! day after a penalty ends, so a repeat offender's next penalty doubles.
+//! node may impose one and every node converges on it. A penalty is
+//! remembered a day after it ends, so that the next one can be longer; how
+//! long a penalty lasts is the caller's arithmetic (the node's `limits`).
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use magicmx_proto::wire::{PenaltyEntry, WireBlock};
 
-/// How long strikes are remembered after a penalty ends.
-const STRIKE_MEMORY_MS: u64 = 24 * 3600 * 1000;
+/// How long a penalty is remembered after it ends.
+pub const STRIKE_MEMORY_MS: u64 = 24 * 3600 * 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Penalty {
@@ -26,15 +26,8 @@ pub struct Penalties {
 }
 
 impl Penalties {
-    /// Penalises `block` from `now_ms`: `base` for a first offence, doubled
-    /// for each strike remembered, at most `max`. Returns the penalty.
-    pub fn impose(&mut self, block: WireBlock, base: Duration, max: Duration, now_ms: u64) -> Penalty {
-        let strikes = self.map.get(&block).map_or(0, |p| p.strikes);
-        let length = base.saturating_mul(1u32 << strikes.min(16)).min(max);
-        self.extend(block, now_ms + length.as_millis() as u64, strikes.saturating_add(1))
-    }
-
-    /// Penalises `block` until at least `until_ms` (a trap hit: a fixed length).
+    /// Penalises `block` until at least `until_ms`, with at least `strikes`;
+    /// returns the penalty now held (the join with what was there).
     pub fn extend(&mut self, block: WireBlock, until_ms: u64, strikes: u8) -> Penalty {
         let entry = PenaltyEntry { block, until_ms, strikes };
         self.merge(&entry);
@@ -51,6 +44,11 @@ impl Penalties {
         *held = joined;
         self.unsaved |= changed;
         changed
+    }
+
+    /// The last penalty of `block`, in force or ended, while it is remembered.
+    pub fn last(&self, block: WireBlock) -> Option<Penalty> {
+        self.map.get(&block).copied()
     }
 
     /// The penalty on `block` if it is in force at `now_ms`.
@@ -92,21 +90,6 @@ mod tests {
     use super::*;
 
     const B: WireBlock = WireBlock { net: 0xC000_0200, prefix: 24 };
-    const MIN: Duration = Duration::from_secs(60);
-
-    #[test]
-    fn repeat_offenders_get_doubled_penalties_up_to_the_maximum() {
-        let mut p = Penalties::default();
-        let max = Duration::from_secs(24 * 3600);
-        let first = p.impose(B, 15 * MIN, max, 0);
-        assert_eq!((first.until_ms, first.strikes), (15 * 60_000, 1));
-        let second = p.impose(B, 15 * MIN, max, first.until_ms);
-        assert_eq!(second.until_ms - first.until_ms, 30 * 60_000);
-        for _ in 0..10 {
-            p.impose(B, 15 * MIN, max, 0);
-        }
-        assert_eq!(p.active(B, 0).unwrap().until_ms, 24 * 3600 * 1000, "capped at a day");
-    }
 
     #[test]
     fn merging_is_a_join() {
@@ -121,5 +104,8 @@ mod tests {
         assert_eq!(a.active(B, 0), b.active(B, 0));
         assert_eq!(a.active(B, 0), Some(Penalty { until_ms: 100, strikes: 3 }));
         assert_eq!(a.active(B, 100), None, "over at its end");
+        assert_eq!(a.last(B), Some(Penalty { until_ms: 100, strikes: 3 }), "but remembered");
+        a.sweep(100 + STRIKE_MEMORY_MS);
+        assert_eq!(a.last(B), None, "for a day");
     }
 }

@@ -1,14 +1,14 @@
 //! The tally: a node's counts and penalties, the state the throttle reads
 //! and the mesh shares. It exists with or without a mesh: a lone node
-//! throttles on its own tally.
+//! throttles on its own tally. Every method takes the time from its caller.
 
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use magicmx_proto::wire::{PenaltyEntry, WireBlock};
 use magicmx_proto::SourceBlock;
 
-use crate::counts::{Caps, Counts, Kind, Periods, Rates};
+use crate::counts::{BlockView, Caps, Counts, Kind, Periods, Rates};
 use crate::penalties::{Penalties, Penalty};
 
 pub struct Tally {
@@ -17,7 +17,9 @@ pub struct Tally {
     max_tracked: usize,
 }
 
-pub(crate) fn now_ms() -> u64 {
+/// Unix milliseconds by the wall clock: the one time unit of the counts, the
+/// penalties and the wire. Read by the shells around the logic, never inside it.
+pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
@@ -42,41 +44,64 @@ impl Tally {
     }
 
     /// Counts one event of this node's for `block`.
-    pub fn record(&self, block: SourceBlock, kind: Kind) {
-        self.counts.lock().unwrap().record(wire_block(block), kind, now_ms());
+    pub fn record(&self, block: SourceBlock, kind: Kind, now_ms: u64) {
+        self.counts.lock().unwrap().record(wire_block(block), kind, now_ms);
     }
 
-    /// The mesh-wide rates of `block`, each peer's share at most `caps`.
-    pub fn rate(&self, block: SourceBlock, caps: Caps) -> Rates {
-        self.counts.lock().unwrap().rate(wire_block(block), now_ms(), caps)
+    /// The mesh-wide taken rates of `block`, each peer's share at most `caps`.
+    pub fn rate(&self, block: SourceBlock, caps: Caps, now_ms: u64) -> Rates {
+        self.counts.lock().unwrap().rate(wire_block(block), now_ms, caps)
     }
 
-    /// Penalises `block`: `base` for a first offence, doubling for repeat offenders, at most `max`.
-    pub fn penalise(&self, block: SourceBlock, base: Duration, max: Duration) -> Penalty {
-        self.penalties.lock().unwrap().impose(wire_block(block), base, max, now_ms())
+    /// Every origin's register for `block` (see [`Counts::view`]).
+    pub fn view(&self, block: SourceBlock, now_ms: u64) -> BlockView {
+        self.counts.lock().unwrap().view(wire_block(block), now_ms)
     }
 
-    /// Penalises `block` for exactly `length` from now (or longer if it already is).
-    pub fn penalise_for(&self, block: SourceBlock, length: Duration) -> Penalty {
-        let until = now_ms() + length.as_millis() as u64;
-        let mut penalties = self.penalties.lock().unwrap();
-        let strikes = penalties.active(wire_block(block), 0).map_or(0, |p| p.strikes).saturating_add(1);
-        penalties.extend(wire_block(block), until, strikes)
+    /// The time constants of the rates.
+    pub fn periods(&self) -> Periods {
+        self.counts.lock().unwrap().periods()
+    }
+
+    /// Reserves `recipients` more for this node's transaction `id`.
+    pub fn reserve(&self, block: SourceBlock, id: u32, recipients: u16, now_ms: u64) {
+        self.counts.lock().unwrap().reserve(wire_block(block), id, recipients, now_ms);
+    }
+
+    /// Marks the end of DATA of transaction `id`; returns its seal time.
+    pub fn seal(&self, block: SourceBlock, id: u32, now_ms: u64) -> u64 {
+        self.counts.lock().unwrap().seal(wire_block(block), id, now_ms)
+    }
+
+    /// Closes transaction `id`, its recipients taken or not.
+    pub fn settle(&self, block: SourceBlock, id: u32, taken: bool, now_ms: u64) {
+        self.counts.lock().unwrap().settle(wire_block(block), id, taken, now_ms);
     }
 
     /// The penalty in force on `block`, if any.
-    pub fn penalty(&self, block: SourceBlock) -> Option<Penalty> {
-        self.penalties.lock().unwrap().active(wire_block(block), now_ms())
+    pub fn penalty(&self, block: SourceBlock, now_ms: u64) -> Option<Penalty> {
+        self.penalties.lock().unwrap().active(wire_block(block), now_ms)
+    }
+
+    /// The last penalty of `block`, in force or remembered after its end.
+    pub fn last_penalty(&self, block: SourceBlock) -> Option<Penalty> {
+        self.penalties.lock().unwrap().last(wire_block(block))
+    }
+
+    /// Penalises `block` until `until_ms` with `strikes` (joined with what is
+    /// held, and shared with the mesh); returns the penalty now in force.
+    pub fn penalise(&self, block: SourceBlock, until_ms: u64, strikes: u8) -> Penalty {
+        self.penalties.lock().unwrap().extend(wire_block(block), until_ms, strikes)
     }
 
     /// Penalties in force now.
-    pub fn penalties_in_force(&self) -> Vec<PenaltyEntry> {
-        self.penalties.lock().unwrap().in_force(now_ms())
+    pub fn penalties_in_force(&self, now_ms: u64) -> Vec<PenaltyEntry> {
+        self.penalties.lock().unwrap().in_force(now_ms)
     }
 
     /// Penalties as they should be on disk, if they changed since last asked.
-    pub fn penalties_to_save(&self) -> Option<Vec<PenaltyEntry>> {
-        self.penalties.lock().unwrap().unsaved(now_ms())
+    pub fn penalties_to_save(&self, now_ms: u64) -> Option<Vec<PenaltyEntry>> {
+        self.penalties.lock().unwrap().unsaved(now_ms)
     }
 
     /// Takes in penalties from disk.
@@ -88,21 +113,19 @@ impl Tally {
     }
 
     /// Forgets what has decayed; sheds the weakest registers over the budget.
-    pub fn sweep(&self) {
-        let now = now_ms();
+    pub fn sweep(&self, now_ms: u64) {
         let mut counts = self.counts.lock().unwrap();
-        counts.sweep(now);
-        while counts.len() > self.max_tracked && counts.shed(now) > 0 {}
+        counts.sweep(now_ms);
+        while counts.len() > self.max_tracked && counts.shed(now_ms) > 0 {}
         drop(counts);
-        self.penalties.lock().unwrap().sweep(now);
+        self.penalties.lock().unwrap().sweep(now_ms);
     }
 
-    /// The `n` blocks with the highest mesh-wide recipient rate.
-    pub fn top_blocks(&self, n: usize, caps: Caps) -> Vec<(String, Rates)> {
-        let now = now_ms();
+    /// The `n` blocks with the highest mesh-wide taken rates.
+    pub fn top_blocks(&self, n: usize, caps: Caps, now_ms: u64) -> Vec<(String, Rates)> {
         let counts = self.counts.lock().unwrap();
         let mut rated: Vec<(WireBlock, Rates)> =
-            counts.blocks().into_iter().map(|b| (b, counts.rate(b, now, caps))).collect();
+            counts.blocks().into_iter().map(|b| (b, counts.rate(b, now_ms, caps))).collect();
         rated.sort_by(|a, b| {
             (b.1.recipients + b.1.connections).total_cmp(&(a.1.recipients + a.1.connections))
         });

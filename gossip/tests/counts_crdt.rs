@@ -3,7 +3,7 @@
 //! peer never adds more than its cap.
 
 use magicmx_gossip::counts::{Caps, Counts, Fingerprint, Kind, Periods, SELF};
-use magicmx_proto::wire::{CountEntry, WireBlock};
+use magicmx_proto::wire::{CountEntry, OpenEntry, WireBlock};
 use proptest::prelude::*;
 
 const NOW: u64 = 10_000;
@@ -25,13 +25,34 @@ struct Update {
 }
 
 fn update() -> impl Strategy<Value = Update> {
-    (1u8..=3, 0u8..3, 0f32..100.0, 0f32..100.0, 0u64..5_000, 0u32..1_000).prop_map(
-        |(origin, b, r, c, base, age)| Update {
+    // Only an origin writes its registers, and each write has a new version:
+    // two updates with the same version are the same update. So the content
+    // is derived from (origin, block, version) here.
+    (1u8..=3, 0u8..3, 0u64..5_000, 0u32..1_000, 0u16..3).prop_map(|(origin, b, base, age, seq)| {
+        let base_ms = base + 1_000;
+        let version = (base_ms - u64::from(age)) * 4 + u64::from(seq);
+        let r = ((version * 31 + u64::from(origin) * 7 + u64::from(b)) % 1_000) as f32 / 10.0;
+        let open = (0..version % 3)
+            .map(|i| OpenEntry {
+                id: i as u32,
+                recipients: (version % 5) as u16,
+                opened_age_ms: age + 10,
+                sealed_age_ms: (i == 0).then_some(age),
+            })
+            .collect();
+        Update {
             origin,
-            entry: CountEntry { block: block(b), recipients: r, connections: c, age_ms: age },
-            base_ms: base + 1_000,
-        },
-    )
+            entry: CountEntry {
+                block: block(b),
+                recipients: r,
+                connections: r / 2.0,
+                age_ms: age,
+                seq,
+                open,
+            },
+            base_ms,
+        }
+    })
 }
 
 fn observer() -> Counts {
@@ -49,11 +70,12 @@ fn apply(counts: &mut Counts, updates: &[Update]) {
     }
 }
 
-fn view(counts: &Counts) -> Vec<(u64, u64)> {
+fn view(counts: &Counts) -> Vec<(u64, u64, String)> {
     (0..3)
         .map(|b| {
             let r = counts.rate(block(b), NOW, Caps::NONE);
-            (r.recipients.to_bits(), r.connections.to_bits())
+            let open: Vec<_> = counts.view(block(b), NOW).origins.into_iter().map(|o| o.open).collect();
+            (r.recipients.to_bits(), r.connections.to_bits(), format!("{open:?}"))
         })
         .collect()
 }
@@ -146,7 +168,8 @@ proptest! {
             counts.record(block(0), Kind::Recipient, NOW);
         }
         let peer = counts.origin(fingerprint(2)).unwrap();
-        let entry = CountEntry { block: block(0), recipients: claimed, connections: claimed, age_ms: 0 };
+        let entry =
+            CountEntry { block: block(0), recipients: claimed, connections: claimed, age_ms: 0, seq: 0, open: vec![] };
         counts.merge(peer, NOW, &entry);
         let rate = counts.rate(block(0), NOW, Caps { recipients: cap, connections: cap });
         let expected = own_events as f64 + f64::from(claimed).min(cap);

@@ -68,7 +68,14 @@ async fn a_hostile_peer_is_capped_or_dropped_and_honest_nodes_keep_their_limits(
     let target = nodes[0].local_addr();
     let victim = block(7);
     let wire_block = magicmx_gossip::tally::wire_block(victim);
-    let entry = |r: f32| CountEntry { block: wire_block, recipients: r, connections: r, age_ms: 0 };
+    let entry = |r: f32| CountEntry {
+        block: wire_block,
+        recipients: r,
+        connections: r,
+        age_ms: 0,
+        seq: 0,
+        open: vec![],
+    };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     // Inflated (a valid number, huge), then nonsense, then bytes that are no frame at all.
     let inflated = Frame::Counts(Counts {

@@ -6,12 +6,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use magicmx_gossip::tally::now_ms;
 use magicmx_proto::smtp::{Event, Reply, Session};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::checks::Findings;
+use crate::hold::hold;
 use crate::intake;
+use crate::reservation::Reservation;
 use crate::route::outbound::NextHop;
 use crate::route::Route;
 use crate::stats::Stats;
@@ -30,7 +33,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
     let trusted = trusted || {
         let named = shared.checks.trusted_by_name(client_ip).await;
         if named {
-            shared.throttle.trust_by_name(client_ip);
+            shared.trust.trust_by_name(client_ip, now_ms());
         }
         named
     };
@@ -46,7 +49,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
     }
     session.greet(Instant::now());
     let mut transaction =
-        Transaction { trusted, first_rcpt: None, findings: Findings::default(), sender: None };
+        Transaction { trusted, reserved: None, findings: Findings::default(), sender: None };
     let outcome = drive(&shared, &mut session, &mut stream, &mut transaction).await;
     if let (Ok(Outcome::StartTls), Some(acceptor)) = (outcome, &shared.tls) {
         match acceptor.accept(stream).await {
@@ -62,8 +65,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
 /// What the node keeps about the client's current transaction.
 struct Transaction {
     trusted: bool,
-    /// When its first recipient was offered: the hold waits for a round from then.
-    first_rcpt: Option<Instant>,
+    /// Its recipients reserved against the block's limit (untrusted clients,
+    /// from the first recipient the throttle let through).
+    reserved: Option<Reservation>,
     /// What the checks found, for the queue and the headers.
     findings: Findings,
     sender: Option<magicmx_proto::Address>,
@@ -115,7 +119,7 @@ where
                     tracing::info!(client = %client_ip, ?violation, "protocol violation")
                 }
                 Event::Mail(request) => {
-                    transaction.first_rcpt = None;
+                    transaction.reserved = None;
                     transaction.findings = Findings::default();
                     transaction.sender = request.sender.clone();
                     let refusal = match transaction.trusted || shared.checks.idle_at_mail() {
@@ -134,15 +138,16 @@ where
                     session.decide(refusal.unwrap_or_else(|| Reply::new(250, "2.1.0", "Sender OK")));
                 }
                 Event::Rcpt(request) => {
-                    transaction.first_rcpt.get_or_insert_with(Instant::now);
                     let mut reply = shared.domains.verdict(&request.recipient);
-                    if !transaction.trusted {
-                        let refusal = shared.throttle.recipient(client_ip, &request.recipient);
-                        if let (Some(refusal), true) = (refusal, reply.is_positive()) {
+                    // postmaster@ is always taken (RFC 5321 §4.5.1), and not counted.
+                    if !transaction.trusted && reply.is_positive() && !request.recipient.is_postmaster() {
+                        if let Some(refusal) = callout(shared, transaction, &request.recipient).await {
                             reply = refusal;
-                        }
-                        if reply.is_positive() {
-                            if let Some(refusal) = callout(shared, transaction, &request.recipient).await {
+                        } else {
+                            let reserved = transaction
+                                .reserved
+                                .get_or_insert_with(|| shared.throttle.transaction(client_ip));
+                            if let Some(refusal) = shared.throttle.recipient(reserved, now_ms()) {
                                 reply = refusal;
                             }
                         }
@@ -160,12 +165,14 @@ where
                 }
                 Event::Message(message) => {
                     in_data = false;
-                    let since = transaction.first_rcpt.take().unwrap_or_else(Instant::now);
-                    let held = match transaction.trusted {
-                        true => None,
-                        false => {
+                    // Only recipients the throttle counted are held: none for
+                    // a trusted client, nor for mail to postmaster alone.
+                    let mut reserved = transaction.reserved.take().filter(|r| r.recipients() > 0);
+                    let held = match &mut reserved {
+                        None => None,
+                        Some(reserved) => {
                             let started = Instant::now();
-                            let held = shared.throttle.hold(client_ip, since).await;
+                            let held = hold(&shared.throttle, reserved).await;
                             shared.stats.hold(started.elapsed());
                             held
                         }
@@ -184,6 +191,9 @@ where
                             reply
                         }
                     };
+                    if let Some(reserved) = reserved {
+                        reserved.settle(reply.code == 250, now_ms());
+                    }
                     session.decide(reply);
                 }
             }

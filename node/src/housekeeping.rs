@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use magicmx_gossip::tally::now_ms;
+
 use crate::Shared;
 
 const SWEEP: Duration = Duration::from_secs(5);
@@ -22,13 +24,15 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 continue;
             }
             _ = sweep.tick() => {
-                shared.throttle.tally().sweep();
-                shared.throttle.sweep();
+                let now = now_ms();
+                shared.throttle.tally().sweep(now);
+                shared.gate.sweep(now);
+                shared.trust.sweep(now);
                 shared.unanswered.forget_old(&shared.queue, crate::intake::unix_now());
             }
         }
         // Penalties learnt from peers change the tally too: check each time.
-        if let Some(penalties) = shared.throttle.tally().penalties_to_save() {
+        if let Some(penalties) = shared.throttle.tally().penalties_to_save(now_ms()) {
             let queue = shared.queue.clone();
             let saved = tokio::task::spawn_blocking(move || queue.save_penalties(&penalties)).await;
             if let Ok(Err(error)) | Err(error) = saved.map_err(|e| crate::Error::Commit(e.to_string())) {

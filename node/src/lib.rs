@@ -9,11 +9,16 @@ mod dns;
 mod domains;
 mod dsn;
 mod error;
+mod gate;
+mod hold;
 mod housekeeping;
 mod intake;
+pub mod limits;
 mod listener;
 pub mod queue;
+mod replies;
 mod resend;
+mod reservation;
 pub mod route;
 pub mod settings;
 pub mod stats;
@@ -60,6 +65,8 @@ pub(crate) struct Shared {
     pub outbound: Outbound,
     pub mesh: Option<Mesh>,
     pub throttle: Throttle,
+    pub gate: gate::Gate,
+    pub trust: TrustList,
     pub checks: checks::Checks,
     pub stats: Arc<stats::Stats>,
     pub started: std::time::Instant,
@@ -111,7 +118,9 @@ impl Node {
         };
         let trust = TrustList::load(&settings.trusted, queue.clone())?;
         let prefixes = (settings.ipv4_prefix, settings.ipv6_prefix);
-        let throttle = Throttle::new(settings.throttle.clone(), prefixes, tally, mesh.clone(), trust);
+        let limits = settings.throttle.limits();
+        let throttle = Throttle::new(limits, settings.throttle.hold, prefixes, tally, mesh.clone());
+        let gate = gate::Gate::new(settings.throttle.polite_refusals);
         let traps = listener::bind(&settings.trap_listen).await?;
         let stats = Arc::new(stats::Stats::default());
         let checks = checks::Checks::new(dns.clone(), settings.checks.clone(), stats.clone());
@@ -132,6 +141,8 @@ impl Node {
             outbound,
             mesh,
             throttle,
+            gate,
+            trust,
             checks,
             stats,
             started: std::time::Instant::now(),
@@ -159,9 +170,14 @@ impl Node {
         self.shared.connections.in_use()
     }
 
-    /// The throttle: limits, penalties and the trust list.
+    /// The throttle: limits, counts and penalties.
     pub fn throttle(&self) -> &Throttle {
         &self.shared.throttle
+    }
+
+    /// The sources that bypass the throttle.
+    pub fn trust(&self) -> &TrustList {
+        &self.shared.trust
     }
 
     /// What the node has done, counted.

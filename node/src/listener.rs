@@ -7,10 +7,13 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
+use magicmx_gossip::tally::now_ms;
+
 use crate::connection;
 use crate::error::{Error, Result};
+use crate::gate::Verdict;
+use crate::replies;
 use crate::stats::Stats;
-use crate::throttle::Gate;
 use crate::Shared;
 
 pub(crate) async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>> {
@@ -36,16 +39,16 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         let client_ip = peer.ip().to_canonical();
         Stats::add(&shared.stats.connections);
-        let gate = shared.throttle.gate(client_ip);
-        if matches!(gate, Gate::Drop | Gate::Refuse(_)) {
+        let verdict = shared.gate.judge(&shared.throttle, &shared.trust, client_ip, now_ms());
+        if matches!(verdict, Verdict::Drop | Verdict::Refuse(_)) {
             Stats::add(&shared.stats.refused_at_connect);
             shared.stats.refusal("penalised");
         }
-        let trusted = match gate {
-            Gate::Trusted => true,
-            Gate::Pass => false,
-            Gate::Drop => continue,
-            Gate::Refuse(reply) => {
+        let trusted = match verdict {
+            Verdict::Trusted => true,
+            Verdict::Pass => false,
+            Verdict::Drop => continue,
+            Verdict::Refuse(reply) => {
                 tokio::spawn(async move {
                     let mut stream = stream;
                     let _ = stream.write_all(&reply.to_bytes()).await;
@@ -54,7 +57,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
-        let slot = shared.connections.take(client_ip);
+        let slot = shared.connections.take(client_ip, trusted);
         let shared = shared.clone();
         tokio::spawn(async move {
             match slot {
@@ -66,10 +69,9 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                     Stats::add(&shared.stats.refused_at_connect);
                     shared.stats.refusal("too_many_connections");
                     let mut stream = stream;
-                    let host = &shared.session_config.hostname;
-                    let reply = format!("421 4.7.0 {host} Error: too many connections, try again later\r\n");
+                    let reply = replies::too_many_connections(&shared.session_config.hostname);
                     tracing::info!(client = %peer.ip(), ?full, "connection refused: too many connections");
-                    let _ = stream.write_all(reply.as_bytes()).await;
+                    let _ = stream.write_all(&reply.to_bytes()).await;
                     let _ = stream.shutdown().await;
                 }
             }

@@ -122,8 +122,10 @@ pub struct ThrottleSettings {
     pub hold: Duration,
     /// Connections per penalty answered with a 421 before the rest are closed unanswered.
     pub polite_refusals: u32,
-    /// The most of a limit one peer's counts may make up.
+    /// The most of a limit one peer's counts may make up (see `limits::Limits`).
     pub peer_share: f64,
+    /// A penalty lasts at least until a message to this many recipients fits again.
+    pub comeback_recipients: f64,
     /// How long a trap hit penalises.
     pub trap_penalty: Duration,
 }
@@ -137,8 +139,24 @@ impl Default for ThrottleSettings {
             penalty_max: Duration::from_secs(24 * 3600),
             hold: Duration::from_secs(2),
             polite_refusals: 3,
-            peer_share: 0.5,
+            peer_share: 0.95,
+            comeback_recipients: 5.0,
             trap_penalty: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl ThrottleSettings {
+    /// The arithmetic of these limits.
+    pub fn limits(&self) -> crate::limits::Limits {
+        crate::limits::Limits {
+            recipients_per_hour: self.recipients_per_hour,
+            connections_per_minute: self.connections_per_minute,
+            penalty: self.penalty,
+            penalty_max: self.penalty_max,
+            comeback_recipients: self.comeback_recipients,
+            peer_share: self.peer_share,
+            periods: magicmx_gossip::Periods::default(),
         }
     }
 }

@@ -1,79 +1,52 @@
-//! The throttle: per-block limits enforced on the tally the mesh shares.
-//!
-//! - The **gate** (at accept, the flood path: no DNS, no disk) lets trusted
-//!   sources through uncounted, refuses penalised blocks (a polite `421` the
-//!   first few times per penalty, then a bare close), counts the connection,
-//!   and penalises a block over its connection rate.
-//! - At **RCPT**, each recipient is counted; over the recipient rate the
-//!   block is penalised and the recipient gets `451 4.7.1`.
-//! - The **hold**, at the end of DATA, waits for one gossip round from every
-//!   live peer (bounded by `throttle.hold`), then re-reads the block's rate:
-//!   over the limit, `451 4.7.1` and the sender keeps the message.
-//!
-//! Partitions: a node that hears `k` of the `n` peers it knows enforces the
-//! limits scaled by `(k + 1) / (n + 1)`, its share of the mesh, so a split
-//! mesh never adds up to more than one limit.
+//! The throttle's shell around the `limits` arithmetic: it reads the
+//! block's registers from the tally (shared with the mesh), counts, asks
+//! `limits` for a verdict, imposes and logs penalties, and words refusals
+//! with `replies`. The gate (`gate.rs`), RCPT (here) and the hold
+//! (`hold.rs`) use it; none of them does arithmetic of its own.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use dashmap::DashMap;
+use magicmx_gossip::counts::{BlockView, Fingerprint};
 use magicmx_gossip::{Caps, Kind, Mesh, Penalty, Tally};
 use magicmx_proto::smtp::Reply;
-use magicmx_proto::{Address, SourceBlock};
-use time::format_description::well_known::Rfc2822;
-use time::OffsetDateTime;
+use magicmx_proto::SourceBlock;
 use tokio::sync::Notify;
 
-use crate::settings::ThrottleSettings;
-use crate::trust::TrustList;
-
-/// The gate's verdict on a new connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Gate {
-    /// Serve it; nothing counted.
-    Trusted,
-    /// Serve it; counted.
-    Pass,
-    /// Answer this and close.
-    Refuse(Reply),
-    /// Close without a word.
-    Drop,
-}
+use crate::limits::{Limits, Verdict};
+use crate::replies;
+use crate::reservation::Reservation;
 
 pub struct Throttle {
-    settings: ThrottleSettings,
+    limits: Limits,
+    /// The longest end-of-DATA wait for the mesh's round.
+    hold: Duration,
     prefixes: (u8, u8),
     tally: Arc<Tally>,
     mesh: Option<Mesh>,
-    pub trust: TrustList,
-    /// Polite refusals given per block during its current penalty.
-    refusals: DashMap<SourceBlock, (u64, u32)>,
-    /// Addresses trusted by forward-confirmed host name, and since when: the
-    /// gate cannot ask DNS, so it remembers (for `NAMED_TRUST`).
-    named: DashMap<IpAddr, Instant>,
     /// Woken when a penalty is imposed (to save penalties to disk).
-    pub penalised: Notify,
+    pub(crate) penalised: Notify,
+    next_transaction: AtomicU32,
 }
 
 impl Throttle {
     pub fn new(
-        settings: ThrottleSettings,
+        limits: Limits,
+        hold: Duration,
         prefixes: (u8, u8),
         tally: Arc<Tally>,
         mesh: Option<Mesh>,
-        trust: TrustList,
     ) -> Throttle {
         Throttle {
-            settings,
+            limits,
+            hold,
             prefixes,
             tally,
             mesh,
-            trust,
-            refusals: DashMap::new(),
-            named: DashMap::new(),
             penalised: Notify::new(),
+            next_transaction: AtomicU32::new(1),
         }
     }
 
@@ -81,130 +54,34 @@ impl Throttle {
         SourceBlock::of(ip, self.prefixes.0, self.prefixes.1)
     }
 
-    pub fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.trust.contains(ip) || self.named.get(&ip).is_some_and(|since| since.elapsed() < NAMED_TRUST)
-    }
-
-    /// `ip` proved to be a trusted host name: the gate lets it through from now on.
-    pub fn trust_by_name(&self, ip: IpAddr) {
-        self.named.insert(ip, Instant::now());
-    }
-
-    /// The verdict at accept.
-    pub fn gate(&self, ip: IpAddr) -> Gate {
-        if self.is_trusted(ip) {
-            return Gate::Trusted;
-        }
-        let block = self.block_of(ip);
-        if let Some(penalty) = self.tally.penalty(block) {
-            return self.refusal(block, penalty);
-        }
-        self.tally.record(block, Kind::Connection);
-        let rate = self.tally.rate(block, self.caps()).connections;
-        let limit = self.settings.connections_per_minute * self.share();
-        if rate > limit {
-            let penalty = self.penalise(block, &format!("{rate:.0} connections a minute, limit {limit:.0}"));
-            return self.refusal(block, penalty);
-        }
-        Gate::Pass
-    }
-
-    /// Counts a recipient of an untrusted client; a refusal when its block is over the limit.
-    pub fn recipient(&self, ip: IpAddr, recipient: &Address) -> Option<Reply> {
-        let block = self.block_of(ip);
-        self.tally.record(block, Kind::Recipient);
-        if recipient.is_postmaster() {
-            return None;
-        }
-        self.over_recipient_limit(block)
-    }
-
-    /// The end-of-DATA hold for an untrusted client whose first recipient
-    /// came at `since`; a refusal when its block is over the limit then.
-    pub async fn hold(&self, ip: IpAddr, since: Instant) -> Option<Reply> {
-        if let Some(mesh) = &self.mesh {
-            mesh.wait_round(since, self.settings.hold).await;
-        }
-        self.over_recipient_limit(self.block_of(ip))
-    }
-
-    /// A client hit the trap: its block is penalised for `trap_penalty`.
-    /// A block already penalised is not penalised again (no log, no save, no
-    /// gossip per hit); like the gate, the trap answers a few times per
-    /// penalty and then closes without a word.
-    pub fn trap_hit(&self, ip: IpAddr) -> Gate {
-        let closing = Reply::new(421, "4.7.0", "Service not available, closing transmission channel");
-        if self.is_trusted(ip) {
-            return Gate::Refuse(closing);
-        }
-        let block = self.block_of(ip);
-        let penalty = match self.tally.penalty(block) {
-            Some(penalty) => penalty,
-            None => {
-                let penalty = self.tally.penalise_for(block, self.settings.trap_penalty);
-                tracing::info!(%block, client = %ip, until = %when(penalty.until_ms), "trap hit: block penalised");
-                self.penalised.notify_one();
-                penalty
-            }
-        };
-        match self.refusal(block, penalty) {
-            Gate::Refuse(_) => Gate::Refuse(closing),
-            other => other,
-        }
-    }
-
-    fn over_recipient_limit(&self, block: SourceBlock) -> Option<Reply> {
-        let rate = self.tally.rate(block, self.caps()).recipients;
-        let limit = self.settings.recipients_per_hour * self.share();
-        if rate <= limit {
-            return None;
-        }
-        let penalty = match self.tally.penalty(block) {
-            Some(penalty) => penalty,
-            None => self.penalise(block, &format!("{rate:.0} recipients an hour, limit {limit:.0}")),
-        };
-        let text = format!(
-            "Too much mail from your network {block}: over {limit:.0} recipients an hour across this mesh; try again after {}",
-            when(penalty.until_ms)
-        );
-        Some(Reply::new(451, "4.7.1", text))
-    }
-
-    fn penalise(&self, block: SourceBlock, why: &str) -> Penalty {
-        let penalty = self.tally.penalise(block, self.settings.penalty, self.settings.penalty_max);
-        tracing::info!(%block, reason = why, until = %when(penalty.until_ms), strikes = penalty.strikes, "block penalised");
-        self.penalised.notify_one();
-        penalty
-    }
-
-    fn refusal(&self, block: SourceBlock, penalty: Penalty) -> Gate {
-        let mut given = self.refusals.entry(block).or_insert((penalty.until_ms, 0));
-        if given.0 != penalty.until_ms {
-            *given = (penalty.until_ms, 0);
-        }
-        given.1 += 1;
-        if given.1 > self.settings.polite_refusals {
-            return Gate::Drop;
-        }
-        let minutes = penalty.until_ms.saturating_sub(now_ms()).div_ceil(60_000);
-        let text = format!(
-            "Too much mail from your network {block}; come back after {} (in {minutes} min)",
-            when(penalty.until_ms)
-        );
-        Gate::Refuse(Reply::new(421, "4.7.0", text))
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The most one peer's counts may add to a block.
     pub fn caps(&self) -> Caps {
-        let share = self.settings.peer_share;
-        Caps {
-            recipients: self.settings.recipients_per_hour * share,
-            connections: self.settings.connections_per_minute * share,
-        }
+        self.limits.caps()
+    }
+
+    pub fn tally(&self) -> &Arc<Tally> {
+        &self.tally
+    }
+
+    pub(crate) fn mesh(&self) -> Option<&Mesh> {
+        self.mesh.as_ref()
+    }
+
+    pub(crate) fn hold_timeout(&self) -> Duration {
+        self.hold
+    }
+
+    /// This node's fingerprint in the counts (all zeroes without a mesh).
+    pub(crate) fn own_fingerprint(&self) -> Fingerprint {
+        self.mesh.as_ref().map_or([0; 16], Mesh::fingerprint)
     }
 
     /// The share of the mesh this node hears: 1 alone or with every peer up.
-    fn share(&self) -> f64 {
+    pub fn share(&self) -> f64 {
         match &self.mesh {
             Some(mesh) => {
                 let (alive, known) = mesh.heard_share();
@@ -214,29 +91,76 @@ impl Throttle {
         }
     }
 
-    /// Forgets refusal counts of penalties that are over.
-    pub fn sweep(&self) {
-        let now = now_ms();
-        self.refusals.retain(|_, (until, _)| *until > now);
-        self.named.retain(|_, since| since.elapsed() < NAMED_TRUST);
+    pub fn view(&self, block: SourceBlock, now_ms: u64) -> BlockView {
+        self.tally.view(block, now_ms)
     }
 
-    pub fn tally(&self) -> &Arc<Tally> {
-        &self.tally
+    /// The penalty in force on `block`, if any.
+    pub fn penalty(&self, block: SourceBlock, now_ms: u64) -> Option<Penalty> {
+        self.tally.penalty(block, now_ms)
     }
-}
 
-/// How long a forward-confirmed trusted host name is remembered by address.
-const NAMED_TRUST: std::time::Duration = std::time::Duration::from_secs(3600);
+    /// Counts a connection from `block`; its verdict on the connection rate.
+    pub(crate) fn connection(&self, block: SourceBlock, now_ms: u64) -> Verdict {
+        self.tally.record(block, Kind::Connection, now_ms);
+        self.limits.connection(&self.view(block, now_ms), self.share())
+    }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
-}
+    /// A new transaction from `ip`: nothing reserved yet.
+    pub(crate) fn transaction(&self, ip: IpAddr) -> Reservation {
+        let id = self.next_transaction.fetch_add(1, Ordering::Relaxed);
+        Reservation::new(self.tally.clone(), self.block_of(ip), id)
+    }
 
-/// A time for a reply: RFC 2822 date, UTC.
-fn when(ms: u64) -> String {
-    OffsetDateTime::from_unix_timestamp((ms / 1000) as i64)
-        .ok()
-        .and_then(|t| t.format(&Rfc2822).ok())
-        .unwrap_or_else(|| "later".into())
+    /// RCPT: reserves one more recipient for the transaction if it fits the
+    /// block's mesh-wide limit; otherwise the block is penalised (unless it
+    /// is already) and the recipient refused, without counting.
+    pub(crate) fn recipient(&self, transaction: &mut Reservation, now_ms: u64) -> Option<Reply> {
+        let block = transaction.block();
+        match self.limits.recipient(&self.view(block, now_ms), self.share()) {
+            Verdict::Within => {
+                transaction.add(now_ms);
+                None
+            }
+            Verdict::Over => Some(self.over_limit(block, now_ms, "at RCPT")),
+        }
+    }
+
+    /// The block is over its recipient limit: penalised, and the refusal.
+    pub(crate) fn over_limit(&self, block: SourceBlock, now_ms: u64, when: &str) -> Reply {
+        let limit = self.limits.recipients(self.share());
+        let penalty = self.penalise(block, now_ms, &format!("over {limit:.0} recipients an hour {when}"));
+        replies::over_recipient_limit(block, limit, penalty.until_ms)
+    }
+
+    /// Penalises `block` for going over a limit (see `limits::penalty`): a
+    /// penalty in force is returned as it is.
+    pub(crate) fn penalise(&self, block: SourceBlock, now_ms: u64, why: &str) -> Penalty {
+        let last = self.tally.last_penalty(block);
+        let next = self.limits.next_penalty(last, &self.view(block, now_ms), self.share(), now_ms);
+        if last == Some(next) {
+            return next;
+        }
+        self.impose(block, next, why)
+    }
+
+    /// Penalises `block` for exactly `length` from now (a trap hit).
+    pub(crate) fn penalise_for(
+        &self,
+        block: SourceBlock,
+        now_ms: u64,
+        length: Duration,
+        why: &str,
+    ) -> Penalty {
+        let strikes = self.tally.last_penalty(block).map_or(0, |p| p.strikes).saturating_add(1);
+        let penalty = Penalty { until_ms: now_ms + length.as_millis() as u64, strikes };
+        self.impose(block, penalty, why)
+    }
+
+    fn impose(&self, block: SourceBlock, penalty: Penalty, why: &str) -> Penalty {
+        let held = self.tally.penalise(block, penalty.until_ms, penalty.strikes);
+        tracing::info!(%block, reason = why, until = %replies::when(held.until_ms), strikes = held.strikes, "block penalised");
+        self.penalised.notify_one();
+        held
+    }
 }

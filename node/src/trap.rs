@@ -1,15 +1,25 @@
 //! The honeypot: listeners published as a very high-preference MX (OpenBSD
-//! spamd's `-M` idea). No honest sender gets that far down the MX list while
-//! the better ones answer, so whoever connects is penalised mesh-wide for
-//! `throttle.trap_penalty` and told 421 (a few times per penalty; after
-//! that its connections are closed without a word).
+//! spamd's `-M` idea). A bot that goes straight for the last MX is
+//! penalised mesh-wide for `throttle.trap_penalty` and told 421 (a few
+//! times per penalty; after that its connections are closed without a word).
+//!
+//! An honest MTA gets this far only when every better MX refused or
+//! deferred it: the magic MX throttled it (421, 451), and the real MX's
+//! policy service sent it back to the magic MX (450). Such a sender came
+//! through the mesh moments ago, so the trap waits one gossip round for the
+//! mesh's counts and spares a block the mesh has just seen (`limits`); a
+//! block already penalised is not penalised again.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
+use magicmx_gossip::tally::now_ms;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
-use crate::throttle::Gate;
+use crate::gate::Verdict;
+use crate::limits::came_through_the_mesh;
+use crate::replies;
 use crate::Shared;
 
 pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
@@ -19,12 +29,44 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             continue;
         };
         shared.stats.refusal("trap");
-        let Gate::Refuse(reply) = shared.throttle.trap_hit(peer.ip().to_canonical()) else {
-            continue;
-        };
+        let shared = shared.clone();
         tokio::spawn(async move {
-            let _ = stream.write_all(&reply.to_bytes()).await;
-            let _ = stream.shutdown().await;
+            if let Verdict::Refuse(reply) = hit(&shared, peer.ip().to_canonical()).await {
+                let _ = stream.write_all(&reply.to_bytes()).await;
+                let _ = stream.shutdown().await;
+            }
         });
+    }
+}
+
+/// What the trap does with a client at `ip`.
+async fn hit(shared: &Shared, ip: IpAddr) -> Verdict {
+    let closing = Verdict::Refuse(replies::trap_closing());
+    let throttle = &shared.throttle;
+    if shared.trust.is_trusted(ip, now_ms()) {
+        return closing;
+    }
+    let block = throttle.block_of(ip);
+    let penalised = |now| throttle.penalty(block, now).map(|p| shared.gate.refuse(block, p, now));
+    if let Some(verdict) = penalised(now_ms()) {
+        return if verdict == Verdict::Drop { verdict } else { closing };
+    }
+    // A sender the mesh refused moments ago: its count may still be on its way.
+    let since = now_ms();
+    if let Some(mesh) = throttle.mesh() {
+        mesh.wait_round(since, throttle.hold_timeout()).await;
+    }
+    let now = now_ms();
+    if let Some(verdict) = penalised(now) {
+        return if verdict == Verdict::Drop { verdict } else { closing };
+    }
+    if came_through_the_mesh(&throttle.view(block, now)) {
+        tracing::info!(%block, client = %ip, "trap hit by a sender the mesh throttled: not penalised");
+        return closing;
+    }
+    let penalty = throttle.penalise_for(block, now, shared.settings.throttle.trap_penalty, "trap hit");
+    match shared.gate.refuse(block, penalty, now) {
+        Verdict::Drop => Verdict::Drop,
+        _ => closing,
     }
 }

@@ -1,12 +1,15 @@
 //! The trust list: sources that bypass counting, the gate and the hold. It
 //! is the configuration's `[trust] cidrs` plus what operators add at run
-//! time (persisted beside the queue). Checked on every connection, so a
-//! read lock and a short scan.
+//! time (persisted beside the queue), and addresses whose reverse DNS
+//! proved a trusted host name lately (the gate cannot ask DNS, so it
+//! remembers them for an hour). Checked on every connection, so a read lock
+//! and a short scan.
 
 use std::net::IpAddr;
 use std::sync::RwLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use dashmap::DashMap;
 use ipnet::IpNet;
 
 use crate::error::{Error, Result};
@@ -33,8 +36,13 @@ pub enum Removed {
 
 pub struct TrustList {
     entries: RwLock<Vec<Trusted>>,
+    /// Addresses trusted by forward-confirmed host name, and since when (Unix ms).
+    named: DashMap<IpAddr, u64>,
     queue: Queue,
 }
+
+/// How long a forward-confirmed trusted host name is remembered by address.
+const NAMED_TRUST_MS: u64 = 3600 * 1000;
 
 impl TrustList {
     pub fn load(configured: &[IpNet], queue: Queue) -> Result<TrustList> {
@@ -52,11 +60,29 @@ impl TrustList {
                 entries.push(Trusted { net, reason: record.reason, from_config: false, added: record.added });
             }
         }
-        Ok(TrustList { entries: RwLock::new(entries), queue })
+        Ok(TrustList { entries: RwLock::new(entries), named: DashMap::new(), queue })
     }
 
+    /// Is `ip` in a trusted network (configured or added)?
     pub fn contains(&self, ip: IpAddr) -> bool {
         self.entries.read().unwrap().iter().any(|t| t.net.contains(&ip))
+    }
+
+    /// Is `ip` trusted at `now_ms`: in a trusted network, or lately proved
+    /// to be a trusted host name?
+    pub fn is_trusted(&self, ip: IpAddr, now_ms: u64) -> bool {
+        self.contains(ip)
+            || self.named.get(&ip).is_some_and(|since| now_ms.saturating_sub(*since) < NAMED_TRUST_MS)
+    }
+
+    /// `ip` proved to be a trusted host name: the gate lets it through from now on.
+    pub fn trust_by_name(&self, ip: IpAddr, now_ms: u64) {
+        self.named.insert(ip, now_ms);
+    }
+
+    /// Forgets host names proved too long ago.
+    pub fn sweep(&self, now_ms: u64) {
+        self.named.retain(|_, since| now_ms.saturating_sub(*since) < NAMED_TRUST_MS);
     }
 
     pub fn list(&self) -> Vec<Trusted> {

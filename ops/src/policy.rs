@@ -1,13 +1,22 @@
 //! The policy service for the domain's real MX (Postfix's policy delegation
 //! protocol, `check_policy_service inet:HOST:PORT`): `action=DUNNO` for mesh
-//! nodes and trusted senders, `action=REJECT 5.7.1 … use our MX …` for
-//! everyone else, so a spambot that skips the magic MX is refused at the
-//! door. Optionally a client's first attempts are deferred instead (some
-//! legitimate senders retry other MX hosts only after a temporary failure).
+//! nodes and trusted senders, and for everyone else a temporary refusal
+//! that points at the magic MX (`DEFER_IF_PERMIT 4.7.1`, Postfix's 450).
+//!
+//! It never answers REJECT. Whoever reaches the real MX without the mesh is
+//! one of: a bot that skips the magic MX; an MTA the mesh throttled (421 at
+//! connect, 451 at RCPT or after the hold) that moved on to the next MX in
+//! the same attempt, as RFC 5321 §5.1 has it; or an MTA that could not reach
+//! the magic MX at all (every node down or cut off, a node restarting). The
+//! service cannot tell them apart — the mesh may have been unreachable from
+//! where the sender stands — and a 5xx bounces the honest ones. A 4xx keeps
+//! every message queued at its sender, who tries the magic MX again on its
+//! next attempt; a bot gains nothing, since the real MX never takes its mail.
+//! It keeps no state per client.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use magicmx_node::Node;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -17,39 +26,22 @@ pub struct Policy {
     pub node: Arc<Node>,
     /// Addresses the real MX sees mesh nodes connect from (besides the peers').
     pub mesh_clients: Vec<ipnet::IpNet>,
-    /// Attempts per client answered DEFER before REJECT (0: reject at once).
-    pub defer_first: u32,
     /// The magic MX name, for the reply text.
     pub magic_mx: String,
-    attempts: Mutex<HashMap<IpAddr, u32>>,
 }
 
 impl Policy {
-    pub fn new(
-        node: Arc<Node>,
-        mesh_clients: Vec<ipnet::IpNet>,
-        defer_first: u32,
-        magic_mx: String,
-    ) -> Policy {
-        Policy { node, mesh_clients, defer_first, magic_mx, attempts: Mutex::new(HashMap::new()) }
+    pub fn new(node: Arc<Node>, mesh_clients: Vec<ipnet::IpNet>, magic_mx: String) -> Policy {
+        Policy { node, mesh_clients, magic_mx }
     }
 
     /// The action for a client.
     pub fn action(&self, client: IpAddr) -> String {
-        if self.is_mesh(client) || self.node.throttle().is_trusted(client) {
+        if self.is_mesh(client) || self.node.trust().is_trusted(client, magicmx_gossip::tally::now_ms()) {
             return "DUNNO".into();
         }
-        let tries = {
-            let mut attempts = self.attempts.lock().unwrap();
-            let n = attempts.entry(client).or_insert(0);
-            *n += 1;
-            *n
-        };
-        if tries <= self.defer_first {
-            return format!("DEFER_IF_PERMIT 4.7.1 Please deliver through our MX {} first", self.magic_mx);
-        }
         format!(
-            "REJECT 5.7.1 This domain takes mail from unknown senders only through its MX {}: please use our MX",
+            "DEFER_IF_PERMIT 4.7.1 This domain takes mail from unknown senders only through its MX {}: please deliver there (try again later)",
             self.magic_mx
         )
     }

@@ -30,10 +30,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on admin.policy_listen = {policy_addr}"))?;
         let node = std::sync::Arc::new(Node::start(settings.clone()).await.context("cannot start the node")?);
         let admin = crate::admin::Admin { node: node.clone(), token: config.admin.token.clone() };
+        if config.admin.policy_defer_first.is_some() {
+            tracing::warn!(
+                "admin.policy_defer_first is no longer used: the policy service always defers, never rejects"
+            );
+        }
         let policy = std::sync::Arc::new(crate::policy::Policy::new(
             node.clone(),
             config.admin.mesh_clients.clone(),
-            config.admin.policy_defer_first,
             config.admin.magic_mx.clone(),
         ));
         let policy_task = tokio::spawn(async move {

@@ -4,8 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The first byte of every frame.
-pub const VERSION: u8 = 1;
+/// The first byte of every frame. Version 2 added a register's `seq` and
+/// its open transactions; nodes of version 1 and 2 do not understand each
+/// other (upgrade the whole mesh together).
+pub const VERSION: u8 = 2;
 /// Largest frame accepted (a full state of ~200,000 blocks).
 pub const MAX_FRAME: usize = 4 * 1024 * 1024;
 
@@ -40,14 +42,33 @@ pub struct PenaltyEntry {
     pub strikes: u8,
 }
 
-/// One block's counters at its origin: decaying rates as of `base_ms - age_ms`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// One block's counters at its origin: decaying rates as of `base_ms - age_ms`,
+/// and the transactions in progress there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CountEntry {
     pub block: WireBlock,
+    /// Recipients taken (250 after the hold), a decaying rate.
     pub recipients: f32,
     pub connections: f32,
     /// How long before `base_ms` the counters were last updated.
     pub age_ms: u32,
+    /// Orders the origin's updates within one millisecond.
+    pub seq: u16,
+    /// The origin's transactions from this block not yet decided.
+    pub open: Vec<OpenEntry>,
+}
+
+/// A transaction at its origin: recipients reserved at RCPT, waiting for the
+/// end of DATA and the hold's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenEntry {
+    /// The origin's id for it, unique while it is open.
+    pub id: u32,
+    pub recipients: u16,
+    /// How long before `base_ms` it was opened.
+    pub opened_age_ms: u32,
+    /// How long before `base_ms` its DATA ended, once it has.
+    pub sealed_age_ms: Option<u32>,
 }
 
 /// A source block, compactly: the network's top 64 bits (IPv4 in the low
@@ -99,12 +120,14 @@ mod tests {
             recipients: 12.5,
             connections: 3.0,
             age_ms: 250,
+            seq: 0,
+            open: vec![],
         };
         let frame = Frame::Counts(Counts {
             round: 7,
             full: false,
             base_ms: 1_795_000_000_000,
-            entries: vec![entry; 100],
+            entries: vec![entry.clone(); 100],
             penalties: vec![],
         });
         let bytes = encode(&frame);

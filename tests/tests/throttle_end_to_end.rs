@@ -82,15 +82,17 @@ fn a_block_spraying_three_meshed_nodes_is_held_to_the_limit_but_not_without_the_
     let nodes: Vec<NodeProcess> = meshed.iter().map(Spec::start).collect();
     assert!(wait_for_mesh(&nodes, Duration::from_secs(30)), "the mesh formed");
     let (accepted, out) = flood("127.0.42.1", 40, &meshed.iter().collect::<Vec<_>>());
-    assert!(accepted <= 33, "accepted {accepted} of a limit of 30 across the mesh: {out}");
-    assert!(accepted >= 25, "but the block did get its share: {out}");
+    assert!(
+        (27..=31).contains(&accepted),
+        "accepted {accepted} of a limit of 30 across the mesh (0.9 to 1.05 of it): {out}"
+    );
     drop(nodes);
 
     // Without: three lone nodes each allow the whole limit.
     let lone = specs(&root.path().join("lone"), 3, false, RECIPIENT_LIMIT);
     let _nodes: Vec<NodeProcess> = lone.iter().map(Spec::start).collect();
     let (accepted, out) = flood("127.0.43.1", 40, &lone.iter().collect::<Vec<_>>());
-    assert!((80..=93).contains(&accepted), "about three limits without a mesh: {out}");
+    assert!((81..=93).contains(&accepted), "about three limits without a mesh: {out}");
 }
 
 #[test]
@@ -197,7 +199,7 @@ fn penalties_survive_a_restart() {
     let again: Vec<String> =
         (0..2).map(|_| RawClient::from_stream(connect_from("127.0.48.66", trap)).reply()).collect();
     assert!(again[0].starts_with("421") && again[1].is_empty(), "{again:?}");
-    assert_eq!(node.log_text().matches("trap hit: block penalised").count(), 1, "one penalty, logged once");
+    assert_eq!(node.log_text().matches("reason=\"trap hit\"").count(), 1, "one penalty, logged once");
     std::thread::sleep(Duration::from_millis(500));
     node.kill9();
     let node = spec.start();

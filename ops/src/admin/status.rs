@@ -99,6 +99,7 @@ pub fn status(admin: &Admin) -> StatusJson {
     let queued = node.queue().list().unwrap_or_default();
     let oldest = queued.iter().map(|(_, e)| e.arrived).min().map_or(0, |t| now_secs().saturating_sub(t));
     let tally = node.throttle().tally();
+    let now_ms = magicmx_gossip::tally::now_ms();
     let mut history: Vec<HistoryJson> = stats
         .history()
         .into_iter()
@@ -139,7 +140,7 @@ pub fn status(admin: &Admin) -> StatusJson {
             })
             .unwrap_or_default(),
         penalised: tally
-            .penalties_in_force()
+            .penalties_in_force(now_ms)
             .into_iter()
             .map(|p| PenaltyJson {
                 block: magicmx_gossip::tally::block_text(p.block),
@@ -148,7 +149,7 @@ pub fn status(admin: &Admin) -> StatusJson {
             })
             .collect(),
         top_blocks: tally
-            .top_blocks(20, node.throttle().caps())
+            .top_blocks(20, node.throttle().caps(), now_ms)
             .into_iter()
             .map(|(block, r)| BlockJson {
                 block,

@@ -31,7 +31,7 @@ pub struct RemoveTrust {
 type Failure = (StatusCode, String);
 
 pub async fn list(State(admin): State<Admin>) -> Json<Vec<TrustedJson>> {
-    let list = admin.node.throttle().trust.list();
+    let list = admin.node.trust().list();
     Json(
         list.into_iter()
             .map(|t| TrustedJson {
@@ -54,8 +54,7 @@ pub async fn add(State(admin): State<Admin>, Json(body): Json<AddTrust>) -> Resu
     let net = parse(&body.cidr)?;
     admin
         .node
-        .throttle()
-        .trust
+        .trust()
         .add(net, body.reason)
         .await
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -70,8 +69,7 @@ pub async fn remove(
     let net = parse(&query.cidr)?;
     match admin
         .node
-        .throttle()
-        .trust
+        .trust()
         .remove(net)
         .await
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?

@@ -307,6 +307,7 @@ impl Config {
             hold: t.hold,
             polite_refusals: t.polite_refusals,
             peer_share: t.peer_share,
+            comeback_recipients: f64::from(t.comeback_recipients),
             trap_penalty: t.trap_penalty,
         }
     }

@@ -157,6 +157,8 @@ pub struct ThrottleSection {
     pub penalty_max: Duration,
     pub polite_refusals: u32,
     pub peer_share: f64,
+    /// A penalty lasts at least until a message to this many recipients fits again.
+    pub comeback_recipients: u32,
     #[serde(deserialize_with = "values::duration")]
     pub trap_penalty: Duration,
 }
@@ -172,7 +174,8 @@ impl Default for ThrottleSection {
             hold: Duration::from_secs(2),
             penalty_max: Duration::from_secs(24 * 3600),
             polite_refusals: 3,
-            peer_share: 0.5,
+            peer_share: 0.95,
+            comeback_recipients: 5,
             trap_penalty: Duration::from_secs(24 * 3600),
         }
     }
@@ -304,8 +307,9 @@ pub struct AdminSection {
     /// Addresses the real MX sees mesh nodes connect from, besides the peers'.
     #[serde(deserialize_with = "values::cidrs")]
     pub mesh_clients: Vec<ipnet::IpNet>,
-    /// A client's first attempts the policy service defers instead of rejecting.
-    pub policy_defer_first: u32,
+    /// No longer used (the policy service always defers); accepted so that
+    /// older configuration files still load, with a warning.
+    pub policy_defer_first: Option<u32>,
     /// The magic MX name the policy service's refusals point to.
     pub magic_mx: String,
 }
@@ -317,7 +321,7 @@ impl Default for AdminSection {
             policy_listen: "127.0.0.1:10040".parse().expect("valid address"),
             token: None,
             mesh_clients: vec![],
-            policy_defer_first: 0,
+            policy_defer_first: None,
             magic_mx: "the magic MX".into(),
         }
     }
