@@ -1,5 +1,7 @@
 //! An authoritative DNS server for tests: hickory-server with in-memory
-//! zones, on UDP and TCP on a loopback port, in a thread of its own.
+//! zones, on UDP and TCP on a loopback port, in a thread of its own —
+//! optionally inside a network namespace (the thread enters it before it
+//! binds, so that the namespace's resolver configuration can point at it).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
@@ -72,8 +74,18 @@ pub struct TestDns {
 }
 
 impl TestDns {
-    /// Serves `zones`; an SOA is added to each.
+    /// Serves `zones` on a loopback port of the system's choosing; an SOA is added to each.
     pub fn start(zones: &[Zone]) -> TestDns {
+        TestDns::serve(zones, None, "127.0.0.1:0".parse().unwrap())
+    }
+
+    /// Serves `zones` on `addr` inside the network namespace `netns`
+    /// (`/run/netns/NAME`, as `ip netns add` makes it).
+    pub fn start_in(zones: &[Zone], netns: &std::path::Path, addr: SocketAddr) -> TestDns {
+        TestDns::serve(zones, Some(netns.to_path_buf()), addr)
+    }
+
+    fn serve(zones: &[Zone], netns: Option<std::path::PathBuf>, addr: SocketAddr) -> TestDns {
         let mut catalog = Catalog::new();
         for Zone { origin, records } in zones {
             let origin = Name::from_str(&format!("{origin}.")).unwrap();
@@ -108,13 +120,18 @@ impl TestDns {
             }
             catalog.upsert(LowerName::new(&origin), vec![Arc::new(zone)]);
         }
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = std::net::TcpListener::bind(addr).unwrap();
-        udp.set_nonblocking(true).unwrap();
-        tcp.set_nonblocking(true).unwrap();
         let (stop, stopped) = oneshot::channel();
+        let (bound_tx, bound) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
+            if let Some(netns) = &netns {
+                enter_netns(netns);
+            }
+            let udp = std::net::UdpSocket::bind(addr).unwrap();
+            let addr = udp.local_addr().unwrap();
+            let tcp = std::net::TcpListener::bind(addr).unwrap();
+            udp.set_nonblocking(true).unwrap();
+            tcp.set_nonblocking(true).unwrap();
+            bound_tx.send(addr).unwrap();
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async move {
                 let mut server = Server::new(catalog);
@@ -128,8 +145,19 @@ impl TestDns {
                 let _ = server.shutdown_gracefully().await;
             });
         });
+        let addr = bound.recv().expect("the DNS server bound its sockets");
         TestDns { addr, stop: Some(stop), thread: Some(thread) }
     }
+}
+
+/// Moves the calling thread into a network namespace (sockets it opens from
+/// then on live there).
+fn enter_netns(netns: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(netns).unwrap_or_else(|e| panic!("{}: {e}", netns.display()));
+    // SAFETY: setns on a namespace file descriptor we own; it affects only this thread.
+    let done = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(done, 0, "setns {}: {}", netns.display(), std::io::Error::last_os_error());
 }
 
 impl Drop for TestDns {

@@ -1,18 +1,23 @@
 //! Shared harness for the cross-crate tests: the real `magicmx` binary run as
 //! a child process, an authoritative DNS server (hickory-server) answering
-//! test zones, Postfix's smtp-sink as a real MX, and Python's smtplib as the
-//! sending client.
+//! test zones, Postfix's smtp-sink as a real MX, Python's smtplib as the
+//! sending client, and a private Internet in a network namespace where real
+//! Postfix instances send mail by MX look-ups and act as the real MX.
 
 mod client;
 mod cluster;
 mod dns;
 mod netns;
 mod node;
+mod postfix;
 mod sink;
+mod world;
 
 pub use client::{connect_from, python, RawClient};
 pub use cluster::{certified_nodes, free_udp_port, magicmx, specs, wait_for_mesh, Spec};
 pub use dns::{Rec, TestDns, Zone};
 pub use netns::TestHost;
 pub use node::{free_port, magicmx_binary, node_config, wait_for_maildir_files, NodeProcess, LOOPBACK_ADMIN};
+pub use postfix::Postfix;
 pub use sink::Sink;
+pub use world::{wait_until, World, RESOLVER};

@@ -79,11 +79,33 @@ impl NodeProcess {
     /// Writes `config` to `dir/magicmx.toml`, starts the node and waits until
     /// its SMTP port answers.
     pub fn start(dir: &Path, config: &str, smtp: SocketAddr) -> NodeProcess {
+        let mut node = NodeProcess::spawn(Command::new(magicmx_binary()), dir, config, smtp);
+        node.wait_until_listening();
+        node
+    }
+
+    /// The same inside a [`crate::World`]; it is ready once it logs that it
+    /// has started (its listeners are bound by then).
+    pub fn start_in(world: &crate::World, dir: &Path, config: &str, smtp: SocketAddr) -> NodeProcess {
+        let log_before = std::fs::metadata(dir.join("node.log")).map_or(0, |m| m.len() as usize);
+        let mut node = NodeProcess::spawn(world.command(magicmx_binary()), dir, config, smtp);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !node.log_text().get(log_before..).unwrap_or("").contains("magicmx started") {
+            if let Some(status) = node.child.try_wait().unwrap() {
+                panic!("magicmx exited with {status}:\n{}", node.log_text());
+            }
+            assert!(Instant::now() < deadline, "magicmx did not start within 20 s:\n{}", node.log_text());
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        node
+    }
+
+    fn spawn(mut command: Command, dir: &Path, config: &str, smtp: SocketAddr) -> NodeProcess {
         let config_path = dir.join("magicmx.toml");
         std::fs::write(&config_path, config).unwrap();
         let log = dir.join("node.log");
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let child = Command::new(magicmx_binary())
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(&config_path)
@@ -91,9 +113,7 @@ impl NodeProcess {
             .stderr(log_file)
             .spawn()
             .expect("start magicmx");
-        let mut node = NodeProcess { child, smtp, log };
-        node.wait_until_listening();
-        node
+        NodeProcess { child, smtp, log }
     }
 
     fn wait_until_listening(&mut self) {

@@ -18,17 +18,29 @@ impl Sink {
     /// 4xx to RCPT), dumping messages under `dir`. Fails the test if
     /// smtp-sink (Debian's postfix package) is not installed.
     pub fn start(dir: &Path, addr: SocketAddr, options: &[&str]) -> Sink {
-        let binary = ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("smtp-sink is needed by this test: apt-get install postfix (see .ci/run)");
+        let sink = Sink::spawn(Command::new(binary()), dir, addr, options);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+            assert!(Instant::now() < deadline, "smtp-sink did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sink
+    }
+
+    /// The same inside a [`crate::World`].
+    pub fn start_in(world: &crate::World, dir: &Path, addr: SocketAddr, options: &[&str]) -> Sink {
+        let sink = Sink::spawn(world.command(binary()), dir, addr, options);
+        world.wait_for_smtp(addr, Duration::from_secs(10));
+        sink
+    }
+
+    fn spawn(mut command: Command, dir: &Path, addr: SocketAddr, options: &[&str]) -> Sink {
         let dumps = dir.join(format!("sink-{}-{}", addr.ip(), addr.port()));
         std::fs::create_dir_all(&dumps).unwrap();
         // smtp-sink drops to `nobody`; it must reach and write the dump directory.
         for path in [dir, dumps.as_path()] {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap();
         }
-        let mut command = Command::new(binary);
         if is_root() {
             command.args(["-u", "nobody"]);
         }
@@ -41,13 +53,7 @@ impl Sink {
             .stderr(Stdio::null())
             .spawn()
             .expect("start smtp-sink");
-        let sink = Sink { child, addr, dumps };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
-            assert!(Instant::now() < deadline, "smtp-sink did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        sink
+        Sink { child, addr, dumps }
     }
 
     /// The messages dumped whole so far (smtp-sink's X- headers, then the
@@ -79,6 +85,13 @@ impl Drop for Sink {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn binary() -> &'static str {
+    ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("smtp-sink is needed by this test: apt-get install postfix (see .ci/run)")
 }
 
 fn is_root() -> bool {

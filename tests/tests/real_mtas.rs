@@ -1,0 +1,444 @@
+//! The promise, judged by real MTAs: a legitimate sender is at worst
+//! delayed, never bounced. Each test builds a small Internet in a network
+//! namespace, as a postmaster deploys the mesh:
+//!
+//! ```text
+//! example.test.  MX 10 mx.mesh.test.      127.0.1.1 (n1), 127.0.1.2 (n2): the magic MX
+//!                MX 20 mail.example.test. 127.0.2.1: the real MX, Postfix asking n3's policy service
+//!                MX 99 trap.mesh.test.    127.0.1.99: the trap, a listener of n1
+//! n3 (127.0.1.3) serves the policy service; 127.0.2.2 is smtp-sink, the mailbox behind the real MX.
+//! The sender: Postfix at 127.0.3.1, resolving MX records through the world's DNS server;
+//! its user hands it mail from 127.0.4.1. Its neighbour 127.0.3.50 spams; a bot at 127.0.5.1
+//! skips the mesh; a bot at 127.0.6.1 goes straight for the trap.
+//! ```
+//!
+//! The sender's Postfix retries every 5–10 s, so each test shows, in the
+//! sender's own log, that its message was deferred (never bounced) while
+//! the mesh throttled it or could not be reached, and then delivered.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use magicmx_tests::{certified_nodes, wait_until, NodeProcess, Postfix, Sink, World, Zone, RESOLVER};
+
+const NODES: [(&str, &str); 3] = [("n1", "127.0.1.1"), ("n2", "127.0.1.2"), ("n3", "127.0.1.3")];
+const TRAP: &str = "127.0.1.99";
+const REAL_MX: &str = "127.0.2.1";
+const MAILBOX: &str = "127.0.2.2";
+const SENDER: &str = "127.0.3.1";
+const USER: &str = "127.0.4.1";
+
+fn at25(ip: &str) -> SocketAddr {
+    format!("{ip}:25").parse().unwrap()
+}
+
+fn zones() -> Vec<Zone> {
+    let ip = |s: &str| s.parse().unwrap();
+    vec![
+        Zone::new("example.test")
+            .mx(10, "mx.mesh.test")
+            .mx(20, "mail.example.test")
+            .mx(99, "trap.mesh.test")
+            .a("mail.example.test", ip(REAL_MX)),
+        Zone::new("mesh.test")
+            .a("mx.mesh.test", ip(NODES[0].1))
+            .a("mx.mesh.test", ip(NODES[1].1))
+            .a("trap.mesh.test", ip(TRAP)),
+        Zone::new("client.test").a("mta.client.test", ip(SENDER)),
+    ]
+}
+
+/// The whole deployment, torn down when dropped.
+struct Deployment {
+    nodes: Vec<Option<NodeProcess>>,
+    dirs: Vec<PathBuf>,
+    configs: Vec<String>,
+    sender: Postfix,
+    real_mx: Postfix,
+    sink: Sink,
+    world: World,
+    _root: tempfile::TempDir,
+}
+
+fn node_config(name: &str, ip: &str, dir: &Path, throttle: &str) -> String {
+    let d = dir.display();
+    let seeds: Vec<String> =
+        NODES.iter().filter(|(n, _)| *n != name).map(|(_, ip)| format!("\"{ip}:7946\"")).collect();
+    let trap = if name == "n1" { format!("[trap]\nlisten = [\"{TRAP}:25\"]\n") } else { String::new() };
+    format!(
+        r#"[node]
+name = "{name}"
+data_dir = "{d}/data"
+nice = 0
+
+[smtp]
+listen = ["{ip}:25"]
+hostname = "{name}.mesh.test"
+greet_pause = "0s"
+
+{trap}
+[mesh]
+listen = "{ip}:7946"
+seeds = [{seeds}]
+ca_cert = "{d}/mesh-ca.pem"
+cert = "{d}/node.pem"
+key = "{d}/node.key"
+gossip_interval = "200ms"
+magic_mx_names = ["mx.mesh.test", "*.mesh.test"]
+
+[throttle]
+{throttle}
+
+[checks]
+fcrdns = "off"
+spf = "off"
+sender_domain = false
+verify_recipients = false
+nameservers = ["{RESOLVER}"]
+
+[[domain]]
+name = "example.test"
+route = "mx"
+
+[admin]
+listen = "{ip}:8025"
+policy_listen = "{ip}:10040"
+# Nodes reach the real MX from 127.0.0.1, the loopback's own address.
+mesh_clients = ["127.0.0.1/32"]
+magic_mx = "mx.mesh.test"
+"#,
+        seeds = seeds.join(", ")
+    )
+}
+
+impl Deployment {
+    fn start(tag: &str, throttle: &str) -> Deployment {
+        let root = tempfile::tempdir().unwrap();
+        let world = World::create(tag, root.path(), &zones());
+        let names: Vec<&str> = NODES.iter().map(|(n, _)| *n).collect();
+        let dirs = certified_nodes(root.path(), &names);
+        let configs: Vec<String> =
+            NODES.iter().zip(&dirs).map(|((name, ip), dir)| node_config(name, ip, dir, throttle)).collect();
+        let nodes = (0..NODES.len())
+            .map(|i| Some(NodeProcess::start_in(&world, &dirs[i], &configs[i], at25(NODES[i].1))))
+            .collect();
+        let sink = Sink::start_in(&world, root.path(), at25(MAILBOX), &[]);
+        let real_mx = Postfix::start(
+            &world,
+            &root.path().join("real-mx"),
+            "mail.example.test",
+            at25(REAL_MX),
+            &format!(
+                "mynetworks =
+relay_domains = example.test
+relay_recipient_maps =
+smtpd_relay_restrictions = reject_unauth_destination
+smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination, check_policy_service inet:{}:10040
+smtp_dns_support_level = disabled",
+                NODES[2].1
+            ),
+            Some(&format!("example.test smtp:[{MAILBOX}]:25\n")),
+        );
+        let sender = Postfix::start(
+            &world,
+            &root.path().join("sender"),
+            "mta.client.test",
+            at25(SENDER),
+            &format!(
+                "mynetworks = {USER}/32
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtp_bind_address = {SENDER}
+smtp_dns_support_level = enabled
+smtp_host_lookup = dns
+queue_run_delay = 5s
+minimal_backoff_time = 5s
+maximal_backoff_time = 10s
+smtp_connect_timeout = 5s"
+            ),
+            None,
+        );
+        let deployment = Deployment { nodes, dirs, configs, sender, real_mx, sink, world, _root: root };
+        deployment.wait_for_mesh();
+        deployment
+    }
+
+    fn wait_for_mesh(&self) {
+        let met = wait_until(Duration::from_secs(30), || {
+            self.nodes
+                .iter()
+                .flatten()
+                .all(|n| n.log_text().matches("mesh peer up").count() >= NODES.len() - 1)
+        });
+        assert!(met, "the mesh formed:\n{}", self.node_logs());
+    }
+
+    fn stop(&mut self, i: usize) {
+        if let Some(node) = self.nodes[i].take() {
+            node.kill9();
+        }
+    }
+
+    fn restart(&mut self, i: usize) {
+        self.stop(i);
+        let node = NodeProcess::start_in(&self.world, &self.dirs[i], &self.configs[i], at25(NODES[i].1));
+        self.nodes[i] = Some(node);
+    }
+
+    fn node_logs(&self) -> String {
+        self.dirs
+            .iter()
+            .map(|d| std::fs::read_to_string(d.join("node.log")).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    }
+
+    /// The user hands the sending MTA a message with `id` for `rcpts`.
+    fn send(&self, id: &str, rcpts: &[String]) {
+        let script = r#"
+import smtplib, sys
+user, mta, msgid = sys.argv[1], sys.argv[2], sys.argv[3]
+rcpts = sys.argv[4:]
+body = ("From: alice@client.test\r\nTo: %s\r\nSubject: hello\r\nMessage-ID: <%s>\r\n\r\nHi.\r\n" % (rcpts[0], msgid)).encode()
+with smtplib.SMTP(mta, 25, source_address=(user, 0), timeout=30) as s:
+    s.sendmail("alice@client.test", rcpts, body)
+print("handed over")
+"#;
+        let mut args = vec![USER, SENDER, id];
+        args.extend(rcpts.iter().map(String::as_str));
+        assert!(self.world.python(script, &args).contains("handed over"));
+    }
+
+    /// The sending MTA's log lines about the message with `id`: what each
+    /// host said ("host ... said: ..."), and a line per try and recipient
+    /// ("to=<...>, relay=..., status=...").
+    fn deliveries(&self, id: &str) -> Vec<String> {
+        let log = self.sender.log();
+        let queue_ids: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&format!("message-id=<{id}>")))
+            .filter_map(|l| l.split(": ").nth(1))
+            .collect();
+        log.lines()
+            .filter(|l| {
+                queue_ids
+                    .iter()
+                    .any(|q| l.contains(&format!(" {q}: to=")) || l.contains(&format!(" {q}: host ")))
+            })
+            .map(String::from)
+            .collect()
+    }
+
+    /// Whether the message with `id` was deferred after a host answered `said`.
+    fn deferred_after(&self, id: &str, said: &str) -> bool {
+        let lines = self.deliveries(id);
+        lines.iter().any(|l| l.contains(" host ") && l.contains(said))
+            && lines.iter().any(|l| l.contains("status=deferred"))
+    }
+
+    fn sent_to(&self, id: &str) -> Vec<String> {
+        let mut rcpts: Vec<String> = self
+            .deliveries(id)
+            .iter()
+            .filter(|l| l.contains("status=sent"))
+            .filter_map(|l| l.split("to=<").nth(1)?.split('>').next().map(String::from))
+            .collect();
+        rcpts.sort();
+        rcpts.dedup();
+        rcpts
+    }
+
+    /// Waits until every recipient of `id` is sent; the test fails with the logs otherwise.
+    fn wait_sent(&self, id: &str, rcpts: &[String], timeout: Duration) {
+        let mut want = rcpts.to_vec();
+        want.sort();
+        let done = wait_until(timeout, || self.sent_to(id) == want);
+        assert!(
+            done,
+            "{id}: sent to {:?} of {want:?} within {timeout:?}\n{}\n--- nodes ---\n{}",
+            self.sent_to(id),
+            self.deliveries(id).join("\n"),
+            self.node_logs()
+        );
+    }
+
+    /// Asserts the promise: nothing the sender handled was bounced.
+    fn assert_nothing_bounced(&self) {
+        let bounced = self.sender.log_lines("status=bounced");
+        assert!(bounced.is_empty(), "the sender bounced mail:\n{}", bounced.join("\n"));
+    }
+
+    /// Messages that reached the mailbox behind the real MX with `id`.
+    fn in_mailbox(&self, id: &str) -> usize {
+        self.sink.messages().iter().filter(|m| m.contains(&format!("Message-ID: <{id}>"))).count()
+    }
+}
+
+/// A bot that skips the mesh and talks to the real MX directly: the SMTP
+/// code it is given for its recipient.
+fn bot_to_real_mx(world: &World, source: &str, id: &str) -> String {
+    let script = r#"
+import smtplib, sys
+src, mx, msgid = sys.argv[1], sys.argv[2], sys.argv[3]
+body = ("Subject: buy now\r\nMessage-ID: <%s>\r\n\r\ncheap\r\n" % msgid).encode()
+s = smtplib.SMTP(mx, 25, source_address=(src, 0), timeout=30)
+try:
+    s.sendmail("bulk@bot.test", ["bob@example.test"], body)
+    print("code=250")
+except smtplib.SMTPRecipientsRefused as e:
+    code, text = list(e.recipients.values())[0]
+    print("code=%d %s" % (code, text.decode()))
+"#;
+    world.python(script, &[source, REAL_MX, id])
+}
+
+fn rcpts(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| format!("{n}@example.test")).collect()
+}
+
+#[test]
+fn a_sender_whose_block_is_penalised_is_deferred_not_bounced_and_taken_after_t() {
+    let mut mesh = Deployment::start(
+        "penalty",
+        "connections_per_minute = 5\nrecipients_per_hour = 30\npenalty = \"20s\"",
+    );
+    // The sender's neighbour opens connections until the block is penalised.
+    let flood = r#"
+import socket, sys
+for i in range(8):
+    with socket.create_connection((sys.argv[2], 25), source_address=(sys.argv[1], 0), timeout=10) as s:
+        s.recv(512)
+print("done")
+"#;
+    mesh.world.python(flood, &["127.0.3.50", NODES[0].1]);
+    let penalised_at = Instant::now();
+    let penalised = wait_until(Duration::from_secs(5), || mesh.node_logs().contains("block=127.0.3.0/24"));
+    assert!(penalised, "the block is penalised:\n{}", mesh.node_logs());
+
+    mesh.send("penalty-1@client.test", &rcpts(&["bob"]));
+    // Refused by both magic MX nodes (421), sent back by the real MX (450),
+    // refused by the trap (421): deferred.
+    let deferred =
+        wait_until(Duration::from_secs(30), || mesh.deferred_after("penalty-1@client.test", "421 4.7.0"));
+    assert!(deferred, "deferred first:\n{}", mesh.sender.log());
+    let told = mesh.real_mx.log_lines("450 4.7.1");
+    assert!(
+        told.iter().any(|l| l.contains(SENDER) && l.contains("mx.mesh.test")),
+        "the real MX sent the sender back to the magic MX with a 450:\n{}",
+        mesh.real_mx.log()
+    );
+    // The magic MX nodes restart meanwhile: the penalty survives, unchanged.
+    mesh.restart(0);
+    mesh.restart(1);
+    mesh.wait_for_mesh();
+
+    mesh.wait_sent("penalty-1@client.test", &rcpts(&["bob"]), Duration::from_secs(120));
+    let took = penalised_at.elapsed();
+    mesh.assert_nothing_bounced();
+    assert!(took >= Duration::from_secs(19), "held off for the penalty: {took:?}");
+    let sent =
+        mesh.deliveries("penalty-1@client.test").into_iter().find(|l| l.contains("status=sent")).unwrap();
+    assert!(sent.contains("relay=mx.mesh.test["), "through the magic MX: {sent}");
+    assert!(
+        wait_until(Duration::from_secs(20), || mesh.in_mailbox("penalty-1@client.test") == 1),
+        "the message reached the real MX's mailbox once"
+    );
+    // Its retries (and its fall to the trap) did not lengthen the penalty
+    // or add a strike: one penalty, and every 421 named the same end.
+    let logs = mesh.node_logs();
+    let penalties: Vec<&str> =
+        logs.lines().filter(|l| l.contains("block penalised") && l.contains("127.0.3.0/24")).collect();
+    assert_eq!(penalties.len(), 1, "one penalty:\n{}", penalties.join("\n"));
+    assert!(penalties[0].contains("strikes=1"), "{}", penalties[0]);
+    let ends: std::collections::BTreeSet<String> = mesh
+        .deliveries("penalty-1@client.test")
+        .iter()
+        .filter_map(|l| Some(l.split("come back after ").nth(1)?.split(" (in").next()?.to_string()))
+        .collect();
+    assert!(ends.len() <= 1, "the come-back time never moved: {ends:?}");
+
+    // Mail that skips the mesh still never gets in...
+    let bot = bot_to_real_mx(&mesh.world, "127.0.5.1", "bot-1@bot.test");
+    assert!(bot.contains("code=450") && bot.contains("mx.mesh.test"), "{bot}");
+    // ...and a bot that goes straight for the trap is penalised mesh-wide.
+    let trap_hit = r#"
+import socket, sys
+with socket.create_connection((sys.argv[2], 25), source_address=(sys.argv[1], 0), timeout=10) as s:
+    print(s.recv(512).decode())
+"#;
+    let said = mesh.world.python(trap_hit, &["127.0.6.1", TRAP]);
+    assert!(said.starts_with("421"), "{said}");
+    let trapped = wait_until(Duration::from_secs(5), || {
+        mesh.node_logs().lines().any(|l| l.contains("reason=\"trap hit\"") && l.contains("127.0.6.0/24"))
+    });
+    assert!(trapped, "the bot's block is penalised:\n{}", mesh.node_logs());
+    assert_eq!(mesh.in_mailbox("bot-1@bot.test"), 0);
+}
+
+#[test]
+fn a_message_over_what_is_left_is_taken_in_part_now_and_the_rest_later() {
+    let mesh = Deployment::start(
+        "partial",
+        "recipients_per_hour = 600\nconnections_per_minute = 1000\npenalty = \"10s\"",
+    );
+    // The neighbour uses 595 of the block's 600 recipients an hour, over
+    // both magic MX nodes (each node's part stays under the cap on what one
+    // peer may add, so both see all of it: see `throttle.peer_share`).
+    let spam = r#"
+import smtplib, sys
+src, nodes = sys.argv[1], sys.argv[2:]
+for i, batch in enumerate((100, 100, 100, 100, 100, 95)):
+    with smtplib.SMTP(nodes[i % 2], 25, source_address=(src, 0), timeout=60) as s:
+        rcpts = ["user%d@example.test" % j for j in range(batch)]
+        s.sendmail("news@client.test", rcpts, b"Subject: news\r\n\r\nnews\r\n")
+print("spammed")
+"#;
+    assert!(mesh.world.python(spam, &["127.0.3.50", NODES[0].1, NODES[1].1]).contains("spammed"));
+    std::thread::sleep(Duration::from_millis(500)); // a gossip round or two
+
+    // Eight recipients, five left: five now, three after the come-back time.
+    let all = rcpts(&["bob1", "bob2", "bob3", "bob4", "bob5", "bob6", "bob7", "bob8"]);
+    mesh.send("partial-1@client.test", &all);
+    let first_part = wait_until(Duration::from_secs(30), || mesh.sent_to("partial-1@client.test").len() == 5);
+    assert!(first_part, "five taken at once:\n{}", mesh.deliveries("partial-1@client.test").join("\n"));
+    assert!(
+        wait_until(Duration::from_secs(30), || mesh.deferred_after("partial-1@client.test", "451 4.7.1")),
+        "the rest deferred after 451 4.7.1:\n{}",
+        mesh.deliveries("partial-1@client.test").join("\n")
+    );
+    mesh.wait_sent("partial-1@client.test", &all, Duration::from_secs(120));
+    mesh.assert_nothing_bounced();
+    assert!(
+        mesh.deliveries("partial-1@client.test")
+            .iter()
+            .filter(|l| l.contains("status=sent"))
+            .all(|l| l.contains("relay=mx.mesh.test[")),
+        "every recipient through the magic MX"
+    );
+    assert!(wait_until(Duration::from_secs(20), || mesh.in_mailbox("partial-1@client.test") == 2));
+}
+
+#[test]
+fn with_every_magic_mx_node_down_mail_waits_at_its_sender_and_goes_through_when_they_are_back() {
+    let mut mesh = Deployment::start("outage", "recipients_per_hour = 30");
+    // The whole mesh is down, policy service included: the real MX answers
+    // 451 4.3.5 (it cannot ask), and the sender keeps the message.
+    for i in 0..NODES.len() {
+        mesh.stop(i);
+    }
+    mesh.send("outage-1@client.test", &rcpts(&["bob"]));
+    let deferred = |mesh: &Deployment, said: &str| {
+        wait_until(Duration::from_secs(60), || mesh.deferred_after("outage-1@client.test", said))
+    };
+    assert!(deferred(&mesh, "4.3.5"), "deferred while nothing answers:\n{}", mesh.sender.log());
+    // The policy service is back, the magic MX still down: a 450 that
+    // points at the magic MX, still a deferral.
+    mesh.restart(2);
+    assert!(deferred(&mesh, "450 4.7.1"), "deferred by the policy service:\n{}", mesh.sender.log());
+    // The magic MX is back: the message goes through it.
+    mesh.restart(0);
+    mesh.restart(1);
+    mesh.wait_sent("outage-1@client.test", &rcpts(&["bob"]), Duration::from_secs(90));
+    mesh.assert_nothing_bounced();
+    assert!(wait_until(Duration::from_secs(20), || mesh.in_mailbox("outage-1@client.test") == 1));
+}
