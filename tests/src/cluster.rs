@@ -71,6 +71,8 @@ pub struct Spec {
     pub listen_ip: std::net::IpAddr,
     /// Keys for `[delivery]`, one per line.
     pub delivery: String,
+    /// More keys for `[smtp]`, one per line.
+    pub smtp_keys: String,
 }
 
 impl Spec {
@@ -92,6 +94,7 @@ impl Spec {
             route: None,
             listen_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             delivery: String::new(),
+            smtp_keys: String::new(),
         }
     }
 
@@ -126,6 +129,7 @@ data_dir = "{d}/data"
 listen = ["{listen_ip}:{smtp}"]
 hostname = "{name}.mesh.test"
 greet_pause = "0s"
+{smtp_extra}
 
 [throttle]
 {throttle}
@@ -160,6 +164,7 @@ route = "{route}"
             hostnames = quoted(&self.trusted_hostnames),
             checks = self.checks,
             delivery = self.delivery,
+            smtp_extra = self.smtp_keys,
         )
     }
 

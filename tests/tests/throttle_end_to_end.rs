@@ -117,6 +117,43 @@ fn trusted_sources_are_not_counted_gated_or_held() {
     assert_eq!(accepted, 5, "{out}");
 }
 
+/// SESSIONS threads at once from SOURCE, each sending ROUNDS messages on a
+/// new connection per message (the close/open churn of an MTA's parallel
+/// deliveries); prints how many were taken and how many refused.
+const PARALLEL: &str = r#"
+import smtplib, sys, threading
+source, port, sessions, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+lock = threading.Lock()
+tally = {"taken": 0, "refused": 0}
+def deliver():
+    for _ in range(rounds):
+        try:
+            with smtplib.SMTP("127.0.0.1", port, source_address=(source, 0), timeout=30) as s:
+                s.sendmail("relay@partner.test", ["bob@example.test"], b"Subject: hi\r\n\r\nhi\r\n")
+            with lock: tally["taken"] += 1
+        except (smtplib.SMTPException, ConnectionError) as e:
+            with lock: tally["refused"] += 1
+threads = [threading.Thread(target=deliver) for _ in range(sessions)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("taken=%d refused=%d" % (tally["taken"], tally["refused"]))
+"#;
+
+#[test]
+fn a_trusted_mta_with_twenty_parallel_sessions_is_never_refused_by_the_per_ip_cap() {
+    let root = tempfile::tempdir().unwrap();
+    let mut spec = specs(root.path(), 1, false, "connections_per_minute = 1000").remove(0);
+    spec.trusted = vec!["127.0.56.5/32".into()];
+    spec.smtp_keys = "max_connections_per_ip = 5".into();
+    let node = spec.start();
+    let port = spec.smtp.to_string();
+    let out = python(PARALLEL, &["127.0.56.5", &port, "20", "5"]);
+    assert!(out.contains("taken=100 refused=0"), "{out}\n{}", node.log_text());
+    // The cap still holds for an untrusted address.
+    let out = python(PARALLEL, &["127.0.57.5", &port, "20", "1"]);
+    assert!(!out.contains("refused=0"), "the per-IP cap of 5 refuses some of 20 at once: {out}");
+}
+
 #[test]
 fn trust_added_at_run_time_with_the_cli_takes_effect_and_survives_a_restart() {
     let root = tempfile::tempdir().unwrap();
