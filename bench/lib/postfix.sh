@@ -6,6 +6,9 @@
 # `set -euo pipefail`; every function returns non-zero (or exits through
 # pf_die) on failure.  See /work/shared/peers/POSTFIX.md for the background.
 
+# Where this file lives (for master-services.cf beside it).
+PF_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
 pf_log() { printf '%s\n' "$*" >&2; }
 pf_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
@@ -202,33 +205,11 @@ EOF
     # greet_pause = "0s", and postscreen with its defaults runs no test on
     # these clients -- it would only add a process hop and descriptor
     # passing.  A plain smtpd is the like-for-like relay path.
-    cat >"$etc/master.cf" <<EOF
-# service type  private unpriv  chroot  wakeup  maxproc command + args
-127.0.0.1:$port inet n  -       n       -       -       smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-lmtp      unix  -       -       n       -       -       lmtp
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-EOF
+    {
+        echo '# service type  private unpriv  chroot  wakeup  maxproc command + args'
+        echo "127.0.0.1:$port inet n  -       n       -       -       smtpd"
+        grep -v '^#' "$PF_LIB_DIR/master-services.cf"
+    } >"$etc/master.cf"
 
     printf 'example.test smtp:[127.0.0.1]:%s\n' "$sink_port" >"$etc/transport"
     postmap "hash:$etc/transport"

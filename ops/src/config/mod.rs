@@ -152,6 +152,12 @@ impl Config {
         if self.throttle.penalty.is_zero() || self.throttle.penalty_max < self.throttle.penalty {
             return Err(("throttle.penalty_max".into(), "need 0 < penalty <= penalty_max".into()));
         }
+        if self.throttle.hold > std::time::Duration::from_secs(30) {
+            return Err((
+                "throttle.hold".into(),
+                "at most 30s: a transaction waiting longer is taken for abandoned by the other nodes".into(),
+            ));
+        }
         if let Some(bad) =
             self.checks.dnsbl.iter().find(|l| magicmx_node::checks::dnsbl::parse_list(l).is_none())
         {
