@@ -28,6 +28,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let policy_listener = TcpListener::bind(policy_addr)
             .await
             .with_context(|| format!("cannot listen on admin.policy_listen = {policy_addr}"))?;
+        let (admin_bound, policy_bound) = (admin_listener.local_addr()?, policy_listener.local_addr()?);
         let node = std::sync::Arc::new(Node::start(settings.clone()).await.context("cannot start the node")?);
         let admin = crate::admin::Admin { node: node.clone(), token: config.admin.token.clone() };
         if config.admin.policy_defer_first.is_some() {
@@ -53,6 +54,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!(
             node = %settings.name,
             smtp = ?node.smtp_addrs(),
+            admin = %admin_bound,
+            policy = %policy_bound,
+            gossip = ?node.mesh().map(|m| m.local_addr()),
             data_dir = %settings.data_dir.display(),
             domains = settings.domains.len(),
             "magicmx started"

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::node::{free_port, magicmx_binary, NodeProcess};
+use crate::node::{magicmx_binary, NodeProcess};
+use crate::ports::claim_port;
 
 /// Runs the `magicmx` binary; its success and all its output.
 pub fn magicmx(args: &[&str]) -> (bool, String) {
@@ -14,10 +15,6 @@ pub fn magicmx(args: &[&str]) -> (bool, String) {
         out.status.success(),
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
     )
-}
-
-pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A mesh CA under `root` and a node directory with a certificate from it
@@ -80,9 +77,9 @@ impl Spec {
         Spec {
             name: name.to_string(),
             dir: dir.to_path_buf(),
-            smtp: free_port(),
-            gossip: free_udp_port(),
-            admin: free_port(),
+            smtp: claim_port(),
+            gossip: claim_port(),
+            admin: claim_port(),
             trap: None,
             seed: None,
             meshed: false,

@@ -1,6 +1,6 @@
 //! The real `magicmx` binary as a child process, with its configuration.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,11 +27,6 @@ pub fn magicmx_binary() -> PathBuf {
             profile_dir.join("magicmx")
         })
         .clone()
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The admin API and policy service on ports of the system's choosing, so

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use magicmx_tests::{
-    free_port, python, specs, wait_for_maildir_files, NodeProcess, Spec, TestDns, TestHost, Zone,
+    claim_port, python, specs, wait_for_maildir_files, NodeProcess, Spec, TestDns, TestHost, Zone,
 };
 
 fn ip(a: u8, b: u8, c: u8) -> Ipv4Addr {
@@ -268,7 +268,7 @@ fn picky_mx(port: u16) -> Picky {
 fn callouts_refuse_what_the_real_mx_refuses_and_defer_ok_when_it_is_down() {
     let root = tempfile::tempdir().unwrap();
     let dns = TestDns::start(&[]);
-    let mx_port = free_port();
+    let mx_port = claim_port();
     let mx = picky_mx(mx_port);
     let mut spec = specs(&root.path().join("callout"), 1, false, "").remove(0);
     spec.route = Some(format!("smtp://127.0.0.1:{mx_port}"));
@@ -319,7 +319,7 @@ fn a_trusted_host_name_counts_only_when_forward_confirmed() {
 #[test]
 fn a_dsn_goes_only_to_a_sender_whose_spf_passed() {
     let root = tempfile::tempdir().unwrap();
-    let mx_port = free_port();
+    let mx_port = claim_port();
     // example.test's MX refuses every recipient; client.test takes mail at its own MX.
     let dns = TestDns::start(&[
         Zone::with_mx_at("example.test", ip(0, 70, 3)),

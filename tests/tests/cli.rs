@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
-use magicmx_tests::{free_port, magicmx_binary, node_config, NodeProcess};
+use magicmx_tests::{claim_port, magicmx_binary, node_config, NodeProcess};
 
 fn magicmx(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(magicmx_binary()).args(args).output().unwrap();
@@ -50,11 +50,11 @@ fn run_with_a_bad_config_fails_with_the_same_message() {
 #[test]
 fn a_second_node_on_the_same_data_directory_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = claim_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let _first = NodeProcess::start(dir.path(), &node_config(dir.path(), port, ""), addr);
     let other = dir.path().join("second.toml");
-    std::fs::write(&other, node_config(dir.path(), free_port(), "")).unwrap();
+    std::fs::write(&other, node_config(dir.path(), claim_port(), "")).unwrap();
     let (ok, _, stderr) = magicmx(&["run", "--config", other.to_str().unwrap()]);
     assert!(!ok);
     assert!(stderr.contains("cannot open the queue database") && stderr.contains("queue.redb"), "{stderr}");

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use magicmx_tests::{free_port, python, NodeProcess, Sink, TestDns, Zone, LOOPBACK_ADMIN};
+use magicmx_tests::{claim_port, python, NodeProcess, Sink, TestDns, Zone, LOOPBACK_ADMIN};
 
 /// Sends one message; prints the server's verdict.
 const SEND: &str = r#"
@@ -32,7 +32,7 @@ fn ip(a: u8, b: u8, c: u8) -> Ipv4Addr {
 /// A node serving example.test by MX, asking `dns`, MX hosts on `mx_port`,
 /// retrying after a second; `domain` and `delivery` add keys to those sections.
 fn start_node(dir: &Path, dns: &TestDns, mx_port: u16, domain: &str, delivery: &str) -> NodeProcess {
-    let port = free_port();
+    let port = claim_port();
     let config = format!(
         r#"[node]
 name = "delivery-test"
@@ -90,7 +90,7 @@ fn wait_for_log(node: &NodeProcess, needle: &str, count: usize, timeout: Duratio
 #[test]
 fn delivers_to_the_real_mx_and_never_to_the_magic_one() {
     let dir = tempfile::tempdir().unwrap();
-    let mx_port = free_port();
+    let mx_port = claim_port();
     let dns = TestDns::start(&[
         Zone::new("example.test")
             .mx(10, "mx1.mesh.test")
@@ -119,7 +119,7 @@ fn an_mx_that_points_back_at_the_node_is_never_used() {
         .mx(10, "loop.example.test")
         .a("loop.example.test", Ipv4Addr::LOCALHOST)]);
     // The MX port is the node's own SMTP port: delivering would loop.
-    let port = free_port();
+    let port = claim_port();
     let config_port = port;
     let node = {
         let config = format!(
@@ -145,7 +145,7 @@ fn an_mx_that_points_back_at_the_node_is_never_used() {
 #[test]
 fn temporary_refusal_then_acceptance_delivers_once_after_a_retry() {
     let dir = tempfile::tempdir().unwrap();
-    let mx_port = free_port();
+    let mx_port = claim_port();
     let mx = SocketAddr::new(ip(0, 32, 3).into(), mx_port);
     let dns = TestDns::start(&[Zone::with_mx_at("example.test", ip(0, 32, 3))]);
     let refusing = Sink::start(dir.path(), mx, &["-r", "RCPT"]);
@@ -186,7 +186,7 @@ print("DSN OK", per_recipient["Status"])
 #[test]
 fn permanent_refusal_returns_a_dsn_but_never_for_a_null_sender() {
     let dir = tempfile::tempdir().unwrap();
-    let mx_port = free_port();
+    let mx_port = claim_port();
     let dns = TestDns::start(&[
         Zone::with_mx_at("example.test", ip(0, 33, 3)),
         Zone::with_mx_at("client.test", ip(0, 33, 5)),
@@ -216,7 +216,7 @@ fn permanent_refusal_returns_a_dsn_but_never_for_a_null_sender() {
 #[test]
 fn restart_while_messages_wait_for_retry_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mx_port = free_port();
+    let mx_port = claim_port();
     let mx = SocketAddr::new(ip(0, 34, 3).into(), mx_port);
     let dns = TestDns::start(&[Zone::with_mx_at("example.test", ip(0, 34, 3))]);
     // Nothing listens at the MX yet: every message waits for a retry.
@@ -265,7 +265,7 @@ fn test_ca(dir: &Path, host: &str) -> (std::path::PathBuf, std::path::PathBuf, s
 #[test]
 fn required_tls_delivers_only_over_a_verified_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let mx_port = free_port();
+    let mx_port = claim_port();
     let dns = TestDns::start(&[Zone::with_mx_at("example.test", ip(0, 35, 3))]);
     // The real MX is a second magicmx with a certificate from the test CA.
     let (ca, cert, key) = test_ca(dir.path(), "mail.example.test");
@@ -293,7 +293,7 @@ fn required_tls_delivers_only_over_a_verified_certificate() {
 #[test]
 fn required_tls_defers_when_the_mx_offers_none() {
     let dir = tempfile::tempdir().unwrap();
-    let mx_port = free_port();
+    let mx_port = claim_port();
     let dns = TestDns::start(&[Zone::with_mx_at("example.test", ip(0, 36, 3))]);
     let sink = Sink::start(dir.path(), SocketAddr::new(ip(0, 36, 3).into(), mx_port), &[]);
     let node = start_node(dir.path(), &dns, mx_port, "tls = \"require\"", "");
@@ -310,7 +310,7 @@ fn required_tls_defers_when_the_mx_offers_none() {
 #[test]
 fn expired_messages_are_returned_but_not_to_a_sender_domain_without_mail() {
     let dir = tempfile::tempdir().unwrap();
-    let mx_port = free_port();
+    let mx_port = claim_port();
     let dns = TestDns::start(&[
         Zone::with_mx_at("example.test", ip(0, 37, 3)),
         Zone::with_mx_at("client.test", ip(0, 37, 5)),
@@ -335,7 +335,7 @@ fn expired_messages_are_returned_but_not_to_a_sender_domain_without_mail() {
 #[test]
 fn with_every_delivery_slot_busy_messages_wait_their_turn_and_all_arrive() {
     let dir = tempfile::tempdir().unwrap();
-    let mx_port = free_port();
+    let mx_port = claim_port();
     let dns = TestDns::start(&[Zone::with_mx_at("example.test", ip(0, 38, 3))]);
     // The next hop takes a second over each message; one delivery at a time,
     // so the others arrive while the only slot is busy.

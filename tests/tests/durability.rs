@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use magicmx_node::{Queue, RecipientStatus};
-use magicmx_tests::{free_port, node_config, python, wait_for_maildir_files, NodeProcess};
+use magicmx_tests::{claim_port, node_config, python, wait_for_maildir_files, NodeProcess};
 
 /// Sends one message and SIGKILLs the node the moment the 250 arrives.
 const SEND_THEN_KILL: &str = r#"
@@ -27,7 +27,7 @@ fn addr(port: u16) -> SocketAddr {
 #[test]
 fn message_that_got_250_is_in_the_queue_after_sigkill_and_delivered_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = claim_port();
     // First life: the maildir cannot be written (its root is a file), so the
     // message can only be in the queue when the node dies.
     let blocked = dir.path().join("maildir");
@@ -63,7 +63,7 @@ fn message_that_got_250_is_in_the_queue_after_sigkill_and_delivered_after_restar
 #[test]
 fn repeated_sigkill_right_after_250_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = claim_port();
     let config = node_config(dir.path(), port, "");
     const ROUNDS: usize = 5;
     for n in 0..ROUNDS {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use magicmx_tests::{free_port, node_config, python, wait_for_maildir_files, NodeProcess, RawClient};
+use magicmx_tests::{claim_port, node_config, python, wait_for_maildir_files, NodeProcess, RawClient};
 
 const SEND: &str = r#"
 import smtplib, sys
@@ -17,7 +17,7 @@ s.quit()
 "#;
 
 fn start(dir: &std::path::Path, extra: &str) -> NodeProcess {
-    let port = free_port();
+    let port = claim_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     NodeProcess::start(dir, &node_config(dir, port, extra), addr)
 }

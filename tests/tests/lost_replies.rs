@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use magicmx_node::Queue;
-use magicmx_tests::{free_port, node_config, python, wait_for_maildir_files, NodeProcess};
+use magicmx_tests::{claim_port, node_config, python, wait_for_maildir_files, NodeProcess};
 
 /// Sends one message with the given Message-ID (same bytes every time) and
 /// prints the reply; with a PID, SIGKILLs that process the moment the reply
@@ -51,7 +51,7 @@ fn config_routed(dir: &std::path::Path, port: u16, route: &str) -> String {
 #[test]
 fn a_second_try_after_the_250_died_with_the_node_is_answered_and_not_queued_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = claim_port();
     // First life: the next hop takes connections and never greets, so the
     // message stays queued and nothing else is committed after its 250.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -95,7 +95,7 @@ fn a_second_try_after_the_250_died_with_the_node_is_answered_and_not_queued_twic
 #[test]
 fn a_recipient_the_journal_says_was_taken_is_not_delivered_again_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = claim_port();
     let config = node_config(dir.path(), port, "");
     // First life: the maildir cannot be written (its root is a file), so both
     // messages stay queued; then the node dies.

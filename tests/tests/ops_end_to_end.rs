@@ -166,7 +166,7 @@ fn postfix_lib() -> String {
 
 impl PostfixWithPolicy {
     fn start(dir: &std::path::Path, policy: u16) -> PostfixWithPolicy {
-        let port = magicmx_tests::free_port();
+        let port = magicmx_tests::claim_port();
         let script = r#"set -e
 source "$1"
 pf_relay_setup "$2" "$3" 9 20
@@ -233,7 +233,7 @@ fn the_real_mx_takes_mesh_nodes_and_sends_everyone_else_to_the_magic_mx() {
     let root = tempfile::tempdir().unwrap();
     std::fs::set_permissions(root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
     let mut spec = waiting_node(&root.path().join("node"));
-    let policy_port = magicmx_tests::free_port();
+    let policy_port = magicmx_tests::claim_port();
     spec.trusted = vec!["127.0.95.0/24".into()];
     let config = spec.config().replace(
         "policy_listen = \"127.0.0.1:0\"",
@@ -260,7 +260,7 @@ fn the_real_mx_takes_mesh_nodes_and_sends_everyone_else_to_the_magic_mx() {
 fn the_status_page_shows_mail_taken_and_refused_in_a_real_browser() {
     let root = tempfile::tempdir().unwrap();
     let mut spec = waiting_node(root.path());
-    spec.trap = Some(magicmx_tests::free_port());
+    spec.trap = Some(magicmx_tests::claim_port());
     let node = spec.start();
     // Mail taken from one block...
     python(SEND, &[&spec.smtp.to_string(), "127.0.97.1"]);

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use magicmx_tests::{free_port, magicmx, python, specs, Sink};
+use magicmx_tests::{claim_port, magicmx, python, specs, Sink};
 
 const SEND: &str = r#"
 import smtplib, sys
@@ -18,7 +18,7 @@ for n in range(int(sys.argv[2])):
 #[test]
 fn mail_waits_while_the_real_mx_is_down_and_arrives_once_it_is_back() {
     let root = tempfile::tempdir().unwrap();
-    let sink_port = free_port();
+    let sink_port = claim_port();
     let mut spec = specs(&root.path().join("node"), 1, false, "").remove(0);
     spec.route = Some(format!("smtp://127.0.0.1:{sink_port}"));
     spec.delivery = "retry_first = \"1s\"\nretry_max = \"2s\"\nconnect_timeout = \"1s\"".into();

@@ -190,7 +190,7 @@ fn trust_commands_without_a_running_node_fail_clearly() {
 fn a_trap_hit_at_one_node_makes_every_node_refuse_the_block_within_two_rounds() {
     let root = tempfile::tempdir().unwrap();
     let mut meshed = specs(root.path(), 3, true, RECIPIENT_LIMIT);
-    meshed[0].trap = Some(magicmx_tests::free_port());
+    meshed[0].trap = Some(magicmx_tests::claim_port());
     let nodes: Vec<NodeProcess> = meshed.iter().map(Spec::start).collect();
     assert!(wait_for_mesh(&nodes, Duration::from_secs(30)), "the mesh formed");
     let trap = format!("127.0.0.1:{}", meshed[0].trap.unwrap()).parse().unwrap();
@@ -227,7 +227,7 @@ fn a_trap_hit_at_one_node_makes_every_node_refuse_the_block_within_two_rounds() 
 fn penalties_survive_a_restart() {
     let root = tempfile::tempdir().unwrap();
     let mut spec = specs(root.path(), 1, false, RECIPIENT_LIMIT).remove(0);
-    spec.trap = Some(magicmx_tests::free_port());
+    spec.trap = Some(magicmx_tests::claim_port());
     let node = spec.start();
     let trap = format!("127.0.0.1:{}", spec.trap.unwrap()).parse().unwrap();
     RawClient::from_stream(connect_from("127.0.48.66", trap)).reply();
