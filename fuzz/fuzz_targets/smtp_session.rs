@@ -31,6 +31,8 @@ fuzz_target!(|data: &[u8]| {
     }
     session.greet(now);
     let mut closed = false;
+    // Content handed out for the message being read.
+    let mut content = 0usize;
     // 0xFF splits chunks; the byte after it steers the next verdicts.
     for chunk in data.split(|&b| b == 0xFF) {
         let (steer, bytes) = chunk.split_first().map(|(s, b)| (*s, b)).unwrap_or((0, chunk));
@@ -42,9 +44,14 @@ fuzz_target!(|data: &[u8]| {
             match event {
                 Event::Close => closed = true,
                 Event::StartTls => session.tls_started(now),
+                Event::Content(piece) => {
+                    assert!(piece.len() <= magicmx_proto::smtp::CHUNK + 1000, "a piece of {}", piece.len());
+                    content += piece.len();
+                }
                 Event::Mail(_) | Event::Rcpt(_) | Event::Message(_) => {
                     if let Event::Message(message) = &event {
-                        assert!(message.content.len() <= 4096, "message over the size limit");
+                        assert!(message.size <= 4096, "message over the size limit");
+                        assert_eq!(message.size, std::mem::take(&mut content), "its size is what was handed out");
                         assert!(!message.recipients.is_empty() && message.recipients.len() <= 5);
                     }
                     let reply = match steer >> 6 {
@@ -55,7 +62,12 @@ fuzz_target!(|data: &[u8]| {
                     };
                     session.decide(reply);
                 }
-                Event::Reply(r) => assert!((200..600).contains(&r.code)),
+                Event::Reply(r) => {
+                    assert!((200..600).contains(&r.code));
+                    if r.code >= 400 {
+                        content = 0; // a refused message's pieces are thrown away
+                    }
+                }
                 Event::Violation(_) => {}
             }
         }

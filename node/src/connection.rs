@@ -48,8 +48,13 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
         }
     }
     session.greet(Instant::now());
-    let mut transaction =
-        Transaction { trusted, reserved: None, findings: Findings::default(), sender: None };
+    let mut transaction = Transaction {
+        trusted,
+        reserved: None,
+        findings: Findings::default(),
+        sender: None,
+        body: intake::Receiving::default(),
+    };
     let outcome = drive(&shared, &mut session, &mut stream, &mut transaction).await;
     if let (Ok(Outcome::StartTls), Some(acceptor)) = (outcome, &shared.tls) {
         match acceptor.accept(stream).await {
@@ -71,6 +76,8 @@ struct Transaction {
     /// What the checks found, for the queue and the headers.
     findings: Findings,
     sender: Option<magicmx_proto::Address>,
+    /// The message being read, on its way to the spool.
+    body: intake::Receiving,
 }
 
 async fn drive<S>(
@@ -95,6 +102,7 @@ where
             match event {
                 Event::Reply(reply) => {
                     if std::mem::replace(&mut in_data, reply.code == 354) {
+                        transaction.body.discard();
                         Stats::add(if reply.is_transient() {
                             &shared.stats.tempfailed
                         } else {
@@ -120,6 +128,7 @@ where
                 }
                 Event::Mail(request) => {
                     transaction.reserved = None;
+                    transaction.body.discard();
                     transaction.findings = Findings::default();
                     transaction.sender = request.sender.clone();
                     let refusal = match transaction.trusted || shared.checks.idle_at_mail() {
@@ -163,8 +172,11 @@ where
                     }
                     session.decide(reply);
                 }
+                Event::Content(piece) => transaction.body.piece(&shared.queue, &piece).await,
                 Event::Message(message) => {
                     in_data = false;
+                    // Its body is in the spool file; dropped unqueued, the file goes.
+                    let spool = transaction.body.take_spool(&shared.queue).await;
                     // Only recipients the throttle counted are held: none for
                     // a trusted client, nor for mail to postmaster alone.
                     let mut reserved = transaction.reserved.take().filter(|r| r.recipients() > 0);
@@ -177,18 +189,23 @@ where
                             held
                         }
                     };
-                    let reply = match held {
-                        Some(refusal) => {
+                    let reply = match (held, spool) {
+                        (Some(refusal), _) => {
                             Stats::add(&shared.stats.tempfailed);
                             shared.stats.refusal("over_limit_after_hold");
                             log_refused_message(shared, client_ip, &refusal);
                             refusal
                         }
-                        None => {
+                        (None, Some(spool)) => {
                             let (reply, after) =
-                                intake::accept(shared, session, message, &transaction.findings).await;
+                                intake::accept(shared, session, message, spool, &transaction.findings).await;
                             after_reply = Some(after);
                             reply
+                        }
+                        (None, None) => {
+                            Stats::add(&shared.stats.tempfailed);
+                            shared.stats.refusal("queue_error");
+                            intake::queue_error()
                         }
                     };
                     if let Some(reserved) = reserved {

@@ -7,6 +7,10 @@ use time::OffsetDateTime;
 
 use crate::queue::QueueId;
 
+/// How much of the original a DSN is built from: its header section is
+/// returned, and a header section longer than this is cut.
+pub const RETURNED_HEAD: usize = 64 * 1024;
+
 /// One recipient that failed, and why.
 pub struct Failed<'a> {
     pub recipient: &'a Address,
@@ -87,7 +91,11 @@ fn status_of(reason: &str) -> String {
 fn header_section(message: &[u8]) -> &[u8] {
     match message.windows(4).position(|w| w == b"\r\n\r\n") {
         Some(end) => &message[..end + 2],
-        None => message,
+        // Cut short (see `RETURNED_HEAD`): up to the last whole line.
+        None => match message.windows(2).rposition(|w| w == b"\r\n") {
+            Some(end) => &message[..end + 2],
+            None => &[],
+        },
     }
 }
 

@@ -1,10 +1,11 @@
-//! Taking a message in: stamp the `Received:` header, commit it durably to
-//! the queue, and only then answer 250; log one line per transaction. A
+//! Taking a message in: its body is written to the spool while it is read;
+//! at its end the `Received:` and `Authentication-Results:` headers are
+//! made, the body is fsync'd and the envelope committed durably to the
+//! queue, and only then is the answer 250; one log line per transaction. A
 //! second try of a message whose 250 was lost gets that 250 instead
 //! (`crate::resend`).
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use magicmx_proto::smtp::{received_header, Message, ReceivedInfo, Reply, Session};
@@ -12,7 +13,9 @@ use time::OffsetDateTime;
 
 use crate::checks::Findings;
 use crate::deliver::Job;
-use crate::queue::{Envelope, QueueId, RecipientState, RecipientStatus, Unanswered};
+use crate::queue::{
+    BodyInfo, Envelope, Queue, QueueId, RecipientState, RecipientStatus, SpoolFile, Unanswered,
+};
 use crate::resend;
 use crate::stats::Stats;
 use crate::Shared;
@@ -60,20 +63,74 @@ fn settler(shared: &Shared, id: QueueId, fingerprint: Option<[u8; 32]>) -> impl 
     }
 }
 
+/// The body of the message being read, written to the spool piece by piece
+/// as the session hands the pieces out.
+#[derive(Default)]
+pub(crate) struct Receiving {
+    spool: Option<SpoolFile>,
+    /// Writing failed: the message gets `451 4.3.0` at its end.
+    failed: bool,
+}
+
+impl Receiving {
+    /// Writes the next piece (the spool file is made at the first).
+    pub(crate) async fn piece(&mut self, queue: &Queue, piece: &[u8]) {
+        if self.failed {
+            return;
+        }
+        if self.spool.is_none() {
+            match queue.spool().create(queue.next_id()).await {
+                Ok(file) => self.spool = Some(file),
+                Err(error) => return self.fail(&error),
+            }
+        }
+        if let Some(spool) = &mut self.spool {
+            if let Err(error) = spool.append(piece).await {
+                self.fail(&error);
+            }
+        }
+    }
+
+    fn fail(&mut self, error: &std::io::Error) {
+        tracing::error!(%error, "cannot write a message to the spool");
+        self.spool = None;
+        self.failed = true;
+    }
+
+    /// The message was refused: what was written goes.
+    pub(crate) fn discard(&mut self) {
+        *self = Receiving::default();
+    }
+
+    /// The message has ended: its spool file (an empty one for an empty
+    /// message), or `None` when writing failed.
+    pub(crate) async fn take_spool(&mut self, queue: &Queue) -> Option<SpoolFile> {
+        if self.spool.is_none() && !self.failed {
+            self.piece(queue, b"").await;
+        }
+        let spool = self.spool.take();
+        self.failed = false;
+        spool
+    }
+}
+
+/// Queues a message whose body is in `spool` and answers it.
 pub(crate) async fn accept(
     shared: &Shared,
     session: &Session,
-    mut message: Message,
+    message: Message,
+    mut spool: SpoolFile,
     findings: &Findings,
 ) -> (Reply, AfterReply) {
     let client_ip = session.client_ip();
     let block = shared.block_of(client_ip);
-    let fingerprint = resend::fingerprint(&message);
+    let fingerprint = resend::fingerprint(&message, &spool.digest());
     let claimed = fingerprint.and_then(|f| shared.unanswered.claim(&f).map(|original| (f, original)));
     if let Some((fingerprint, original)) = claimed {
+        // The spool file goes with `spool`: nothing is queued twice.
         return second_try(shared, client_ip, &message, original, fingerprint);
     }
-    let id = shared.queue.next_id();
+    let id = spool.id();
     let info = ReceivedInfo {
         helo: message.helo.clone(),
         client_ip,
@@ -92,12 +149,6 @@ pub(crate) async fn accept(
     {
         headers.push_str(&results);
     }
-    // One copy of the message at a time: the client's is dropped here.
-    let body = std::mem::take(&mut message.content);
-    let mut content = Vec::with_capacity(headers.len() + body.len());
-    content.extend_from_slice(headers.as_bytes());
-    content.extend_from_slice(&body);
-    drop(body);
     let now = unix_now();
     let envelope = Envelope {
         sender: message.sender,
@@ -118,15 +169,19 @@ pub(crate) async fn accept(
         block: block.to_string(),
         helo: message.helo,
         tls: message.tls,
-        size: content.len() as u64,
+        size: headers.len() as u64 + spool.size(),
         dsn_for: None,
         spf: findings.spf.as_ref().map(|s| s.as_str().to_string()),
     };
     let sender = envelope.sender.as_ref().map(ToString::to_string).unwrap_or_default();
     let (rcpts, size) = (envelope.recipients.len(), envelope.size);
-    let content = Arc::new(content);
+    let body = BodyInfo { headers: headers.into_bytes(), eight_bit: message.eight_bit };
     let unanswered = fingerprint.map(|fingerprint| Unanswered { fingerprint, arrived: now });
-    match shared.queue.insert(id, &envelope, content.clone(), unanswered).await {
+    let stored = match spool.finish().await {
+        Ok(()) => shared.queue.insert(id, &envelope, &body, unanswered).await,
+        Err(error) => Err(crate::Error::Io { path: shared.queue.spool().path(id), error }),
+    };
+    match stored {
         Ok(()) => {
             Stats::add(&shared.stats.accepted);
             let settle = settler(shared, id, fingerprint);
@@ -134,23 +189,25 @@ pub(crate) async fn accept(
             let checks = findings.summary();
             let after = move |written| {
                 settle(written);
-                // With every delivery slot busy the deliverer keeps only the
-                // id and reads the message back when its turn comes.
-                let _ = delivery.send(Job { id, loaded: Some((envelope, content)) });
+                let _ = delivery.send(Job { id, loaded: Some(envelope) });
                 tracing::info!(queue_id = %id, client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, size, %checks, verdict = "accepted", "transaction");
             };
             (Reply::new(250, "2.0.0", format!("Ok: queued as {id}")), AfterReply::new(after))
         }
         Err(error) => {
+            // Finished but never queued: not to be delivered.
+            shared.queue.spool().remove(id);
             Stats::add(&shared.stats.tempfailed);
             shared.stats.refusal("queue_error");
             tracing::error!(queue_id = %id, client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, size, verdict = "tempfail", %error, "transaction");
-            (
-                Reply::new(451, "4.3.0", "Temporary failure writing the queue; please try again later"),
-                AfterReply::none(),
-            )
+            (queue_error(), AfterReply::none())
         }
     }
+}
+
+/// The queue could not take a message: the sender keeps it.
+pub(crate) fn queue_error() -> Reply {
+    Reply::new(451, "4.3.0", "Temporary failure writing the queue; please try again later")
 }
 
 /// The client sends again a message already queued as `original` whose 250

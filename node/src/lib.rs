@@ -93,7 +93,7 @@ impl Node {
     pub async fn start(settings: NodeSettings) -> Result<Node> {
         std::fs::create_dir_all(&settings.data_dir)
             .map_err(|error| Error::Io { path: settings.data_dir.clone(), error })?;
-        let queue = Queue::open(&settings.data_dir.join("queue.redb"))?;
+        let queue = Queue::open(&settings.data_dir)?;
         let unanswered = Arc::new(resend::UnansweredMessages::load(&queue, intake::unix_now())?);
         let (journal, journaled) = deliver::journal::Journal::open(&settings.data_dir)?;
         deliver::journal::apply(&queue, journaled).await?;

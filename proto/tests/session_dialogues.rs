@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use magicmx_proto::smtp::{
-    DataBudget, Event, Message, Reply, Session, SessionConfig, Violation, ViolationAction,
+    DataBudget, Event, Message, Reply, Session, SessionConfig, Violation, ViolationAction, CHUNK,
 };
 
 /// A client talking to a session. Requests handed to the "node" are decided
@@ -13,7 +13,12 @@ use magicmx_proto::smtp::{
 struct Dialogue {
     session: Session,
     now: Instant,
-    messages: Vec<Message>,
+    /// Messages handed over, each with its content gathered from the pieces before it.
+    messages: Vec<Taken>,
+    /// Content handed out for the message being read.
+    content: Vec<u8>,
+    /// The largest piece of content handed out at once.
+    largest_piece: usize,
     violations: Vec<Violation>,
     closed: bool,
     tls_requested: bool,
@@ -23,7 +28,16 @@ impl Dialogue {
     fn with(config: SessionConfig) -> Dialogue {
         let now = Instant::now();
         let session = Session::new(Arc::new(config), "192.0.2.10".parse().unwrap(), now);
-        Dialogue { session, now, messages: vec![], violations: vec![], closed: false, tls_requested: false }
+        Dialogue {
+            session,
+            now,
+            messages: vec![],
+            content: vec![],
+            largest_piece: 0,
+            violations: vec![],
+            closed: false,
+            tls_requested: false,
+        }
     }
 
     fn config() -> SessionConfig {
@@ -56,8 +70,14 @@ impl Dialogue {
                     self.session.decide(Reply::new(550, "5.7.1", "Relay access denied"))
                 }
                 Event::Rcpt(_) => self.session.decide(Reply::new(250, "2.1.5", "Recipient OK")),
-                Event::Message(m) => {
-                    self.messages.push(m);
+                Event::Content(piece) => {
+                    self.largest_piece = self.largest_piece.max(piece.len());
+                    self.content.extend_from_slice(&piece);
+                }
+                Event::Message(message) => {
+                    let content = std::mem::take(&mut self.content);
+                    assert_eq!(message.size, content.len(), "the size is what was handed out");
+                    self.messages.push(Taken { message, content });
                     self.session.decide(Reply::new(250, "2.0.0", "Queued"));
                 }
             }
@@ -91,6 +111,12 @@ impl Dialogue {
         assert_eq!(self.cmd("RCPT TO:<bob@example.test>"), 250);
         assert_eq!(self.cmd("DATA"), 354);
     }
+}
+
+/// A message the "node" took, and its content.
+struct Taken {
+    message: Message,
+    content: Vec<u8>,
 }
 
 fn codes(replies: &[Reply]) -> Vec<u16> {
@@ -140,13 +166,28 @@ fn a_whole_transaction_hands_over_the_message() {
     d.up_to_data();
     let replies = d.send(b"Subject: hi\r\n\r\nHello\r\n.\r\n");
     assert_eq!(codes(&replies), vec![250]);
-    let m = &d.messages[0];
+    let Taken { message: m, content } = &d.messages[0];
     assert_eq!(m.sender.as_ref().unwrap().to_string(), "alice@client.test");
     assert_eq!(m.recipients.len(), 1);
-    assert_eq!(m.content, b"Subject: hi\r\n\r\nHello\r\n");
+    assert_eq!(content, b"Subject: hi\r\n\r\nHello\r\n");
     assert_eq!(m.protocol(), "ESMTP");
+    assert!(!m.has_message_id && !m.eight_bit);
     assert_eq!(d.cmd("QUIT"), 221);
     assert!(d.closed);
+}
+
+#[test]
+fn a_message_id_counts_only_in_the_header_section() {
+    let mut d = Dialogue::new();
+    let with =
+        ["Subject: hi\r\nMessage-ID: <1@client.test>\r\n\r\nbody\r\n", "message-id: <2@x>\r\n\r\nb\r\n"];
+    let without = ["Subject: hi\r\n\r\nMessage-ID: <3@client.test>\r\n", "Subject: hi\r\n\r\nbody\r\n"];
+    for content in with.iter().chain(&without) {
+        d.up_to_data();
+        assert_eq!(codes(&d.send(format!("{content}.\r\n").as_bytes())), vec![250]);
+    }
+    let seen: Vec<bool> = d.messages.iter().map(|t| t.message.has_message_id).collect();
+    assert_eq!(seen, vec![true, true, false, false]);
 }
 
 #[test]
@@ -175,7 +216,7 @@ fn null_sender_is_accepted() {
     assert_eq!(d.cmd("RCPT TO:<bob@example.test>"), 250);
     assert_eq!(d.cmd("DATA"), 354);
     d.send(b"x\r\n.\r\n");
-    assert!(d.messages[0].sender.is_none());
+    assert!(d.messages[0].message.sender.is_none());
 }
 
 #[test]
@@ -263,7 +304,7 @@ fn the_101st_recipient_gets_452_4_5_3() {
     assert_eq!((reply.code, reply.status.as_deref()), (452, Some("4.5.3")));
     assert_eq!(d.cmd("DATA"), 354);
     d.send(b"x\r\n.\r\n");
-    assert_eq!(d.messages[0].recipients.len(), 100);
+    assert_eq!(d.messages[0].message.recipients.len(), 100);
 }
 
 #[test]
@@ -326,16 +367,37 @@ fn data_past_the_shared_memory_budget_gets_452_until_memory_is_free() {
 }
 
 #[test]
-fn a_message_outgrowing_the_budget_is_read_to_its_end_and_refused_452() {
+fn a_message_of_any_size_is_handed_out_in_pieces_within_two_chunks_of_budget() {
     let (config, budget) = budgeted(128);
     let mut d = Dialogue::greeted(config);
     d.up_to_data();
-    send_kib(&mut d, 200);
-    let replies = d.send(b".\r\n");
-    assert_eq!((replies[0].code, replies[0].status.as_deref()), (452, Some("4.3.1")));
-    assert!(d.messages.is_empty());
+    let line = format!("{}\r\n", "x".repeat(510));
+    // 4 MiB against a budget of 128 KiB: the session never holds more than
+    // its two chunks, and hands the content out as it goes.
+    for _ in 0..8 * 1024 {
+        assert!(d.send(line.as_bytes()).is_empty());
+        assert_eq!(budget.in_use(), 2 * CHUNK);
+    }
+    assert!(d.content.len() >= 4 * 1024 * 1024 - CHUNK, "handed out while read: {}", d.content.len());
+    assert_eq!(codes(&d.send(b".\r\n")), vec![250]);
+    let taken = &d.messages[0];
+    assert_eq!(taken.content.len(), 8 * 1024 * 512);
+    assert!(taken.content.chunks(512).all(|l| l == line.as_bytes()));
+    assert!(d.largest_piece <= CHUNK + 1000, "pieces of about a chunk: {}", d.largest_piece);
     assert_eq!(budget.in_use(), 0);
-    assert_eq!(d.cmd("MAIL FROM:<alice@client.test>"), 250, "the session goes on");
+}
+
+#[test]
+fn a_refused_message_was_handed_out_in_part_and_the_refusal_says_so() {
+    let mut config = Dialogue::config();
+    config.limits.max_message_size = 200 * 1024;
+    let mut d = Dialogue::greeted(config);
+    d.up_to_data();
+    send_kib(&mut d, 300);
+    assert!(!d.content.is_empty(), "pieces went out before the size was passed");
+    let replies = d.send(b".\r\n");
+    assert_eq!((replies[0].code, replies[0].status.as_deref()), (552, Some("5.3.4")));
+    assert!(d.messages.is_empty(), "no message: the caller throws the pieces away");
 }
 
 #[test]
@@ -371,7 +433,7 @@ fn a_client_gone_in_the_middle_of_data_gives_its_memory_back() {
     let mut d = Dialogue::greeted(config);
     d.up_to_data();
     send_kib(&mut d, 300);
-    assert!(budget.in_use() >= 300 * 1024);
+    assert_eq!(budget.in_use(), 2 * CHUNK, "two chunks, whatever the size");
     d.session.client_closed();
     drop(d);
     assert_eq!(budget.in_use(), 0);
@@ -530,7 +592,7 @@ fn utf8_address_needs_the_smtputf8_parameter() {
     assert_eq!(d.cmd("RCPT TO:<bücher@example.test>"), 250);
     d.cmd("DATA");
     d.send(b"x\r\n.\r\n");
-    assert_eq!(d.messages[0].protocol(), "UTF8SMTP");
+    assert_eq!(d.messages[0].message.protocol(), "UTF8SMTP");
 }
 
 #[test]
@@ -550,7 +612,7 @@ fn bare_postmaster_is_accepted_for_the_server() {
     assert_eq!(d.cmd("RCPT TO:<>"), 501);
     d.cmd("DATA");
     d.send(b"x\r\n.\r\n");
-    assert_eq!(d.messages[0].recipients[0].to_string(), "postmaster@mx.mesh.test");
+    assert_eq!(d.messages[0].message.recipients[0].to_string(), "postmaster@mx.mesh.test");
 }
 
 #[test]
@@ -562,7 +624,7 @@ fn refused_recipients_are_left_out_of_the_message() {
     assert_eq!(d.cmd("RCPT TO:<bob@example.test>"), 250);
     d.cmd("DATA");
     d.send(b"x\r\n.\r\n");
-    assert_eq!(d.messages[0].recipients.len(), 1);
+    assert_eq!(d.messages[0].message.recipients.len(), 1);
 }
 
 #[test]
@@ -583,8 +645,8 @@ fn starttls_restarts_the_session() {
     d.cmd("RCPT TO:<bob@example.test>");
     d.cmd("DATA");
     d.send(b"x\r\n.\r\n");
-    assert!(d.messages[0].tls);
-    assert_eq!(d.messages[0].protocol(), "ESMTPS");
+    assert!(d.messages[0].message.tls);
+    assert_eq!(d.messages[0].message.protocol(), "ESMTPS");
 }
 
 #[test]

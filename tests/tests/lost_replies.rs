@@ -120,6 +120,6 @@ fn a_recipient_the_journal_says_was_taken_is_not_delivered_again_after_a_crash()
     assert!(text.contains("Subject: pending") && text.contains(&pending), "{text}");
     assert!(node.log_text().contains("delivery journal"), "{}", node.log_text());
     node.stop();
-    assert!(Queue::open(&dir.path().join("data/queue.redb")).unwrap().list().unwrap().is_empty());
+    assert!(Queue::open(&dir.path().join("data")).unwrap().list().unwrap().is_empty());
     assert!(!dir.path().join("data/delivered-1.log").exists(), "an applied journal file is removed");
 }

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use super::{backoff, now_ms, Job};
 use crate::dsn;
-use crate::queue::{Envelope, QueueId, RecipientState, RecipientStatus};
+use crate::queue::{Body, BodyInfo, Envelope, QueueId, RecipientState, RecipientStatus};
 use crate::route::outbound::NextHop;
 use crate::route::{maildir, Outcome, Route};
 use crate::settings::OutboundTls;
@@ -36,16 +36,17 @@ enum TlsMode {
 
 pub(super) async fn run(shared: &Arc<Shared>, job: Job) -> Option<u64> {
     let id = job.id;
-    let (mut envelope, content) = match job.loaded {
-        Some(loaded) => loaded,
-        None => match (shared.queue.envelope(id), shared.queue.content(id)) {
-            (Ok(Some(envelope)), Ok(Some(content))) => (envelope, Arc::new(content)),
-            (Ok(None), _) | (_, Ok(None)) => return None,
-            (Err(error), _) | (_, Err(error)) => {
-                tracing::error!(queue_id = %id, %error, "cannot read the queued message");
-                return Some(now_ms() + 60_000);
-            }
-        },
+    let envelope = match job.loaded {
+        Some(envelope) => Ok(Some(envelope)),
+        None => shared.queue.envelope(id),
+    };
+    let (mut envelope, body) = match (envelope, shared.queue.body(id)) {
+        (Ok(Some(envelope)), Ok(Some(body))) => (envelope, body),
+        (Ok(None), _) | (_, Ok(None)) => return None,
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::error!(queue_id = %id, %error, "cannot read the queued message");
+            return Some(now_ms() + 60_000);
+        }
     };
     let mut ways: BTreeMap<Way, Vec<(usize, Address)>> = BTreeMap::new();
     for (index, rcpt) in envelope.recipients.iter().enumerate() {
@@ -61,15 +62,13 @@ pub(super) async fn run(shared: &Arc<Shared>, job: Job) -> Option<u64> {
     for (way, recipients) in ways {
         let addresses: Vec<Address> = recipients.iter().map(|(_, a)| a.clone()).collect();
         let outcomes = match &way {
-            Way::Maildir(root) => {
-                write_maildir(shared, id, &envelope, &content, root, recipients.clone()).await
-            }
+            Way::Maildir(root) => write_maildir(shared, id, &envelope, &body, root, recipients.clone()).await,
             Way::Smtp(hop, mode) => {
                 let tls = match mode {
                     TlsMode::Opportunistic => OutboundTls::Opportunistic,
                     TlsMode::Require => OutboundTls::Require,
                 };
-                shared.outbound.deliver(hop, tls, envelope.sender.as_ref(), &addresses, &content).await
+                shared.outbound.deliver(hop, tls, envelope.sender.as_ref(), &addresses, &body).await
             }
         };
         for ((index, _), outcome) in recipients.into_iter().zip(outcomes) {
@@ -82,7 +81,7 @@ pub(super) async fn run(shared: &Arc<Shared>, job: Job) -> Option<u64> {
         }
     }
     if !newly_failed.is_empty() {
-        send_dsn(shared, id, &envelope, &content, &newly_failed).await;
+        send_dsn(shared, id, &envelope, &body, &newly_failed).await;
     }
     let saved = if envelope.is_finished() {
         shared.queue.remove(id).await
@@ -175,7 +174,7 @@ fn humanize(d: Duration) -> String {
 /// Queues a DSN to the sender for the recipients at `failed`, when the sender
 /// is believable: not the null sender, and its domain takes mail (served
 /// here, or with MX or address records). Never one about a DSN.
-async fn send_dsn(shared: &Arc<Shared>, id: QueueId, envelope: &Envelope, content: &[u8], failed: &[usize]) {
+async fn send_dsn(shared: &Arc<Shared>, id: QueueId, envelope: &Envelope, body: &Body, failed: &[usize]) {
     let Some(sender) = &envelope.sender else { return };
     // Where SPF was checked, only a sender that passed is believed; without
     // SPF, one whose domain takes mail.
@@ -206,8 +205,19 @@ async fn send_dsn(shared: &Arc<Shared>, id: QueueId, envelope: &Envelope, conten
     let hostname = &shared.session_config.hostname;
     let arrived =
         OffsetDateTime::from_unix_timestamp(envelope.arrived as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let report =
-        Arc::new(dsn::build(hostname, id, arrived, sender, &failed, content, OffsetDateTime::now_utc()));
+    // The original's header section is all a DSN returns.
+    let head = {
+        let body = body.clone();
+        tokio::task::spawn_blocking(move || body.head(dsn::RETURNED_HEAD)).await
+    };
+    let head = match head {
+        Ok(Ok(head)) => head,
+        Ok(Err(error)) => {
+            return tracing::error!(queue_id = %id, %error, "cannot read the message for its DSN")
+        }
+        Err(error) => return tracing::error!(queue_id = %id, %error, "cannot read the message for its DSN"),
+    };
+    let report = dsn::build(hostname, id, arrived, sender, &failed, &head, OffsetDateTime::now_utc());
     let dsn_id = shared.queue.next_id();
     let now = now_ms();
     let dsn_envelope = Envelope {
@@ -225,12 +235,26 @@ async fn send_dsn(shared: &Arc<Shared>, id: QueueId, envelope: &Envelope, conten
         dsn_for: Some(id),
         spf: None,
     };
-    match shared.queue.insert(dsn_id, &dsn_envelope, report.clone(), None).await {
+    let info = BodyInfo { headers: vec![], eight_bit: !report.is_ascii() };
+    let spooled = shared
+        .queue
+        .spool()
+        .write(dsn_id, &report)
+        .await
+        .map_err(|e| crate::Error::Io { path: shared.queue.spool().path(dsn_id), error: e });
+    let queued = match spooled {
+        Ok(()) => shared.queue.insert(dsn_id, &dsn_envelope, &info, None).await,
+        Err(error) => Err(error),
+    };
+    match queued {
         Ok(()) => {
             tracing::info!(queue_id = %dsn_id, dsn_for = %id, to = %sender, "DSN queued");
-            let _ = shared.delivery.send(Job { id: dsn_id, loaded: Some((dsn_envelope, report)) });
+            let _ = shared.delivery.send(Job { id: dsn_id, loaded: Some(dsn_envelope) });
         }
-        Err(error) => tracing::error!(queue_id = %id, %error, "cannot queue the DSN"),
+        Err(error) => {
+            shared.queue.spool().remove(dsn_id);
+            tracing::error!(queue_id = %id, %error, "cannot queue the DSN");
+        }
     }
 }
 
@@ -238,13 +262,13 @@ async fn write_maildir(
     shared: &Shared,
     id: QueueId,
     envelope: &Envelope,
-    content: &Arc<Vec<u8>>,
+    body: &Body,
     root: &std::path::Path,
     recipients: Vec<(usize, Address)>,
 ) -> Vec<Outcome> {
     let sender = envelope.sender.as_ref().map(ToString::to_string).unwrap_or_default();
     let host = shared.session_config.hostname.clone();
-    let (arrived, root, content) = (envelope.arrived, root.to_path_buf(), content.clone());
+    let (arrived, root, body) = (envelope.arrived, root.to_path_buf(), body.clone());
     let count = recipients.len();
     let work = move || {
         recipients
@@ -252,7 +276,7 @@ async fn write_maildir(
             .map(|(index, address)| {
                 let unique = format!("{arrived}.M{id}R{index}.{host}");
                 let header = format!("Return-Path: <{sender}>\r\nDelivered-To: {address}\r\n");
-                match maildir::deliver(&root, &address, &unique, header.as_bytes(), &content) {
+                match maildir::deliver(&root, &address, &unique, header.as_bytes(), &body) {
                     Ok(path) => Outcome::Delivered(path.display().to_string()),
                     Err(e) => Outcome::Transient(format!("maildir {}: {e}", root.display())),
                 }

@@ -17,11 +17,12 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::queue::{Envelope, QueueId};
 use crate::Shared;
 
-/// A message to try now, with its envelope and content when the caller has
-/// them at hand (fresh from intake), saving a read of the queue.
+/// A message to try now, with its envelope when the caller has it at hand
+/// (fresh from intake), saving a read of the queue. Its content is read
+/// from the spool while it is sent.
 pub(crate) struct Job {
     pub id: QueueId,
-    pub loaded: Option<(Envelope, Arc<Vec<u8>>)>,
+    pub loaded: Option<Envelope>,
 }
 
 /// How often idle outbound connections are swept.

@@ -1,10 +1,15 @@
-//! The durable queue: what an accepted message is made of, and the redb
-//! store that keeps it until every recipient is delivered or given up.
+//! The durable queue: what an accepted message is made of, the redb store
+//! that keeps envelopes until every recipient is delivered or given up, and
+//! the spool beside it that keeps the bodies.
 
+mod body;
 mod envelope;
+mod spool;
 mod state;
 mod store;
 
+pub use body::{Body, BodyInfo, Pieces};
 pub use envelope::{Envelope, QueueId, RecipientState, RecipientStatus};
+pub use spool::{Spool, SpoolFile};
 pub use state::TrustRecord;
 pub use store::{Queue, Unanswered};

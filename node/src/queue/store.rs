@@ -1,9 +1,12 @@
-//! The redb store behind the queue. One writer thread takes requests from
+//! The redb store behind the queue: envelopes, the headers this node adds
+//! to each message, and notes on unanswered messages; the bodies live in
+//! the spool beside it (`spool.rs`). One writer thread takes requests from
 //! every session and commits them in groups: each commit is durable
-//! (fsync'd) before any of its requesters hears back, so a session says 250
-//! only for a message that is on disk, and concurrent sessions share fsyncs.
-//! Beside each new message it notes the message as unanswered until the
-//! session reports its 250 written (see `crate::resend`).
+//! (fsync'd, after the spool directory's own fsync) before any of its
+//! requesters hears back, so a session says 250 only for a message that is
+//! on disk, and concurrent sessions share fsyncs. Beside each new message it
+//! notes the message as unanswered until the session reports its 250
+//! written (see `crate::resend`).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,21 +16,26 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
+use super::body::{Body, BodyInfo};
 use super::envelope::{Envelope, QueueId};
+use super::spool::Spool;
 use crate::error::{Error, Result};
 
 /// Envelopes by queue id (postcard-encoded).
 const ENVELOPES: TableDefinition<u64, &[u8]> = TableDefinition::new("envelopes");
-/// Message content by queue id, `Received:` header included.
+/// What the queue knows of each body besides its spool file: the headers
+/// this node puts in front of it (postcard-encoded [`BodyInfo`]).
+const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
+/// Whole message contents by queue id, as releases before the spool kept
+/// them: moved into the spool when the queue is opened.
 const CONTENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("contents");
 
 /// Messages whose 250 is not known to have been written, by queue id: the
 /// postcard-encoded [`Unanswered`] record.
 const UNANSWERED: TableDefinition<u64, &[u8]> = TableDefinition::new("unanswered");
 
-/// redb's page cache. The queue is written far more than read, and message
-/// contents are read once, at delivery: a small cache keeps a burst of large
-/// messages from staying in memory (redb's default is 1 GiB).
+/// redb's page cache: envelopes are small and bodies are elsewhere (redb's
+/// default is 1 GiB).
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Requests beyond this many wait for the next group.
@@ -43,10 +51,11 @@ pub struct Unanswered {
 }
 
 enum Write {
+    /// A message whose body is already in the spool, fsync'd.
     Insert {
         id: QueueId,
         envelope: Vec<u8>,
-        content: Arc<Vec<u8>>,
+        body: Vec<u8>,
         unanswered: Option<Vec<u8>>,
     },
     Update {
@@ -77,6 +86,7 @@ pub struct Queue {
 
 struct Inner {
     db: Arc<Database>,
+    spool: Spool,
     writer: Option<mpsc::UnboundedSender<Request>>,
     thread: Option<std::thread::JoinHandle<()>>,
     next_id: AtomicU64,
@@ -92,18 +102,28 @@ impl Drop for Inner {
 }
 
 impl Queue {
-    /// Opens (or creates) the queue database at `path` and starts its writer.
-    pub fn open(path: &Path) -> Result<Queue> {
-        let db = Database::builder()
+    /// Opens (or creates) the queue in `data_dir` (`queue.redb` and
+    /// `spool/`) and starts its writer. What a crash left half done is
+    /// tidied: bodies without an envelope are removed, and the database is
+    /// compacted, giving back the space of a backlog that has drained.
+    pub fn open(data_dir: &Path) -> Result<Queue> {
+        let path = data_dir.join("queue.redb");
+        let spool_dir = data_dir.join("spool");
+        let spool = Spool::open(&spool_dir).map_err(|error| Error::Io { path: spool_dir.clone(), error })?;
+        let mut db = Database::builder()
             .set_cache_size(CACHE_BYTES)
-            .create(path)
+            .create(&path)
             .map_err(|e| Error::QueueOpen { path: path.to_path_buf(), reason: e.to_string() })?;
-        let db = Arc::new(db);
         let txn = db.begin_write()?;
         txn.open_table(ENVELOPES)?;
+        txn.open_table(BODIES)?;
         txn.open_table(CONTENTS)?;
         txn.open_table(UNANSWERED)?;
         txn.commit()?;
+        move_contents_to_spool(&db, &spool)?;
+        remove_orphans(&db, &spool)?;
+        db.compact().map_err(|e| Error::QueueOpen { path: path.to_path_buf(), reason: e.to_string() })?;
+        let db = Arc::new(db);
         let last = {
             let txn = db.begin_read()?;
             let table = txn.open_table(ENVELOPES)?;
@@ -115,12 +135,12 @@ impl Queue {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
         let next_id = AtomicU64::new(last.max(now) + 1);
         let (writer, requests) = mpsc::unbounded_channel();
-        let writer_db = db.clone();
+        let (writer_db, writer_spool) = (db.clone(), spool.clone());
         let thread = std::thread::Builder::new()
             .name("queue-writer".into())
-            .spawn(move || run_writer(writer_db, requests))
+            .spawn(move || run_writer(writer_db, writer_spool, requests))
             .map_err(|error| Error::Io { path: path.to_path_buf(), error })?;
-        let inner = Inner { db, writer: Some(writer), thread: Some(thread), next_id };
+        let inner = Inner { db, spool, writer: Some(writer), thread: Some(thread), next_id };
         Ok(Queue { inner: Arc::new(inner) })
     }
 
@@ -133,19 +153,26 @@ impl Queue {
         QueueId(self.inner.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Stores a message durably; returns once the commit is on disk. With
+    /// Where bodies are written.
+    pub fn spool(&self) -> &Spool {
+        &self.inner.spool
+    }
+
+    /// Stores a message whose body is in the spool already (finished, that
+    /// is fsync'd) durably; returns once the commit is on disk. With
     /// `unanswered`, the message is also noted as unanswered until
     /// [`Queue::answered`].
     pub async fn insert(
         &self,
         id: QueueId,
         envelope: &Envelope,
-        content: Arc<Vec<u8>>,
+        body: &BodyInfo,
         unanswered: Option<Unanswered>,
     ) -> Result<()> {
         let envelope = postcard::to_stdvec(envelope)?;
+        let body = postcard::to_stdvec(body)?;
         let unanswered = unanswered.map(|u| postcard::to_stdvec(&u)).transpose()?;
-        self.submit(Write::Insert { id, envelope, content, unanswered }).await
+        self.submit(Write::Insert { id, envelope, body, unanswered }).await
     }
 
     /// Forgets that a message is unanswered. Does not wait: the write joins
@@ -210,16 +237,20 @@ impl Queue {
         })
     }
 
-    pub fn content(&self, id: QueueId) -> Result<Option<Vec<u8>>> {
+    /// A queued message's content, to be read at delivery.
+    pub fn body(&self, id: QueueId) -> Result<Option<Body>> {
         let txn = self.inner.db.begin_read()?;
-        let table = txn.open_table(CONTENTS)?;
-        let value = table.get(id.0)?;
-        Ok(value.map(|v| v.value().to_vec()))
+        let table = txn.open_table(BODIES)?;
+        let Some(value) = table.get(id.0)? else { return Ok(None) };
+        let info: BodyInfo = postcard::from_bytes(value.value())?;
+        let path = self.inner.spool.path(id);
+        let spooled = std::fs::metadata(&path).map_err(|error| Error::Io { path: path.clone(), error })?;
+        Ok(Some(Body::new(info, path, spooled.len())))
     }
 }
 
 /// The writer thread: gathers every waiting request into one transaction.
-fn run_writer(db: Arc<Database>, mut requests: mpsc::UnboundedReceiver<Request>) {
+fn run_writer(db: Arc<Database>, spool: Spool, mut requests: mpsc::UnboundedReceiver<Request>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = requests.blocking_recv() {
         group.push(first);
@@ -229,7 +260,15 @@ fn run_writer(db: Arc<Database>, mut requests: mpsc::UnboundedReceiver<Request>)
                 Err(_) => break,
             }
         }
-        let result = commit(&db, &group);
+        let result = commit(&db, &spool, &group);
+        // Bodies go once their envelopes are gone for good.
+        if result.is_ok() {
+            for request in &group {
+                if let Write::Remove { id } = request.write {
+                    spool.remove(id);
+                }
+            }
+        }
         for request in group.drain(..) {
             if let Some(done) = request.done {
                 let outcome = result.as_ref().map_err(|e| Error::Commit(e.to_string()));
@@ -240,8 +279,12 @@ fn run_writer(db: Arc<Database>, mut requests: mpsc::UnboundedReceiver<Request>)
 }
 
 /// One transaction for the group: durable (fsync'd) when anybody waits for
-/// it, otherwise left for the next durable commit to carry to disk.
-fn commit(db: &Database, group: &[Request]) -> Result<()> {
+/// it, otherwise left for the next durable commit to carry to disk. New
+/// bodies' names are made durable first (their contents already are).
+fn commit(db: &Database, spool: &Spool, group: &[Request]) -> Result<()> {
+    if group.iter().any(|r| matches!(r.write, Write::Insert { .. })) {
+        spool.sync_dir().map_err(|error| Error::Io { path: spool.dir().to_path_buf(), error })?;
+    }
     let mut txn = db.begin_write()?;
     let durability = match group.iter().any(|r| r.done.is_some()) {
         true => Durability::Immediate,
@@ -250,13 +293,13 @@ fn commit(db: &Database, group: &[Request]) -> Result<()> {
     txn.set_durability(durability).map_err(|e| Error::Store(redb::Error::from(e)))?;
     {
         let mut envelopes = txn.open_table(ENVELOPES)?;
-        let mut contents = txn.open_table(CONTENTS)?;
+        let mut bodies = txn.open_table(BODIES)?;
         let mut unanswered_table = txn.open_table(UNANSWERED)?;
         for request in group {
             match &request.write {
-                Write::Insert { id, envelope, content, unanswered } => {
+                Write::Insert { id, envelope, body, unanswered } => {
                     envelopes.insert(id.0, envelope.as_slice())?;
-                    contents.insert(id.0, content.as_slice())?;
+                    bodies.insert(id.0, body.as_slice())?;
                     if let Some(unanswered) = unanswered {
                         unanswered_table.insert(id.0, unanswered.as_slice())?;
                     }
@@ -274,11 +317,57 @@ fn commit(db: &Database, group: &[Request]) -> Result<()> {
                 }
                 Write::Remove { id } => {
                     envelopes.remove(id.0)?;
-                    contents.remove(id.0)?;
+                    bodies.remove(id.0)?;
                 }
             }
         }
     }
     txn.commit()?;
+    Ok(())
+}
+
+/// Moves whole contents kept in the database by releases before the spool
+/// into spool files (their headers included, so nothing is put in front).
+fn move_contents_to_spool(db: &Database, spool: &Spool) -> Result<()> {
+    let ids: Vec<u64> = {
+        let txn = db.begin_read()?;
+        let table = txn.open_table(CONTENTS)?;
+        let mut ids = vec![];
+        for entry in table.iter()? {
+            ids.push(entry?.0.value());
+        }
+        ids
+    };
+    for id in ids {
+        let txn = db.begin_write()?;
+        {
+            let mut contents = txn.open_table(CONTENTS)?;
+            let Some(content) = contents.remove(id)?.map(|v| v.value().to_vec()) else { continue };
+            let path = spool.path(QueueId(id));
+            let written =
+                std::fs::write(&path, &content).and_then(|()| std::fs::File::open(&path)?.sync_all());
+            written.map_err(|error| Error::Io { path, error })?;
+            let info = BodyInfo { headers: vec![], eight_bit: !content.is_ascii() };
+            txn.open_table(BODIES)?.insert(id, postcard::to_stdvec(&info)?.as_slice())?;
+        }
+        spool.sync_dir().map_err(|error| Error::Io { path: spool.dir().to_path_buf(), error })?;
+        txn.commit()?;
+        tracing::info!(queue_id = %QueueId(id), "message moved from the database to the spool");
+    }
+    Ok(())
+}
+
+/// Removes bodies whose message has no envelope: written for a message that
+/// was never answered 250 (or whose removal was cut short by a crash).
+fn remove_orphans(db: &Database, spool: &Spool) -> Result<()> {
+    let txn = db.begin_read()?;
+    let envelopes = txn.open_table(ENVELOPES)?;
+    let ids = spool.ids().map_err(|error| Error::Io { path: spool.dir().to_path_buf(), error })?;
+    for id in ids {
+        if envelopes.get(id.0)?.is_none() {
+            tracing::info!(queue_id = %id, "removing the spool file of a message never queued");
+            spool.remove(id);
+        }
+    }
     Ok(())
 }

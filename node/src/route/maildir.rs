@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use magicmx_proto::Address;
 
+use crate::queue::Body;
+
 /// The mailbox directory for a recipient: the local part, lower-cased, with
 /// anything but `[a-z0-9._+=-]` percent-encoded (no `/`, no `..`).
 pub fn mailbox_dir(root: &Path, recipient: &Address) -> PathBuf {
@@ -29,7 +31,7 @@ pub fn deliver(
     recipient: &Address,
     unique: &str,
     header: &[u8],
-    content: &[u8],
+    body: &Body,
 ) -> std::io::Result<PathBuf> {
     let mailbox = mailbox_dir(root, recipient);
     let (tmp, new) = (mailbox.join("tmp"), mailbox.join("new"));
@@ -39,7 +41,7 @@ pub fn deliver(
     let tmp_path = tmp.join(unique);
     let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp_path)?;
     file.write_all(header)?;
-    file.write_all(content)?;
+    body.copy_to(&mut file)?;
     file.sync_all()?;
     drop(file);
     let final_path = new.join(unique);
@@ -66,11 +68,15 @@ mod tests {
     fn delivery_writes_into_new_and_leaves_tmp_empty() {
         let dir = tempfile::tempdir().unwrap();
         let rcpt = Address::parse("bob@example.test").unwrap();
-        let path = deliver(dir.path(), &rcpt, "1.M1R0.host", b"H: 1\r\n", b"body\r\n").unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"H: 1\r\nbody\r\n");
+        let spooled = dir.path().join("spooled");
+        fs::write(&spooled, b"body\r\n").unwrap();
+        let info = crate::queue::BodyInfo { headers: b"Received: r\r\n".to_vec(), eight_bit: false };
+        let body = Body::new(info, spooled, 6);
+        let path = deliver(dir.path(), &rcpt, "1.M1R0.host", b"H: 1\r\n", &body).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"H: 1\r\nReceived: r\r\nbody\r\n");
         assert!(path.starts_with(dir.path().join("bob/new")));
         assert_eq!(fs::read_dir(dir.path().join("bob/tmp")).unwrap().count(), 0);
-        deliver(dir.path(), &rcpt, "1.M1R0.host", b"H: 1\r\n", b"body\r\n").unwrap();
+        deliver(dir.path(), &rcpt, "1.M1R0.host", b"H: 1\r\n", &body).unwrap();
         assert_eq!(fs::read_dir(dir.path().join("bob/new")).unwrap().count(), 1, "same name: no duplicate");
     }
 }

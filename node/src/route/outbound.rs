@@ -15,6 +15,7 @@ use super::Outcome;
 use crate::checks::callout::Probe;
 use crate::dns::{Dns, Failure};
 use crate::error::Result;
+use crate::queue::Body;
 use crate::settings::{DeliverySettings, OutboundTls};
 
 /// Where one group of recipients goes.
@@ -108,7 +109,7 @@ impl Outbound {
         tls: OutboundTls,
         sender: Option<&Address>,
         recipients: &[Address],
-        content: &[u8],
+        body: &Body,
     ) -> Vec<Outcome> {
         let all = |outcome: Outcome| vec![outcome; recipients.len()];
         let (hosts, port) = match self.next_hosts(hop).await {
@@ -134,7 +135,7 @@ impl Outbound {
                     last = format!("{host} [{ip}] is this node: mail loops back");
                     continue;
                 }
-                match self.try_address(addr, &host, tls, sender, recipients, content).await {
+                match self.try_address(addr, &host, tls, sender, recipients, body).await {
                     Tried::Answered(outcomes) => return outcomes,
                     Tried::Next(why) => last = why,
                 }
@@ -150,14 +151,14 @@ impl Outbound {
         tls: OutboundTls,
         sender: Option<&Address>,
         recipients: &[Address],
-        content: &[u8],
+        body: &Body,
     ) -> Tried {
         let _slot = self.pool.slot(addr).await;
         let verified = tls == OutboundTls::Require;
         // A pooled connection may have been closed by the server meanwhile:
         // on failure, one more try on a fresh connection.
         if let Some(mut conn) = self.pool.take(addr, verified) {
-            match conn.send(sender, recipients, content).await {
+            match conn.send(sender, recipients, body).await {
                 Ok(sent) => {
                     self.pool.give_back(conn, verified);
                     return Tried::Answered(sent.outcomes);
@@ -176,7 +177,7 @@ impl Outbound {
             Ok(conn) => conn,
             Err(broken) => return Tried::Next(format!("{host}[{}]: {broken}", addr.ip())),
         };
-        match conn.send(sender, recipients, content).await {
+        match conn.send(sender, recipients, body).await {
             Ok(sent) => {
                 self.pool.give_back(conn, verified);
                 Tried::Answered(sent.outcomes)

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use magicmx_proto::smtp::client::{dot_stuff, Capabilities, ReplyReader};
+use magicmx_proto::smtp::client::{Capabilities, DotStuffer, ReplyReader};
 use magicmx_proto::smtp::Reply;
 use magicmx_proto::Address;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::Outcome;
+use crate::queue::Body;
 
 /// Anything a connection can run over: plain TCP or TLS.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -30,6 +31,8 @@ pub enum Broken {
     Refused(Reply),
     /// TLS was required and is not available or not valid.
     Tls(String),
+    /// The message could not be read from the spool in the middle of DATA.
+    Spool(String),
 }
 
 impl std::fmt::Display for Broken {
@@ -39,6 +42,7 @@ impl std::fmt::Display for Broken {
             Broken::Protocol(e) => write!(f, "protocol: {e}"),
             Broken::Refused(reply) => write!(f, "refused: {}", reply.to_string().trim_end()),
             Broken::Tls(e) => write!(f, "TLS: {e}"),
+            Broken::Spool(e) => write!(f, "reading the queued message: {e}"),
         }
     }
 }
@@ -162,22 +166,23 @@ impl Connection {
         &mut self,
         sender: Option<&Address>,
         recipients: &[Address],
-        content: &[u8],
+        body: &Body,
     ) -> Result<Sent, TransactionError> {
         let needs_utf8 = sender.is_some_and(Address::is_utf8) || recipients.iter().any(Address::is_utf8);
         if needs_utf8 && !self.caps.smtputf8 {
             let why = format!("{} does not support SMTPUTF8, which these addresses need", self.host);
             return Ok(Sent { outcomes: vec![Outcome::Permanent(why); recipients.len()] });
         }
-        if let Some(limit) = self.caps.size.filter(|&n| n > 0 && content.len() > n) {
-            let why = format!("message of {} octets exceeds {}'s limit of {limit}", content.len(), self.host);
+        let size = body.size();
+        if let Some(limit) = self.caps.size.filter(|&n| n > 0 && size > n as u64) {
+            let why = format!("message of {size} octets exceeds {}'s limit of {limit}", self.host);
             return Ok(Sent { outcomes: vec![Outcome::Permanent(why); recipients.len()] });
         }
         let mut mail = format!("MAIL FROM:<{}>", sender.map(ToString::to_string).unwrap_or_default());
         if self.caps.size.is_some() {
-            mail.push_str(&format!(" SIZE={}", content.len()));
+            mail.push_str(&format!(" SIZE={size}"));
         }
-        if self.caps.eight_bit_mime && !content.is_ascii() {
+        if self.caps.eight_bit_mime && body.eight_bit() {
             mail.push_str(" BODY=8BITMIME");
         }
         if needs_utf8 {
@@ -212,7 +217,7 @@ impl Connection {
         }
         let reply = self.command(b"DATA\r\n", command).await.map_err(TransactionError::Broken)?;
         let final_reply = if reply.code == 354 {
-            self.write(&dot_stuff(content)).await.map_err(TransactionError::Broken)?;
+            self.write_body(body).await.map_err(TransactionError::Broken)?;
             self.read_reply(self.timeouts.data).await.map_err(TransactionError::Broken)?
         } else {
             reply
@@ -272,6 +277,23 @@ impl Connection {
     async fn command(&mut self, line: &[u8], timeout: Duration) -> Result<Reply, Broken> {
         self.write(line).await?;
         self.read_reply(timeout).await
+    }
+
+    /// The message after DATA, dot-stuffed, read from the spool piece by
+    /// piece, and the final dot.
+    async fn write_body(&mut self, body: &Body) -> Result<(), Broken> {
+        let spool = |e: std::io::Error| Broken::Spool(e.to_string());
+        let mut pieces = body.pieces().await.map_err(spool)?;
+        let mut stuffer = DotStuffer::default();
+        let mut out = Vec::new();
+        while let Some(piece) = pieces.next().await.map_err(spool)? {
+            out.clear();
+            stuffer.push(&piece, &mut out);
+            self.write(&out).await?;
+        }
+        out.clear();
+        stuffer.finish(&mut out);
+        self.write(&out).await
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), Broken> {

@@ -1,17 +1,17 @@
-//! The memory every session together may spend on message content while DATA
-//! is read. A session reserves it in chunks as the message grows and gives it
-//! back when the message is handed over or dropped. When it is spent, a new
-//! DATA gets `452 4.3.1` and a message that would overrun it is read to its
-//! end, dropped and refused with `452 4.3.1` (RFC 5321 §4.2.2: insufficient
-//! system storage): the client tries again later, and a flood of large
-//! messages cannot take the machine's memory.
+//! The memory every session together may spend on message buffers while
+//! DATA is read: a safety net. Content goes to disk as it arrives, so a
+//! session in DATA holds a fixed two chunks (one being filled, one being
+//! written) whatever the size of its message; it reserves them at DATA and
+//! gives them back at the verdict. When the budget is spent, DATA gets
+//! `452 4.3.1` (RFC 5321 §4.2.2: insufficient system storage) and the client
+//! tries again later: a flood of sessions cannot take the machine's memory.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Octets reserved at a time.
-pub(super) const CHUNK: usize = 64 * 1024;
+/// The size of the pieces content is handed out in, and of a session's buffer.
+pub const CHUNK: usize = 64 * 1024;
 
 /// A shared budget of octets; clones share it.
 #[derive(Clone)]
@@ -86,23 +86,9 @@ pub(super) struct Reservation {
 }
 
 impl Reservation {
-    /// The first chunk, or `None` when the budget cannot spare it.
-    pub(super) fn start(budget: &DataBudget) -> Option<Reservation> {
-        budget.take(CHUNK).then(|| Reservation { budget: Some(budget.clone()), octets: CHUNK })
-    }
-
-    /// Makes room for `total` octets; false when the budget cannot spare them.
-    pub(super) fn cover(&mut self, total: usize) -> bool {
-        if total <= self.octets {
-            return true;
-        }
-        let Some(budget) = &self.budget else { return false };
-        let more = (total - self.octets).max(CHUNK);
-        if !budget.take(more) {
-            return false;
-        }
-        self.octets += more;
-        true
+    /// `octets` of the budget, or `None` when it cannot spare them.
+    pub(super) fn start(budget: &DataBudget, octets: usize) -> Option<Reservation> {
+        budget.take(octets).then(|| Reservation { budget: Some(budget.clone()), octets })
     }
 
     /// Gives everything back now.
@@ -126,14 +112,12 @@ mod tests {
     #[test]
     fn reservations_share_the_budget_and_give_it_back() {
         let budget = DataBudget::new(3 * CHUNK);
-        let mut first = Reservation::start(&budget).unwrap();
-        assert!(first.cover(2 * CHUNK));
-        let second = Reservation::start(&budget).unwrap();
+        let mut first = Reservation::start(&budget, 2 * CHUNK).unwrap();
+        let second = Reservation::start(&budget, CHUNK).unwrap();
         assert_eq!(budget.in_use(), 3 * CHUNK);
-        assert!(Reservation::start(&budget).is_none(), "spent");
-        assert!(!first.cover(3 * CHUNK));
+        assert!(Reservation::start(&budget, 1).is_none(), "spent");
         drop(second);
-        assert!(first.cover(3 * CHUNK));
+        assert!(Reservation::start(&budget, CHUNK).is_some(), "given back when dropped");
         first.release();
         assert_eq!(budget.in_use(), 0);
         drop(first);

@@ -149,24 +149,69 @@ impl Capabilities {
 /// the last line is ended, and the terminating `.` line is added.
 pub fn dot_stuff(content: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(content.len() + content.len() / 64 + 5);
-    let mut at_line_start = true;
-    for &b in content {
-        if at_line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        at_line_start = b == b'\n';
-    }
-    if !content.is_empty() && !content.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
+    let mut stuffer = DotStuffer::default();
+    stuffer.push(content, &mut out);
+    stuffer.finish(&mut out);
     out
+}
+
+/// [`dot_stuff`] for content that comes in pieces (read from disk while it
+/// is sent): it remembers where the last piece left off.
+#[derive(Debug, Clone, Copy)]
+pub struct DotStuffer {
+    at_line_start: bool,
+    /// The last two octets pushed (0 for none).
+    tail: [u8; 2],
+    empty: bool,
+}
+
+impl Default for DotStuffer {
+    fn default() -> Self {
+        DotStuffer { at_line_start: true, tail: [0; 2], empty: true }
+    }
+}
+
+impl DotStuffer {
+    /// Appends `piece`, stuffed, to `out`.
+    pub fn push(&mut self, piece: &[u8], out: &mut Vec<u8>) {
+        for &b in piece {
+            if self.at_line_start && b == b'.' {
+                out.push(b'.');
+            }
+            out.push(b);
+            self.at_line_start = b == b'\n';
+            self.tail = [self.tail[1], b];
+        }
+        self.empty &= piece.is_empty();
+    }
+
+    /// Ends the last line if it was not, and appends the terminating `.` line.
+    pub fn finish(&self, out: &mut Vec<u8>) {
+        if !self.empty && self.tail != *b"\r\n" {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stuffing_in_pieces_is_stuffing_at_once() {
+        let content = b"Subject: x\r\n\r\n.hidden\r\n..two\r\nend";
+        for split in 0..content.len() {
+            let mut stuffer = DotStuffer::default();
+            let mut out = vec![];
+            stuffer.push(&content[..split], &mut out);
+            stuffer.push(&content[split..], &mut out);
+            stuffer.finish(&mut out);
+            assert_eq!(out, dot_stuff(content), "split at {split}");
+        }
+        assert_eq!(dot_stuff(b""), b".\r\n");
+        assert_eq!(dot_stuff(b"a\r\n"), b"a\r\n.\r\n");
+    }
 
     fn read_all(bytes: &[u8]) -> Vec<Result<Option<Reply>, ReplyError>> {
         let mut reader = ReplyReader::default();

@@ -1,9 +1,16 @@
 //! DATA (RFC 5321 §4.1.1.4): reads the message to the lone dot, unstuffs
 //! dots, and refuses messages with bare CR/LF (SMTP smuggling), over-long
-//! lines, too many octets, or too many `Received:` headers (a mail loop);
-//! the content is held within the shared [`DataBudget`](super::DataBudget).
+//! lines, too many octets, or too many `Received:` headers (a mail loop).
+//!
+//! The content is not kept: it is handed to the caller as it arrives, in
+//! [`Event::Content`] pieces of about [`CHUNK`] octets, to be written to disk
+//! while the rest is read. A session holds one buffer being filled and one
+//! piece being written, reserved from the shared
+//! [`DataBudget`](super::DataBudget) for the time of the DATA: memory is flat
+//! in the size of the message. A message refused at its end was handed out
+//! in part already; the refusal tells the caller to throw those pieces away.
 
-use super::budget::Reservation;
+use super::budget::{Reservation, CHUNK};
 use super::event::{Event, Message, Violation};
 use super::reply::Reply;
 use super::session::{Pending, Session, State, Transaction};
@@ -11,18 +18,19 @@ use super::session::{Pending, Session, State, Transaction};
 /// The state of one message being read.
 #[derive(Debug, Default)]
 pub(super) struct DataReader {
-    content: Vec<u8>,
+    /// Content read and not yet handed out.
+    buffer: Vec<u8>,
     /// Octets read so far, kept or not.
     size: usize,
     in_headers: bool,
     received_headers: usize,
+    has_message_id: bool,
+    eight_bit: bool,
     oversize: bool,
     bare_line_ending: bool,
     line_too_long: bool,
-    /// The memory the content holds; given back at the verdict on the message.
+    /// The buffer and the piece being written; given back at the verdict on the message.
     pub(super) reservation: Reservation,
-    /// The budget could not hold the message: it is read and dropped.
-    no_storage: bool,
 }
 
 fn no_storage() -> Reply {
@@ -40,15 +48,17 @@ impl Session {
         if self.transaction.recipients.is_empty() {
             return self.reply(Reply::new(554, "5.5.1", "No valid recipients"));
         }
-        let Some(reservation) = Reservation::start(&self.config.data_budget) else {
+        let Some(reservation) = Reservation::start(&self.config.data_budget, 2 * CHUNK) else {
             return self.reply(no_storage());
         };
-        self.data = DataReader { in_headers: true, reservation, ..DataReader::default() };
+        let buffer = Vec::with_capacity(CHUNK);
+        self.data = DataReader { in_headers: true, reservation, buffer, ..DataReader::default() };
         self.reply(Reply::plain(354, vec!["End data with <CR><LF>.<CR><LF>".into()]));
         self.state = State::Data;
     }
 
     /// Reads buffered message lines; returns false when it needs more input.
+    /// A full buffer is handed out as [`Event::Content`] before reading on.
     pub(super) fn read_data(&mut self) -> bool {
         let limits = &self.config.limits;
         let (text_line, max_size) = (limits.text_line, limits.max_message_size);
@@ -71,25 +81,32 @@ impl Session {
             }
             let bytes = bytes.strip_prefix(b".").unwrap_or(bytes);
             if data.in_headers {
+                let named =
+                    |name: &[u8]| bytes.len() >= name.len() && bytes[..name.len()].eq_ignore_ascii_case(name);
                 if bytes.is_empty() {
                     data.in_headers = false;
-                } else if bytes.len() >= 9 && bytes[..9].eq_ignore_ascii_case(b"received:") {
+                } else if named(b"received:") {
                     data.received_headers += 1;
+                } else if named(b"message-id:") {
+                    data.has_message_id = true;
                 }
             }
             data.size += bytes.len() + 2;
             if data.size > max_size {
                 data.oversize = true;
             }
-            if !data.oversize && !data.no_storage && !data.reservation.cover(data.size) {
-                data.no_storage = true;
+            if data.oversize || data.line_too_long || data.bare_line_ending {
+                // Refused at the end: nothing more is worth keeping.
+                data.buffer.clear();
+                continue;
             }
-            if data.oversize || data.no_storage {
-                data.content = Vec::new();
-                data.reservation.release();
-            } else {
-                data.content.extend_from_slice(bytes);
-                data.content.extend_from_slice(b"\r\n");
+            data.eight_bit |= !bytes.is_ascii();
+            data.buffer.extend_from_slice(bytes);
+            data.buffer.extend_from_slice(b"\r\n");
+            if data.buffer.len() >= CHUNK {
+                let piece = std::mem::replace(&mut data.buffer, Vec::with_capacity(CHUNK));
+                self.events.push_back(Event::Content(piece));
+                return true;
             }
         }
         progressed
@@ -120,8 +137,6 @@ impl Session {
                 limits.max_message_size
             );
             Some(Reply::new(552, "5.3.4", text))
-        } else if data.no_storage {
-            Some(no_storage())
         } else if data.received_headers > limits.max_received_headers {
             Some(Reply::new(554, "5.4.6", "Too many Received headers: mail loop detected"))
         } else {
@@ -135,12 +150,17 @@ impl Session {
             }
             return self.reply(reply);
         }
+        if !data.buffer.is_empty() {
+            self.events.push_back(Event::Content(std::mem::take(&mut data.buffer)));
+        }
         let transaction = std::mem::take(&mut self.transaction);
         let message = Message {
             helo: self.helo.clone().unwrap_or_default(),
             sender: transaction.sender.flatten(),
             recipients: transaction.recipients,
-            content: data.content,
+            size: data.size,
+            has_message_id: data.has_message_id,
+            eight_bit: data.eight_bit,
             smtputf8: transaction.smtputf8,
             eight_bit_mime: transaction.eight_bit_mime,
             tls: self.tls,

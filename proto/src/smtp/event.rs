@@ -22,7 +22,14 @@ pub enum Event {
     Mail(MailRequest),
     /// RCPT TO passed the session's own rules; answer with `decide`.
     Rcpt(RcptRequest),
-    /// A complete message; answer with `decide` (a 250 only once it is on disk).
+    /// The next piece of the message being read (dot-unstuffed, lines ended
+    /// with CRLF), in order: write it away before polling again. If the
+    /// message is then refused (a reply of the session's own instead of
+    /// [`Event::Message`]), the pieces are to be thrown away.
+    Content(Vec<u8>),
+    /// The message has ended well, its content handed out in the
+    /// [`Event::Content`] before it; answer with `decide` (a 250 only once it
+    /// is on disk).
     Message(Message),
 }
 
@@ -54,14 +61,19 @@ pub struct RcptRequest {
     pub sender: Option<Address>,
 }
 
-/// A message whose DATA ended well: envelope and dot-unstuffed content.
+/// A message whose DATA ended well: its envelope, and what was seen of the
+/// content handed out before it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub helo: String,
     pub sender: Option<Address>,
     pub recipients: Vec<Address>,
-    /// The content as the client sent it, every line ending in CRLF.
-    pub content: Vec<u8>,
+    /// Octets of content (dot-unstuffed, CRLF line ends).
+    pub size: usize,
+    /// The header section has a `Message-ID:` field.
+    pub has_message_id: bool,
+    /// The content has octets above 127.
+    pub eight_bit: bool,
     pub smtputf8: bool,
     pub eight_bit_mime: bool,
     pub tls: bool,

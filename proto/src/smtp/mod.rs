@@ -17,7 +17,7 @@ mod received;
 mod reply;
 mod session;
 
-pub use budget::DataBudget;
+pub use budget::{DataBudget, CHUNK};
 pub use config::{Limits, SessionConfig, ViolationAction};
 pub use event::{Event, MailRequest, Message, RcptRequest, Violation};
 pub use received::{received_header, ReceivedInfo};

@@ -1,0 +1,124 @@
+//! A queued message's content as delivery sees it: the header fields this
+//! node put in front (`Received:`, `Authentication-Results:`), then the body
+//! as the client sent it, read from its spool file in pieces so that a large
+//! message never has to be in memory whole.
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+
+/// The size of the pieces a body is read in.
+pub const PIECE: usize = 64 * 1024;
+
+/// What the queue keeps of a body beside its spool file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BodyInfo {
+    /// Header fields this node adds in front of the body, CRLF line ends.
+    pub headers: Vec<u8>,
+    /// The content has octets above 127 (`BODY=8BITMIME` when sent on).
+    pub eight_bit: bool,
+}
+
+/// A message's content, ready to be read.
+#[derive(Debug, Clone)]
+pub struct Body {
+    pub info: BodyInfo,
+    pub path: PathBuf,
+    /// Octets of the spool file.
+    spooled: u64,
+}
+
+impl Body {
+    pub fn new(info: BodyInfo, path: PathBuf, spooled: u64) -> Body {
+        Body { info, path, spooled }
+    }
+
+    /// The whole content's size: headers and body.
+    pub fn size(&self) -> u64 {
+        self.info.headers.len() as u64 + self.spooled
+    }
+
+    pub fn eight_bit(&self) -> bool {
+        self.info.eight_bit
+    }
+
+    /// A reader of the content from its start.
+    pub async fn pieces(&self) -> io::Result<Pieces> {
+        let file = tokio::fs::File::open(&self.path).await?;
+        Ok(Pieces { headers: Some(self.info.headers.clone()), file })
+    }
+
+    /// Writes the whole content to `out` (blocking).
+    pub fn copy_to(&self, out: &mut impl Write) -> io::Result<()> {
+        out.write_all(&self.info.headers)?;
+        io::copy(&mut std::fs::File::open(&self.path)?, out)?;
+        Ok(())
+    }
+
+    /// The first `limit` octets of the content (blocking), e.g. for the
+    /// header section a DSN returns.
+    pub fn head(&self, limit: usize) -> io::Result<Vec<u8>> {
+        let mut head = self.info.headers.clone();
+        head.truncate(limit);
+        let rest = (limit - head.len()) as u64;
+        std::fs::File::open(&self.path)?.take(rest).read_to_end(&mut head)?;
+        Ok(head)
+    }
+}
+
+/// The content in pieces: the headers, then the spool file [`PIECE`] by piece.
+pub struct Pieces {
+    headers: Option<Vec<u8>>,
+    file: tokio::fs::File,
+}
+
+impl Pieces {
+    /// The next piece; `None` at the end.
+    pub async fn next(&mut self) -> io::Result<Option<Vec<u8>>> {
+        if let Some(headers) = self.headers.take().filter(|h| !h.is_empty()) {
+            return Ok(Some(headers));
+        }
+        let mut piece = vec![0; PIECE];
+        let mut filled = 0;
+        while filled < PIECE {
+            match self.file.read(&mut piece[filled..]).await? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        piece.truncate(filled);
+        Ok((filled > 0).then_some(piece))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_body_reads_back_as_its_headers_then_its_spool_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1");
+        let spooled: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        std::fs::write(&path, &spooled).unwrap();
+        let body =
+            Body::new(BodyInfo { headers: b"Received: x\r\n".to_vec(), eight_bit: false }, path, 200_000);
+        let mut whole = b"Received: x\r\n".to_vec();
+        whole.extend_from_slice(&spooled);
+        assert_eq!(body.size(), whole.len() as u64);
+        let mut pieces = body.pieces().await.unwrap();
+        let mut read = vec![];
+        while let Some(piece) = pieces.next().await.unwrap() {
+            assert!(piece.len() <= PIECE);
+            read.extend_from_slice(&piece);
+        }
+        assert_eq!(read, whole);
+        let mut copied = vec![];
+        body.copy_to(&mut copied).unwrap();
+        assert_eq!(copied, whole);
+        assert_eq!(body.head(20).unwrap(), &whole[..20]);
+        assert_eq!(body.head(5).unwrap(), b"Recei");
+    }
+}
