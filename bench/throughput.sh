@@ -11,6 +11,11 @@
 # smtp-source and stops when the sink has counted every message:
 #   end-to-end rate = MESSAGES / (time until the sink has them all)
 #   acceptance rate = MESSAGES / (time smtp-source took)
+#   CPU cost        = CPU seconds (user + system, from /proc) the contender's
+#                     processes spent in that time, per 1,000 messages: for
+#                     magicmx its one process, for Postfix the master and
+#                     every process under it (its exited children count
+#                     through the master's cutime/cstime)
 # It prints a table per round, the medians, and the ratio magicmx/postfix,
 # and writes the same into bench/results/throughput-DATE.txt.
 #
@@ -193,8 +198,31 @@ declare -A PORT=([magicmx]=$MX_PORT [postfix]=$PF_PORT)
 declare -A FAILED=([magicmx]="" [postfix]="")
 declare -A E2E_RATES=([magicmx]="" [postfix]="")
 declare -A ACC_RATES=([magicmx]="" [postfix]="")
+declare -A CPU_COSTS=([magicmx]="" [postfix]="")
 
 now() { echo "$EPOCHREALTIME"; }
+
+# cpu_ticks NAME: clock ticks of CPU the contender's processes have used
+# (utime + stime + cutime + cstime, /proc/PID/stat fields 14-17).
+cpu_ticks() {
+    local pids pid total=0
+    case $1 in
+    magicmx) pids=$MAGICMX_PID ;;
+    postfix)
+        local master
+        master=$(pf_relay_master_pid "$PF_DIR")
+        pids="$master $(pgrep -P "$master" | tr '\n' ' ')"
+        ;;
+    esac
+    for pid in $pids; do
+        # The fields after the command name, which may hold spaces: field 14 is the 12th after ")".
+        local t
+        t=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 + $14 + $15 }')
+        total=$((total + ${t:-0}))
+    done
+    echo "$total"
+}
+CLK_TCK=$(getconf CLK_TCK)
 fsub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.1f", n / s; else print "inf" }'; }
 
@@ -217,6 +245,8 @@ run_one() {
     local base target t0 t1 t2 got last_got last_move src_rc=0
     base=$(sink_count)
     target=$((base + MESSAGES))
+    local cpu0 cpu1
+    cpu0=$(cpu_ticks "$name")
     t0=$(now)
     # In the background and waited for, so that a signal to this script is
     # handled at once (bash runs traps only after a foreground command ends).
@@ -251,16 +281,19 @@ run_one() {
         fi
         sleep 0.05
     done
-    local acc e2e
+    cpu1=$(cpu_ticks "$name")
+    local acc e2e cpu
     acc=$(fsub "$t1" "$t0")
     e2e=$(fsub "$t2" "$t0")
+    cpu=$(awk -v t=$((cpu1 - cpu0)) -v hz="$CLK_TCK" -v n="$MESSAGES" 'BEGIN { printf "%.3f", t / hz / n * 1000 }')
     ACC_RATES[$name]+="$(rate "$MESSAGES" "$acc") "
     E2E_RATES[$name]+="$(rate "$MESSAGES" "$e2e") "
+    CPU_COSTS[$name]+="$cpu "
     local extra=""
     ACC_NOTE=""
     ((got > target)) && extra="  (sink got $((got - target)) more than sent)"
-    ROW=$(printf '%-8s %10s %12s %10s %12s%s' "$name" "$acc" "$(rate "$MESSAGES" "$acc")" \
-        "$e2e" "$(rate "$MESSAGES" "$e2e")" "$extra")
+    ROW=$(printf '%-8s %10s %12s %10s %12s %14s%s' "$name" "$acc" "$(rate "$MESSAGES" "$acc")" \
+        "$e2e" "$(rate "$MESSAGES" "$e2e")" "$cpu" "$extra")
 }
 
 fail() {
@@ -279,7 +312,7 @@ fail() {
     esac
 }
 
-HEADER=$(printf '%-8s %10s %12s %10s %12s' contender accept_s accept_msg/s e2e_s e2e_msg/s)
+HEADER=$(printf '%-8s %10s %12s %10s %12s %14s' contender accept_s accept_msg/s e2e_s e2e_msg/s cpu_s/1000msg)
 for ((r = 1; r <= ROUNDS; r++)); do
     if ((r % 2 == 1)); then order=(magicmx postfix); else order=(postfix magicmx); fi
     out "round $r of $ROUNDS (order: ${order[*]})"
@@ -302,18 +335,21 @@ median() { tr ' ' '\n' | awk NF | sort -g | awk '{ v[NR] = $1 } END {
     if (NR == 0) { print "n/a"; exit }
     if (NR % 2) printf "%.1f", v[(NR + 1) / 2]; else printf "%.1f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-out "medians over $ROUNDS round(s), msg/s:"
-out "$(printf '%-8s %12s %12s' contender accept e2e)"
-declare -A MED
+out "medians over $ROUNDS round(s), msg/s and CPU seconds per 1,000 messages:"
+out "$(printf '%-8s %12s %12s %14s' contender accept e2e cpu_s/1000msg)"
+declare -A MED CPU_MED
 for name in magicmx postfix; do
     acc=$(median <<<"${ACC_RATES[$name]}")
     MED[$name]=$(median <<<"${E2E_RATES[$name]}")
-    line=$(printf '%-8s %12s %12s' "$name" "$acc" "${MED[$name]}")
+    CPU_MED[$name]=$(tr ' ' '\n' <<<"${CPU_COSTS[$name]}" | awk NF | sort -g | awk '{ v[NR] = $1 } END {
+        if (NR == 0) { print "n/a"; exit } if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+    line=$(printf '%-8s %12s %12s %14s' "$name" "$acc" "${MED[$name]}" "${CPU_MED[$name]}")
     [[ -n ${FAILED[$name]} ]] && line+="   FAILED: ${FAILED[$name]}"
     out "$line"
 done
 if [[ ${MED[magicmx]} != n/a && ${MED[postfix]} != n/a ]]; then
     out "ratio magicmx/postfix (end-to-end, medians): $(awk -v a="${MED[magicmx]}" -v b="${MED[postfix]}" 'BEGIN { printf "%.2f", a / b }')"
+    out "CPU per message, postfix/magicmx (medians): $(awk -v a="${CPU_MED[postfix]}" -v b="${CPU_MED[magicmx]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')"
 else
     out "ratio magicmx/postfix (end-to-end, medians): n/a"
 fi

@@ -172,11 +172,11 @@ where
                     }
                     session.decide(reply);
                 }
-                Event::Content(piece) => transaction.body.piece(&shared.queue, &piece).await,
+                Event::Content(piece) => transaction.body.piece(&shared.queue, piece).await,
                 Event::Message(message) => {
                     in_data = false;
-                    // Its body is in the spool file; dropped unqueued, the file goes.
-                    let spool = transaction.body.take_spool(&shared.queue).await;
+                    // Its body; dropped unqueued, a spool file goes with it.
+                    let body = transaction.body.take();
                     // Only recipients the throttle counted are held: none for
                     // a trusted client, nor for mail to postmaster alone.
                     let mut reserved = transaction.reserved.take().filter(|r| r.recipients() > 0);
@@ -189,16 +189,16 @@ where
                             held
                         }
                     };
-                    let reply = match (held, spool) {
+                    let reply = match (held, body) {
                         (Some(refusal), _) => {
                             Stats::add(&shared.stats.tempfailed);
                             shared.stats.refusal("over_limit_after_hold");
                             log_refused_message(shared, client_ip, &refusal);
                             refusal
                         }
-                        (None, Some(spool)) => {
+                        (None, Some(body)) => {
                             let (reply, after) =
-                                intake::accept(shared, session, message, spool, &transaction.findings).await;
+                                intake::accept(shared, session, message, body, &transaction.findings).await;
                             after_reply = Some(after);
                             reply
                         }

@@ -1,7 +1,8 @@
 //! Background chores of a node: forget decayed counts and finished
 //! penalties, save penalties to disk whenever they change (so they survive
-//! a restart), sample the counters for the status page's chart, and forget
-//! unanswered messages too old to be sent again.
+//! a restart), sample the counters for the status page's chart, forget
+//! unanswered messages too old to be sent again, and compact the queue's
+//! database once a backlog has drained.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,10 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 shared.gate.sweep(now);
                 shared.trust.sweep(now);
                 shared.unanswered.forget_old(&shared.queue, crate::intake::unix_now());
+                let queue = shared.queue.clone();
+                if let Ok(Err(error)) = tokio::task::spawn_blocking(move || queue.compact_if_drained()).await {
+                    tracing::warn!(%error, "cannot compact the queue database");
+                }
             }
         }
         // Penalties learnt from peers change the tally too: check each time.

@@ -6,6 +6,7 @@
 //! (`crate::resend`).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use magicmx_proto::smtp::{received_header, Message, ReceivedInfo, Reply, Session};
@@ -14,7 +15,7 @@ use time::OffsetDateTime;
 use crate::checks::Findings;
 use crate::deliver::Job;
 use crate::queue::{
-    BodyInfo, Envelope, Queue, QueueId, RecipientState, RecipientStatus, SpoolFile, Unanswered,
+    Body, BodyInfo, Envelope, Queue, QueueId, RecipientState, RecipientStatus, SpoolFile, Unanswered,
 };
 use crate::resend;
 use crate::stats::Stats;
@@ -63,19 +64,35 @@ fn settler(shared: &Shared, id: QueueId, fingerprint: Option<[u8; 32]>) -> impl 
     }
 }
 
-/// The body of the message being read, written to the spool piece by piece
-/// as the session hands the pieces out.
+/// The body of the message being read. Most mail comes in one piece (the
+/// session hands content out in pieces of 64 KiB): that piece is kept, goes
+/// into the queue's own commit (one fsync for a group of messages), and
+/// delivery reads it from memory. From a second piece on, the body goes to a
+/// spool file piece by piece as it arrives.
 #[derive(Default)]
 pub(crate) struct Receiving {
+    first: Option<Vec<u8>>,
     spool: Option<SpoolFile>,
     /// Writing failed: the message gets `451 4.3.0` at its end.
     failed: bool,
 }
 
+/// A message's body at the end of DATA.
+pub(crate) enum Incoming {
+    /// In memory, not yet written.
+    Whole(Vec<u8>),
+    /// Written to its spool file, not yet fsync'd.
+    Spooled(SpoolFile),
+}
+
 impl Receiving {
-    /// Writes the next piece (the spool file is made at the first).
-    pub(crate) async fn piece(&mut self, queue: &Queue, piece: &[u8]) {
+    /// Takes the next piece.
+    pub(crate) async fn piece(&mut self, queue: &Queue, piece: Vec<u8>) {
         if self.failed {
+            return;
+        }
+        if self.spool.is_none() && self.first.is_none() {
+            self.first = Some(piece);
             return;
         }
         if self.spool.is_none() {
@@ -84,17 +101,17 @@ impl Receiving {
                 Err(error) => return self.fail(&error),
             }
         }
-        if let Some(spool) = &mut self.spool {
-            if let Err(error) = spool.append(piece).await {
-                self.fail(&error);
+        let Some(spool) = &mut self.spool else { return };
+        for piece in self.first.take().into_iter().chain(Some(piece)) {
+            if let Err(error) = spool.append(&piece).await {
+                return self.fail(&error);
             }
         }
     }
 
     fn fail(&mut self, error: &std::io::Error) {
         tracing::error!(%error, "cannot write a message to the spool");
-        self.spool = None;
-        self.failed = true;
+        *self = Receiving { failed: true, ..Receiving::default() };
     }
 
     /// The message was refused: what was written goes.
@@ -102,35 +119,78 @@ impl Receiving {
         *self = Receiving::default();
     }
 
-    /// The message has ended: its spool file (an empty one for an empty
-    /// message), or `None` when writing failed.
-    pub(crate) async fn take_spool(&mut self, queue: &Queue) -> Option<SpoolFile> {
-        if self.spool.is_none() && !self.failed {
-            self.piece(queue, b"").await;
+    /// The message has ended: its body, or `None` when writing failed.
+    pub(crate) fn take(&mut self) -> Option<Incoming> {
+        let taken = std::mem::take(self);
+        match (taken.failed, taken.spool) {
+            (true, _) => None,
+            (false, Some(spool)) => Some(Incoming::Spooled(spool)),
+            (false, None) => Some(Incoming::Whole(taken.first.unwrap_or_default())),
         }
-        let spool = self.spool.take();
-        self.failed = false;
-        spool
     }
 }
 
-/// Queues a message whose body is in `spool` and answers it.
+impl Incoming {
+    /// SHA-256 of the content.
+    fn digest(&self) -> [u8; 32] {
+        match self {
+            Incoming::Whole(content) => {
+                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, content);
+                digest.as_ref().try_into().expect("SHA-256 is 32 octets")
+            }
+            Incoming::Spooled(spool) => spool.digest(),
+        }
+    }
+
+    fn size(&self) -> u64 {
+        match self {
+            Incoming::Whole(content) => content.len() as u64,
+            Incoming::Spooled(spool) => spool.size(),
+        }
+    }
+
+    /// Makes a spooled body durable (fdatasync); the body for delivery, and
+    /// the content for the queue's commit when it is in memory.
+    async fn finish(
+        self,
+        queue: &Queue,
+        id: QueueId,
+        info: BodyInfo,
+    ) -> std::io::Result<(Body, Option<Arc<Vec<u8>>>)> {
+        match self {
+            Incoming::Whole(content) => {
+                let content = Arc::new(content);
+                Ok((Body::at_hand(info, content.clone()), Some(content)))
+            }
+            Incoming::Spooled(mut spool) => {
+                spool.finish().await?;
+                Ok((Body::spooled(info, queue.spool().path(id), spool.size()), None))
+            }
+        }
+    }
+}
+
+/// Queues a message and answers it.
 pub(crate) async fn accept(
     shared: &Shared,
     session: &Session,
     message: Message,
-    mut spool: SpoolFile,
+    incoming: Incoming,
     findings: &Findings,
 ) -> (Reply, AfterReply) {
     let client_ip = session.client_ip();
     let block = shared.block_of(client_ip);
-    let fingerprint = resend::fingerprint(&message, &spool.digest());
+    let fingerprint =
+        message.has_message_id.then(|| resend::fingerprint(&message, &incoming.digest())).flatten();
     let claimed = fingerprint.and_then(|f| shared.unanswered.claim(&f).map(|original| (f, original)));
     if let Some((fingerprint, original)) = claimed {
-        // The spool file goes with `spool`: nothing is queued twice.
+        // A spool file goes with `incoming`: nothing is queued twice.
         return second_try(shared, client_ip, &message, original, fingerprint);
     }
-    let id = spool.id();
+    let id = match &incoming {
+        Incoming::Spooled(spool) => spool.id(),
+        Incoming::Whole(_) => shared.queue.next_id(),
+    };
     let info = ReceivedInfo {
         helo: message.helo.clone(),
         client_ip,
@@ -169,7 +229,7 @@ pub(crate) async fn accept(
         block: block.to_string(),
         helo: message.helo,
         tls: message.tls,
-        size: headers.len() as u64 + spool.size(),
+        size: headers.len() as u64 + incoming.size(),
         dsn_for: None,
         spf: findings.spf.as_ref().map(|s| s.as_str().to_string()),
     };
@@ -177,19 +237,21 @@ pub(crate) async fn accept(
     let (rcpts, size) = (envelope.recipients.len(), envelope.size);
     let body = BodyInfo { headers: headers.into_bytes(), eight_bit: message.eight_bit };
     let unanswered = fingerprint.map(|fingerprint| Unanswered { fingerprint, arrived: now });
-    let stored = match spool.finish().await {
-        Ok(()) => shared.queue.insert(id, &envelope, &body, unanswered).await,
+    let stored = match incoming.finish(&shared.queue, id, body.clone()).await {
+        Ok((for_delivery, inline)) => {
+            shared.queue.insert(id, &envelope, &body, inline, unanswered).await.map(|()| for_delivery)
+        }
         Err(error) => Err(crate::Error::Io { path: shared.queue.spool().path(id), error }),
     };
     match stored {
-        Ok(()) => {
+        Ok(body) => {
             Stats::add(&shared.stats.accepted);
             let settle = settler(shared, id, fingerprint);
             let delivery = shared.delivery.clone();
             let checks = findings.summary();
             let after = move |written| {
                 settle(written);
-                let _ = delivery.send(Job { id, loaded: Some(envelope) });
+                let _ = delivery.send(Job { id, loaded: Some((envelope, body)) });
                 tracing::info!(queue_id = %id, client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, size, %checks, verdict = "accepted", "transaction");
             };
             (Reply::new(250, "2.0.0", format!("Ok: queued as {id}")), AfterReply::new(after))

@@ -36,11 +36,11 @@ enum TlsMode {
 
 pub(super) async fn run(shared: &Arc<Shared>, job: Job) -> Option<u64> {
     let id = job.id;
-    let envelope = match job.loaded {
-        Some(envelope) => Ok(Some(envelope)),
-        None => shared.queue.envelope(id),
+    let loaded = match job.loaded {
+        Some((envelope, body)) => (Ok(Some(envelope)), Ok(Some(body))),
+        None => (shared.queue.envelope(id), shared.queue.body(id)),
     };
-    let (mut envelope, body) = match (envelope, shared.queue.body(id)) {
+    let (mut envelope, body) = match loaded {
         (Ok(Some(envelope)), Ok(Some(body))) => (envelope, body),
         (Ok(None), _) | (_, Ok(None)) => return None,
         (Err(error), _) | (_, Err(error)) => {
@@ -236,25 +236,14 @@ async fn send_dsn(shared: &Arc<Shared>, id: QueueId, envelope: &Envelope, body: 
         spf: None,
     };
     let info = BodyInfo { headers: vec![], eight_bit: !report.is_ascii() };
-    let spooled = shared
-        .queue
-        .spool()
-        .write(dsn_id, &report)
-        .await
-        .map_err(|e| crate::Error::Io { path: shared.queue.spool().path(dsn_id), error: e });
-    let queued = match spooled {
-        Ok(()) => shared.queue.insert(dsn_id, &dsn_envelope, &info, None).await,
-        Err(error) => Err(error),
-    };
-    match queued {
+    let report = Arc::new(report);
+    match shared.queue.insert(dsn_id, &dsn_envelope, &info, Some(report.clone()), None).await {
         Ok(()) => {
             tracing::info!(queue_id = %dsn_id, dsn_for = %id, to = %sender, "DSN queued");
-            let _ = shared.delivery.send(Job { id: dsn_id, loaded: Some(dsn_envelope) });
+            let body = Body::at_hand(info, report);
+            let _ = shared.delivery.send(Job { id: dsn_id, loaded: Some((dsn_envelope, body)) });
         }
-        Err(error) => {
-            shared.queue.spool().remove(dsn_id);
-            tracing::error!(queue_id = %id, %error, "cannot queue the DSN");
-        }
+        Err(error) => tracing::error!(queue_id = %id, %error, "cannot queue the DSN"),
     }
 }
 

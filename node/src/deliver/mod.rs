@@ -14,15 +14,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::queue::{Envelope, QueueId};
+use crate::queue::{Body, Envelope, QueueId};
 use crate::Shared;
 
-/// A message to try now, with its envelope when the caller has it at hand
-/// (fresh from intake), saving a read of the queue. Its content is read
-/// from the spool while it is sent.
+/// A message to try now, with its envelope and body when the caller has
+/// them at hand (fresh from intake), saving a read of the queue. A large
+/// body is read from the spool while it is sent.
 pub(crate) struct Job {
     pub id: QueueId,
-    pub loaded: Option<Envelope>,
+    pub loaded: Option<(Envelope, Body)>,
 }
 
 /// How often idle outbound connections are swept.

@@ -1,10 +1,11 @@
 //! A queued message's content as delivery sees it: the header fields this
 //! node put in front (`Received:`, `Authentication-Results:`), then the body
-//! as the client sent it, read from its spool file in pieces so that a large
-//! message never has to be in memory whole.
+//! as the client sent it — in memory for a small message, or read from its
+//! spool file in pieces, so that a large message never is in memory whole.
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
@@ -25,19 +26,34 @@ pub struct BodyInfo {
 #[derive(Debug, Clone)]
 pub struct Body {
     pub info: BodyInfo,
-    pub path: PathBuf,
-    /// Octets of the spool file.
-    spooled: u64,
+    source: Source,
+}
+
+/// Where the body (after the headers) is read from.
+#[derive(Debug, Clone)]
+enum Source {
+    InMemory(Arc<Vec<u8>>),
+    Spooled { path: PathBuf, size: u64 },
 }
 
 impl Body {
-    pub fn new(info: BodyInfo, path: PathBuf, spooled: u64) -> Body {
-        Body { info, path, spooled }
+    /// A body in memory.
+    pub fn at_hand(info: BodyInfo, content: Arc<Vec<u8>>) -> Body {
+        Body { info, source: Source::InMemory(content) }
+    }
+
+    /// A body in the spool file at `path`, of `size` octets.
+    pub fn spooled(info: BodyInfo, path: PathBuf, size: u64) -> Body {
+        Body { info, source: Source::Spooled { path, size } }
     }
 
     /// The whole content's size: headers and body.
     pub fn size(&self) -> u64 {
-        self.info.headers.len() as u64 + self.spooled
+        let body = match &self.source {
+            Source::InMemory(content) => content.len() as u64,
+            Source::Spooled { size, .. } => *size,
+        };
+        self.info.headers.len() as u64 + body
     }
 
     pub fn eight_bit(&self) -> bool {
@@ -46,14 +62,22 @@ impl Body {
 
     /// A reader of the content from its start.
     pub async fn pieces(&self) -> io::Result<Pieces> {
-        let file = tokio::fs::File::open(&self.path).await?;
-        Ok(Pieces { headers: Some(self.info.headers.clone()), file })
+        let rest = match &self.source {
+            Source::InMemory(content) => Rest::InMemory(Some(content.clone())),
+            Source::Spooled { path, .. } => Rest::File(tokio::fs::File::open(path).await?),
+        };
+        Ok(Pieces { headers: Some(self.info.headers.clone()), rest })
     }
 
     /// Writes the whole content to `out` (blocking).
     pub fn copy_to(&self, out: &mut impl Write) -> io::Result<()> {
         out.write_all(&self.info.headers)?;
-        io::copy(&mut std::fs::File::open(&self.path)?, out)?;
+        match &self.source {
+            Source::InMemory(content) => out.write_all(content)?,
+            Source::Spooled { path, .. } => {
+                io::copy(&mut std::fs::File::open(path)?, out)?;
+            }
+        }
         Ok(())
     }
 
@@ -62,8 +86,13 @@ impl Body {
     pub fn head(&self, limit: usize) -> io::Result<Vec<u8>> {
         let mut head = self.info.headers.clone();
         head.truncate(limit);
-        let rest = (limit - head.len()) as u64;
-        std::fs::File::open(&self.path)?.take(rest).read_to_end(&mut head)?;
+        let rest = limit - head.len();
+        match &self.source {
+            Source::InMemory(content) => head.extend_from_slice(&content[..rest.min(content.len())]),
+            Source::Spooled { path, .. } => {
+                std::fs::File::open(path)?.take(rest as u64).read_to_end(&mut head)?;
+            }
+        }
         Ok(head)
     }
 }
@@ -71,7 +100,12 @@ impl Body {
 /// The content in pieces: the headers, then the spool file [`PIECE`] by piece.
 pub struct Pieces {
     headers: Option<Vec<u8>>,
-    file: tokio::fs::File,
+    rest: Rest,
+}
+
+enum Rest {
+    InMemory(Option<Arc<Vec<u8>>>),
+    File(tokio::fs::File),
 }
 
 impl Pieces {
@@ -80,10 +114,16 @@ impl Pieces {
         if let Some(headers) = self.headers.take().filter(|h| !h.is_empty()) {
             return Ok(Some(headers));
         }
+        let file = match &mut self.rest {
+            Rest::InMemory(content) => {
+                return Ok(content.take().filter(|c| !c.is_empty()).map(|c| c.to_vec()))
+            }
+            Rest::File(file) => file,
+        };
         let mut piece = vec![0; PIECE];
         let mut filled = 0;
         while filled < PIECE {
-            match self.file.read(&mut piece[filled..]).await? {
+            match file.read(&mut piece[filled..]).await? {
                 0 => break,
                 n => filled += n,
             }
@@ -104,7 +144,7 @@ mod tests {
         let spooled: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
         std::fs::write(&path, &spooled).unwrap();
         let body =
-            Body::new(BodyInfo { headers: b"Received: x\r\n".to_vec(), eight_bit: false }, path, 200_000);
+            Body::spooled(BodyInfo { headers: b"Received: x\r\n".to_vec(), eight_bit: false }, path, 200_000);
         let mut whole = b"Received: x\r\n".to_vec();
         whole.extend_from_slice(&spooled);
         assert_eq!(body.size(), whole.len() as u64);
@@ -120,5 +160,15 @@ mod tests {
         assert_eq!(copied, whole);
         assert_eq!(body.head(20).unwrap(), &whole[..20]);
         assert_eq!(body.head(5).unwrap(), b"Recei");
+        // The same, with the content at hand.
+        let info = BodyInfo { headers: b"Received: x\r\n".to_vec(), eight_bit: false };
+        let at_hand = Body::at_hand(info, Arc::new(spooled));
+        let mut pieces = at_hand.pieces().await.unwrap();
+        let mut read = vec![];
+        while let Some(piece) = pieces.next().await.unwrap() {
+            read.extend_from_slice(&piece);
+        }
+        assert_eq!(read, whole);
+        assert_eq!(at_hand.head(20).unwrap(), &whole[..20]);
     }
 }

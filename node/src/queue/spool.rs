@@ -1,10 +1,10 @@
-//! Message bodies, one file per message under `data_dir/spool/`, named by
-//! queue id, beside the envelopes in redb (as Postfix keeps a queue file
-//! per message). A body is written while DATA is read, fsync'd before its
-//! envelope is committed, read back in pieces at delivery, and unlinked when
-//! the message leaves the queue, so the space is given back at once. A file
-//! without an envelope was never answered 250 (or its message had just
-//! left): it is removed at start.
+//! Large message bodies (more than one 64 KiB piece), one file per message
+//! under `data_dir/spool/`, named by queue id, beside the envelopes in redb
+//! (as Postfix keeps a queue file per message). A body is written while DATA
+//! is read, fsync'd before its envelope is committed, read back in pieces at
+//! delivery, and unlinked when the message leaves the queue, so the space is
+//! given back at once. A file without an envelope was never answered 250
+//! (or its message had just left): it is removed at start.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -47,14 +47,6 @@ impl Spool {
             digest: digest::Context::new(&digest::SHA256),
             kept: false,
         })
-    }
-
-    /// Writes a whole body at once (a message this node makes, a DSN), durably.
-    pub async fn write(&self, id: QueueId, body: &[u8]) -> io::Result<()> {
-        let mut file = self.create(id).await?;
-        file.append(body).await?;
-        file.finish().await?;
-        Ok(())
     }
 
     /// Makes the names of the files created so far durable (the directory's

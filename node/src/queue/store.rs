@@ -1,6 +1,7 @@
 //! The redb store behind the queue: envelopes, the headers this node adds
-//! to each message, and notes on unanswered messages; the bodies live in
-//! the spool beside it (`spool.rs`). One writer thread takes requests from
+//! to each message, the bodies of messages that came in one piece (64 KiB
+//! at most: most mail), and notes on unanswered messages; larger bodies
+//! live in the spool beside it (`spool.rs`). One writer thread takes requests from
 //! every session and commits them in groups: each commit is durable
 //! (fsync'd, after the spool directory's own fsync) before any of its
 //! requesters hears back, so a session says 250 only for a message that is
@@ -8,12 +9,12 @@
 //! notes the message as unanswered until the session reports its 250
 //! written (see `crate::resend`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 use super::body::{Body, BodyInfo};
@@ -23,9 +24,12 @@ use crate::error::{Error, Result};
 
 /// Envelopes by queue id (postcard-encoded).
 const ENVELOPES: TableDefinition<u64, &[u8]> = TableDefinition::new("envelopes");
-/// What the queue knows of each body besides its spool file: the headers
-/// this node puts in front of it (postcard-encoded [`BodyInfo`]).
+/// What the queue knows of each body: the headers this node puts in front
+/// of it (postcard-encoded [`BodyInfo`]).
 const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
+/// The bodies kept here rather than in a spool file: those that came in one
+/// piece. They share the group commit's fsync with everything else.
+const INLINE: TableDefinition<u64, &[u8]> = TableDefinition::new("inline bodies");
 /// Whole message contents by queue id, as releases before the spool kept
 /// them: moved into the spool when the queue is opened.
 const CONTENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("contents");
@@ -41,6 +45,10 @@ const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// Requests beyond this many wait for the next group.
 const MAX_GROUP: usize = 512;
 
+/// Once the queue has drained, a database file larger than this is
+/// compacted: a backlog's high-water mark is given back.
+const COMPACT_ABOVE: u64 = 8 * 1024 * 1024;
+
 /// A message committed before its 250 was known to be written: the client
 /// may send it again. `fingerprint` is its [`crate::resend`] fingerprint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -51,11 +59,12 @@ pub struct Unanswered {
 }
 
 enum Write {
-    /// A message whose body is already in the spool, fsync'd.
+    /// A message whose body is either here (`inline`) or in the spool, fsync'd.
     Insert {
         id: QueueId,
         envelope: Vec<u8>,
         body: Vec<u8>,
+        inline: Option<Arc<Vec<u8>>>,
         unanswered: Option<Vec<u8>>,
     },
     Update {
@@ -85,7 +94,9 @@ pub struct Queue {
 }
 
 struct Inner {
-    db: Arc<Database>,
+    /// Shared by every reader and the writer; taken whole only to compact.
+    db: Arc<RwLock<Database>>,
+    path: PathBuf,
     spool: Spool,
     writer: Option<mpsc::UnboundedSender<Request>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -117,15 +128,16 @@ impl Queue {
         let txn = db.begin_write()?;
         txn.open_table(ENVELOPES)?;
         txn.open_table(BODIES)?;
+        txn.open_table(INLINE)?;
         txn.open_table(CONTENTS)?;
         txn.open_table(UNANSWERED)?;
         txn.commit()?;
         move_contents_to_spool(&db, &spool)?;
         remove_orphans(&db, &spool)?;
         db.compact().map_err(|e| Error::QueueOpen { path: path.to_path_buf(), reason: e.to_string() })?;
-        let db = Arc::new(db);
+        let db = Arc::new(RwLock::new(db));
         let last = {
-            let txn = db.begin_read()?;
+            let txn = db.read().unwrap().begin_read()?;
             let table = txn.open_table(ENVELOPES)?;
             let last = table.last()?.map(|(k, _)| k.value()).unwrap_or(0);
             last
@@ -140,12 +152,12 @@ impl Queue {
             .name("queue-writer".into())
             .spawn(move || run_writer(writer_db, writer_spool, requests))
             .map_err(|error| Error::Io { path: path.to_path_buf(), error })?;
-        let inner = Inner { db, spool, writer: Some(writer), thread: Some(thread), next_id };
+        let inner = Inner { db, path, spool, writer: Some(writer), thread: Some(thread), next_id };
         Ok(Queue { inner: Arc::new(inner) })
     }
 
-    pub(super) fn db(&self) -> &Database {
-        &self.inner.db
+    pub(super) fn db(&self) -> RwLockReadGuard<'_, Database> {
+        self.inner.db.read().unwrap()
     }
 
     /// A fresh queue id.
@@ -158,21 +170,22 @@ impl Queue {
         &self.inner.spool
     }
 
-    /// Stores a message whose body is in the spool already (finished, that
-    /// is fsync'd) durably; returns once the commit is on disk. With
-    /// `unanswered`, the message is also noted as unanswered until
-    /// [`Queue::answered`].
+    /// Stores a message durably; returns once the commit is on disk. Its
+    /// body is `inline`, or in the spool already (finished, that is
+    /// fsync'd). With `unanswered`, the message is also noted as unanswered
+    /// until [`Queue::answered`].
     pub async fn insert(
         &self,
         id: QueueId,
         envelope: &Envelope,
         body: &BodyInfo,
+        inline: Option<Arc<Vec<u8>>>,
         unanswered: Option<Unanswered>,
     ) -> Result<()> {
         let envelope = postcard::to_stdvec(envelope)?;
         let body = postcard::to_stdvec(body)?;
         let unanswered = unanswered.map(|u| postcard::to_stdvec(&u)).transpose()?;
-        self.submit(Write::Insert { id, envelope, body, unanswered }).await
+        self.submit(Write::Insert { id, envelope, body, inline, unanswered }).await
     }
 
     /// Forgets that a message is unanswered. Does not wait: the write joins
@@ -186,7 +199,7 @@ impl Queue {
 
     /// Every message noted as unanswered.
     pub fn unanswered(&self) -> Result<Vec<(QueueId, Unanswered)>> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let table = txn.open_table(UNANSWERED)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -217,7 +230,7 @@ impl Queue {
 
     /// Every queued message's id and envelope, oldest first.
     pub fn list(&self) -> Result<Vec<(QueueId, Envelope)>> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let table = txn.open_table(ENVELOPES)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -228,7 +241,7 @@ impl Queue {
     }
 
     pub fn envelope(&self, id: QueueId) -> Result<Option<Envelope>> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let table = txn.open_table(ENVELOPES)?;
         let value = table.get(id.0)?;
         Ok(match value {
@@ -239,18 +252,40 @@ impl Queue {
 
     /// A queued message's content, to be read at delivery.
     pub fn body(&self, id: QueueId) -> Result<Option<Body>> {
-        let txn = self.inner.db.begin_read()?;
-        let table = txn.open_table(BODIES)?;
-        let Some(value) = table.get(id.0)? else { return Ok(None) };
+        let txn = self.db().begin_read()?;
+        let Some(value) = txn.open_table(BODIES)?.get(id.0)? else { return Ok(None) };
         let info: BodyInfo = postcard::from_bytes(value.value())?;
+        if let Some(inline) = txn.open_table(INLINE)?.get(id.0)? {
+            return Ok(Some(Body::at_hand(info, Arc::new(inline.value().to_vec()))));
+        }
         let path = self.inner.spool.path(id);
         let spooled = std::fs::metadata(&path).map_err(|error| Error::Io { path: path.clone(), error })?;
-        Ok(Some(Body::new(info, path, spooled.len())))
+        Ok(Some(Body::spooled(info, path, spooled.len())))
+    }
+
+    /// Compacts the database file if the queue has drained and the file is
+    /// large (blocking: call from a blocking task). True if it did.
+    pub fn compact_if_drained(&self) -> Result<bool> {
+        let size = std::fs::metadata(&self.inner.path).map_or(0, |m| m.len());
+        if size <= COMPACT_ABOVE || self.db().begin_read()?.open_table(ENVELOPES)?.len()? > 0 {
+            return Ok(false);
+        }
+        let compacted = self.inner.db.write().unwrap().compact();
+        match compacted {
+            Ok(_) => {
+                let after = std::fs::metadata(&self.inner.path).map_or(0, |m| m.len());
+                tracing::info!(before = size, after, "queue drained: database compacted");
+                Ok(true)
+            }
+            // A transaction under way: next time.
+            Err(redb::CompactionError::TransactionInProgress) => Ok(false),
+            Err(e) => Err(Error::Store(e.into())),
+        }
     }
 }
 
 /// The writer thread: gathers every waiting request into one transaction.
-fn run_writer(db: Arc<Database>, spool: Spool, mut requests: mpsc::UnboundedReceiver<Request>) {
+fn run_writer(db: Arc<RwLock<Database>>, spool: Spool, mut requests: mpsc::UnboundedReceiver<Request>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = requests.blocking_recv() {
         group.push(first);
@@ -260,19 +295,17 @@ fn run_writer(db: Arc<Database>, spool: Spool, mut requests: mpsc::UnboundedRece
                 Err(_) => break,
             }
         }
-        let result = commit(&db, &spool, &group);
-        // Bodies go once their envelopes are gone for good.
-        if result.is_ok() {
-            for request in &group {
-                if let Write::Remove { id } = request.write {
-                    spool.remove(id);
-                }
+        let result = commit(&db.read().unwrap(), &spool, &group);
+        // Spooled bodies go once their envelopes are gone for good.
+        if let Ok(spooled) = &result {
+            for &id in spooled {
+                spool.remove(id);
             }
         }
         for request in group.drain(..) {
             if let Some(done) = request.done {
-                let outcome = result.as_ref().map_err(|e| Error::Commit(e.to_string()));
-                let _ = done.send(outcome.copied());
+                let outcome = result.as_ref().map(|_| ()).map_err(|e| Error::Commit(e.to_string()));
+                let _ = done.send(outcome);
             }
         }
     }
@@ -280,11 +313,13 @@ fn run_writer(db: Arc<Database>, spool: Spool, mut requests: mpsc::UnboundedRece
 
 /// One transaction for the group: durable (fsync'd) when anybody waits for
 /// it, otherwise left for the next durable commit to carry to disk. New
-/// bodies' names are made durable first (their contents already are).
-fn commit(db: &Database, spool: &Spool, group: &[Request]) -> Result<()> {
-    if group.iter().any(|r| matches!(r.write, Write::Insert { .. })) {
+/// spool files' names are made durable first (their contents already are).
+/// Returns the removed messages whose bodies are in the spool.
+fn commit(db: &Database, spool: &Spool, group: &[Request]) -> Result<Vec<QueueId>> {
+    if group.iter().any(|r| matches!(r.write, Write::Insert { inline: None, .. })) {
         spool.sync_dir().map_err(|error| Error::Io { path: spool.dir().to_path_buf(), error })?;
     }
+    let mut spooled_removed = vec![];
     let mut txn = db.begin_write()?;
     let durability = match group.iter().any(|r| r.done.is_some()) {
         true => Durability::Immediate,
@@ -294,12 +329,16 @@ fn commit(db: &Database, spool: &Spool, group: &[Request]) -> Result<()> {
     {
         let mut envelopes = txn.open_table(ENVELOPES)?;
         let mut bodies = txn.open_table(BODIES)?;
+        let mut inline_bodies = txn.open_table(INLINE)?;
         let mut unanswered_table = txn.open_table(UNANSWERED)?;
         for request in group {
             match &request.write {
-                Write::Insert { id, envelope, body, unanswered } => {
+                Write::Insert { id, envelope, body, inline, unanswered } => {
                     envelopes.insert(id.0, envelope.as_slice())?;
                     bodies.insert(id.0, body.as_slice())?;
+                    if let Some(inline) = inline {
+                        inline_bodies.insert(id.0, inline.as_slice())?;
+                    }
                     if let Some(unanswered) = unanswered {
                         unanswered_table.insert(id.0, unanswered.as_slice())?;
                     }
@@ -318,12 +357,15 @@ fn commit(db: &Database, spool: &Spool, group: &[Request]) -> Result<()> {
                 Write::Remove { id } => {
                     envelopes.remove(id.0)?;
                     bodies.remove(id.0)?;
+                    if inline_bodies.remove(id.0)?.is_none() {
+                        spooled_removed.push(*id);
+                    }
                 }
             }
         }
     }
     txn.commit()?;
-    Ok(())
+    Ok(spooled_removed)
 }
 
 /// Moves whole contents kept in the database by releases before the spool

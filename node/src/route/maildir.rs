@@ -71,7 +71,7 @@ mod tests {
         let spooled = dir.path().join("spooled");
         fs::write(&spooled, b"body\r\n").unwrap();
         let info = crate::queue::BodyInfo { headers: b"Received: r\r\n".to_vec(), eight_bit: false };
-        let body = Body::new(info, spooled, 6);
+        let body = Body::spooled(info, spooled, 6);
         let path = deliver(dir.path(), &rcpt, "1.M1R0.host", b"H: 1\r\n", &body).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"H: 1\r\nReceived: r\r\nbody\r\n");
         assert!(path.starts_with(dir.path().join("bob/new")));

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::Outcome;
-use crate::queue::Body;
+use crate::queue::{Body, PIECE};
 
 /// Anything a connection can run over: plain TCP or TLS.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -279,19 +279,21 @@ impl Connection {
         self.read_reply(timeout).await
     }
 
-    /// The message after DATA, dot-stuffed, read from the spool piece by
-    /// piece, and the final dot.
+    /// The message after DATA, dot-stuffed, read piece by piece (from the
+    /// spool for a large one), and the final dot; written a piece at a time,
+    /// a small message in one write.
     async fn write_body(&mut self, body: &Body) -> Result<(), Broken> {
         let spool = |e: std::io::Error| Broken::Spool(e.to_string());
         let mut pieces = body.pieces().await.map_err(spool)?;
         let mut stuffer = DotStuffer::default();
         let mut out = Vec::new();
         while let Some(piece) = pieces.next().await.map_err(spool)? {
-            out.clear();
             stuffer.push(&piece, &mut out);
-            self.write(&out).await?;
+            if out.len() >= PIECE {
+                self.write(&out).await?;
+                out.clear();
+            }
         }
-        out.clear();
         stuffer.finish(&mut out);
         self.write(&out).await
     }

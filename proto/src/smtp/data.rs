@@ -51,8 +51,8 @@ impl Session {
         let Some(reservation) = Reservation::start(&self.config.data_budget, 2 * CHUNK) else {
             return self.reply(no_storage());
         };
-        let buffer = Vec::with_capacity(CHUNK);
-        self.data = DataReader { in_headers: true, reservation, buffer, ..DataReader::default() };
+        // Grown as needed: most messages are far smaller than a chunk.
+        self.data = DataReader { in_headers: true, reservation, ..DataReader::default() };
         self.reply(Reply::plain(354, vec!["End data with <CR><LF>.<CR><LF>".into()]));
         self.state = State::Data;
     }
