@@ -7,6 +7,8 @@
 # MTA does. Everything on 127.0.0.1, bounded in time, cleaned up at exit.
 #
 # Usage: bench/crash.sh [MESSAGES=2000] [THREADS=20] [KILLS=5] [SENDER=python|postfix]
+#        [BODY_KB=0: with the python sender, bodies padded to this many KiB;
+#         over 64 the node streams them to spool files]
 #        [SENDER_NICE=19] [SLOW_FSYNC_US=N]
 #        [KEEP=1 keeps the logs and dumps]
 #        (MAGICMX=target/release/magicmx)
@@ -144,7 +146,7 @@ PY
 else
     start_sender() {
         nice -n "$SENDER_NICE" python3 "$SCRIPT_DIR/lib/crash_sender.py" "$PORT" "$MESSAGES" "$THREADS" \
-            "$TMP/accepted" 300 >"$TMP/sender.out" &
+            "$TMP/accepted" 300 "${BODY_KB:-0}" >"$TMP/sender.out" &
         SENDER_PID=$!
     }
     sending() { kill -0 "$SENDER_PID" 2>/dev/null; }

@@ -3,7 +3,9 @@ it gets a 250, retrying on any failure as a real MTA keeps a message it has
 not handed over: every try of a message is the same bytes, with the same
 Message-ID and Date, as an MTA resends its queue file. Appends the
 Message-ID (without <>) of every message that got a 250 to ACCEPTED, one
-per line. Bounded by DEADLINE seconds. Usage: crash_sender.py PORT N T ACCEPTED DEADLINE"""
+per line. Bounded by DEADLINE seconds. With BODY_KB, each body is padded
+to that many KiB (over 64 KiB, the node spools it to a file as it arrives).
+Usage: crash_sender.py PORT N T ACCEPTED DEADLINE [BODY_KB]"""
 
 import email.utils
 import smtplib
@@ -12,6 +14,8 @@ import threading
 import time
 
 port, total, threads, accepted_path, deadline = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5])
+body_kb = int(sys.argv[6]) if len(sys.argv) > 6 else 0
+padding = ("x" * 998 + "\r\n") * (body_kb * 1024 // 1000)
 stop_at = time.time() + deadline
 lock = threading.Lock()
 next_id = [0]
@@ -30,8 +34,8 @@ def take():
 def message(i, message_id):
     return (
         "From: <load@client.test>\r\nTo: <bob@example.test>\r\nDate: %s\r\n"
-        "Message-ID: <%s>\r\nSubject: crash-%d\r\n\r\nmessage %d\r\n"
-        % (email.utils.formatdate(), message_id, i, i)
+        "Message-ID: <%s>\r\nSubject: crash-%d\r\n\r\nmessage %d\r\n%s"
+        % (email.utils.formatdate(), message_id, i, i, padding)
     ).encode()
 
 

@@ -184,11 +184,13 @@ impl Config {
         if self.throttle.ipv6_prefix > 128 {
             return Err(("throttle.ipv6_prefix".into(), "must be 0 to 128".into()));
         }
-        if self.smtp.max_data_memory < self.smtp.max_message_size {
+        if self.smtp.max_data_memory < 2 * magicmx_proto::smtp::CHUNK {
             return Err((
                 "smtp.max_data_memory".into(),
-                "must be at least smtp.max_message_size, or no message of the largest size could be taken"
-                    .into(),
+                format!(
+                    "must be at least {} (the buffers of one session in DATA)",
+                    2 * magicmx_proto::smtp::CHUNK
+                ),
             ));
         }
         if self.smtp.max_connections == 0 || self.smtp.max_connections_per_ip == 0 {

@@ -54,8 +54,9 @@ pub struct SmtpSection {
     pub listen: Vec<SocketAddr>,
     pub hostname: String,
     pub max_message_size: usize,
-    /// Octets of message content all sessions together may hold while
-    /// reading DATA; past it, DATA gets `452 4.3.1`.
+    /// Octets of buffers all sessions together may hold while reading DATA
+    /// (two 64 KiB buffers each; the content goes to disk as it arrives);
+    /// past it, DATA gets `452 4.3.1`.
     pub max_data_memory: usize,
     pub max_recipients: usize,
     pub max_connections: usize,
