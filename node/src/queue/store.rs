@@ -413,3 +413,78 @@ fn remove_orphans(db: &Database, spool: &Spool) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{RecipientState, RecipientStatus};
+
+    fn envelope() -> Envelope {
+        Envelope {
+            sender: None,
+            recipients: vec![RecipientState {
+                address: magicmx_proto::Address::parse("bob@example.test").unwrap(),
+                status: RecipientStatus::Pending { attempts: 0, next_attempt_ms: 0, last_error: None },
+            }],
+            arrived: 0,
+            client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            block: "127.0.0.0/24".into(),
+            helo: "client.test".into(),
+            tls: false,
+            size: 0,
+            dsn_for: None,
+            spf: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn once_a_backlog_has_drained_the_database_file_shrinks_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let info = BodyInfo { headers: vec![], eight_bit: false };
+        let body = Arc::new(vec![b'x'; 60 * 1024]);
+        let ids: Vec<QueueId> = (0..300).map(|_| queue.next_id()).collect();
+        for &id in &ids {
+            queue.insert(id, &envelope(), &info, Some(body.clone()), None).await.unwrap();
+        }
+        let file = dir.path().join("queue.redb");
+        let grown = std::fs::metadata(&file).unwrap().len();
+        assert!(grown > 16 * 1024 * 1024, "a backlog of 300 x 60 KiB: {grown}");
+        assert!(!queue.compact_if_drained().unwrap(), "not while messages are queued");
+        for &id in &ids {
+            queue.remove(id).await.unwrap();
+        }
+        assert!(queue.compact_if_drained().unwrap());
+        let drained = std::fs::metadata(&file).unwrap().len();
+        assert!(drained < grown / 4, "{grown} -> {drained}");
+    }
+
+    #[test]
+    fn contents_kept_by_earlier_releases_move_to_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = 42u64;
+        {
+            // A queue as releases before the spool left it: envelope and whole content.
+            let db = Database::create(dir.path().join("queue.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(ENVELOPES)
+                .unwrap()
+                .insert(id, postcard::to_stdvec(&envelope()).unwrap().as_slice())
+                .unwrap();
+            txn.open_table(CONTENTS)
+                .unwrap()
+                .insert(id, b"Received: old\r\n\r\nbody\r\n".as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let queue = Queue::open(dir.path()).unwrap();
+        let body = queue.body(QueueId(id)).unwrap().expect("its body is found");
+        let mut content = vec![];
+        body.copy_to(&mut content).unwrap();
+        assert_eq!(content, b"Received: old\r\n\r\nbody\r\n");
+        assert_eq!(queue.list().unwrap().len(), 1, "the message is still queued");
+        drop(queue);
+        let queue = Queue::open(dir.path()).unwrap();
+        assert!(queue.body(QueueId(id)).unwrap().is_some(), "and stays where it went");
+    }
+}
