@@ -76,13 +76,16 @@ fn commands_without_a_running_node_fail_clearly() {
     }
 }
 
-/// Reads `/metrics` with the Prometheus project's own parser (prometheus_client).
+/// Reads `/metrics` with the Prometheus project's own OpenMetrics parser
+/// (prometheus_client), which is strict about the format the node declares.
 const METRICS: &str = r#"
 import sys, urllib.request
-from prometheus_client.parser import text_string_to_metric_families
-text = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=10).read().decode()
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics
+response = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=10)
+assert response.headers["Content-Type"].startswith("application/openmetrics-text"), response.headers
+text = response.read().decode()
 values = {}
-for family in text_string_to_metric_families(text):
+for family in openmetrics(text):
     for sample in family.samples:
         labels = ",".join("%s=%s" % kv for kv in sorted(sample.labels.items()))
         values["%s{%s}" % (sample.name, labels)] = sample.value

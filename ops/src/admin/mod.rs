@@ -1,6 +1,7 @@
 //! The admin HTTP API (axum), on loopback by default: what `magicmx` CLI
 //! commands talk to. Beyond loopback it requires the configured token.
 
+mod metrics;
 pub mod queue;
 pub mod status;
 mod trust;
@@ -26,13 +27,12 @@ pub struct Admin {
     pub token: Option<String>,
 }
 
-/// Serves the API on `addr` until the task is dropped.
 /// Serves the admin API on a listener the caller has bound.
 pub async fn serve(listener: tokio::net::TcpListener, admin: Admin) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/", get(status::page))
         .route("/status", get(status::status_json))
-        .route("/metrics", get(status::metrics))
+        .route("/metrics", get(metrics::metrics))
         .route("/queue", get(queue::list))
         .route("/queue/{id}", get(queue::show).delete(queue::drop))
         .route("/queue/{id}/retry", post(queue::retry))

@@ -1,13 +1,11 @@
-//! `/` (the status page), `/status` (JSON) and `/metrics` (Prometheus text).
+//! `/` (the status page) and `/status` (JSON); `/metrics` is in `metrics.rs`.
 
-use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
-use axum::http::header;
-use axum::response::{Html, IntoResponse};
+use axum::response::Html;
 use axum::Json;
-use magicmx_node::stats::{Sample, Stats, HOLD_BUCKETS_MS};
+use magicmx_node::stats::{Sample, Stats};
 use serde::{Deserialize, Serialize};
 
 use super::Admin;
@@ -163,108 +161,4 @@ pub fn status(admin: &Admin) -> StatusJson {
 
 pub async fn status_json(State(admin): State<Admin>) -> Json<StatusJson> {
     Json(status(&admin))
-}
-
-/// Prometheus text exposition (version 0.0.4).
-pub async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
-    let s = status(&admin);
-    let stats = admin.node.stats();
-    let mut out = String::new();
-    let mut counter = |name: &str, help: &str, samples: &[(String, u64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
-    };
-    let c = &s.counters;
-    counter(
-        "magicmx_connections_total",
-        "SMTP connections accepted by the listener.",
-        &[(String::new(), c.connections)],
-    );
-    let messages = [
-        ("accepted", c.accepted),
-        ("tempfailed", c.tempfailed),
-        ("rejected", c.rejected),
-        ("resent", c.resent),
-    ];
-    let messages: Vec<(String, u64)> =
-        messages.iter().map(|(r, v)| (format!("{{result=\"{r}\"}}"), *v)).collect();
-    counter("magicmx_messages_total", "Messages at the end of DATA, by result.", &messages);
-    let refusals: Vec<(String, u64)> =
-        s.refusals.iter().map(|(r, v)| (format!("{{reason=\"{r}\"}}"), *v)).collect();
-    counter(
-        "magicmx_refusals_total",
-        "Refusals by reason (connections, senders, recipients, messages).",
-        &refusals,
-    );
-    let deliveries = [("sent", c.delivered), ("deferred", c.deferred), ("bounced", c.bounced)];
-    let deliveries: Vec<(String, u64)> =
-        deliveries.iter().map(|(r, v)| (format!("{{status=\"{r}\"}}"), *v)).collect();
-    counter("magicmx_deliveries_total", "Delivery attempts per recipient, by outcome.", &deliveries);
-    let checks: Vec<(String, u64)> = stats
-        .checks()
-        .into_iter()
-        .map(|((check, result), v)| (format!("{{check=\"{check}\",result=\"{result}\"}}"), v))
-        .collect();
-    counter("magicmx_checks_total", "Check outcomes.", &checks);
-    if let Some(mesh) = admin.node.mesh() {
-        let g = mesh.stats();
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-        counter(
-            "magicmx_gossip_bytes_total",
-            "Gossip bytes.",
-            &[
-                ("{direction=\"sent\"}".into(), load(&g.bytes_sent)),
-                ("{direction=\"received\"}".into(), load(&g.bytes_received)),
-            ],
-        );
-        counter(
-            "magicmx_gossip_frames_total",
-            "Gossip frames.",
-            &[
-                ("{direction=\"sent\"}".into(), load(&g.frames_sent)),
-                ("{direction=\"received\"}".into(), load(&g.frames_received)),
-                ("{direction=\"dropped\"}".into(), load(&g.frames_dropped)),
-            ],
-        );
-        counter(
-            "magicmx_gossip_handshakes_refused_total",
-            "Mesh handshakes refused.",
-            &[(String::new(), load(&g.handshakes_refused))],
-        );
-    }
-    let alive = s.peers.iter().filter(|p| p.alive).count();
-    let _ = writeln!(out, "# HELP magicmx_peers Mesh peers known, by state.\n# TYPE magicmx_peers gauge");
-    let _ = writeln!(
-        out,
-        "magicmx_peers{{state=\"alive\"}} {alive}\nmagicmx_peers{{state=\"down\"}} {}",
-        s.peers.len() - alive
-    );
-    let _ = writeln!(
-        out,
-        "# HELP magicmx_queue_messages Messages in the queue.\n# TYPE magicmx_queue_messages gauge"
-    );
-    let _ = writeln!(out, "magicmx_queue_messages {}", s.queue.messages);
-    let _ = writeln!(out, "# HELP magicmx_queue_oldest_seconds Age of the oldest queued message.\n# TYPE magicmx_queue_oldest_seconds gauge");
-    let _ = writeln!(out, "magicmx_queue_oldest_seconds {}", s.queue.oldest_age_seconds);
-    let _ = writeln!(
-        out,
-        "# HELP magicmx_penalised_blocks Blocks penalised now.\n# TYPE magicmx_penalised_blocks gauge"
-    );
-    let _ = writeln!(out, "magicmx_penalised_blocks {}", s.penalised.len());
-    let (buckets, sum_ms) = stats.hold_histogram();
-    let _ = writeln!(out, "# HELP magicmx_hold_seconds End-of-DATA hold, untrusted transactions.\n# TYPE magicmx_hold_seconds histogram");
-    let mut cumulative = 0;
-    for (i, count) in buckets.iter().enumerate() {
-        cumulative += count;
-        let le = HOLD_BUCKETS_MS.get(i).map_or("+Inf".to_string(), |ms| format!("{}", *ms as f64 / 1000.0));
-        let _ = writeln!(out, "magicmx_hold_seconds_bucket{{le=\"{le}\"}} {cumulative}");
-    }
-    let _ = writeln!(
-        out,
-        "magicmx_hold_seconds_sum {}\nmagicmx_hold_seconds_count {cumulative}",
-        sum_ms as f64 / 1000.0
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

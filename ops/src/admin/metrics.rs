@@ -1,0 +1,224 @@
+//! `/metrics`: the node's numbers in the OpenMetrics text format, encoded by
+//! `prometheus-client`. A collector reads them from the node at each scrape
+//! (the same numbers as `/status`), so the node keeps one set of counters.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use magicmx_node::stats::HOLD_BUCKETS_MS;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::status::{status, StatusJson};
+use super::Admin;
+
+pub async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshot::of(&admin)));
+    let mut out = String::new();
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        tracing::error!(%error, "cannot encode /metrics");
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out)
+}
+
+/// The numbers of one scrape.
+#[derive(Debug)]
+struct Snapshot {
+    status: StatusJson,
+    checks: Vec<((&'static str, &'static str), u64)>,
+    gossip: Option<Gossip>,
+    /// Per-bucket counts (not cumulative) of the hold, and their sum in milliseconds.
+    hold: (Vec<u64>, u64),
+}
+
+#[derive(Debug)]
+struct Gossip {
+    bytes: [(&'static str, u64); 2],
+    frames: [(&'static str, u64); 3],
+    handshakes_refused: u64,
+}
+
+impl Snapshot {
+    fn of(admin: &Admin) -> Snapshot {
+        let stats = admin.node.stats();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let gossip = admin.node.mesh().map(|mesh| {
+            let g = mesh.stats();
+            Gossip {
+                bytes: [("sent", load(&g.bytes_sent)), ("received", load(&g.bytes_received))],
+                frames: [
+                    ("sent", load(&g.frames_sent)),
+                    ("received", load(&g.frames_received)),
+                    ("dropped", load(&g.frames_dropped)),
+                ],
+                handshakes_refused: load(&g.handshakes_refused),
+            }
+        });
+        Snapshot {
+            status: status(admin),
+            checks: stats.checks().into_iter().collect(),
+            gossip,
+            hold: stats.hold_histogram(),
+        }
+    }
+}
+
+/// A family of counters or gauges; one sample without labels is a plain metric.
+fn family<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: &[(Vec<(&str, &str)>, M)],
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    if let [(labels, value)] = samples {
+        if labels.is_empty() {
+            return value.encode(metric);
+        }
+    }
+    for (labels, value) in samples {
+        value.encode(metric.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn counters<'a>(
+    label: &'a str,
+    values: &'a [(&'a str, u64)],
+) -> Vec<(Vec<(&'a str, &'a str)>, ConstCounter)> {
+    values.iter().map(|(value, n)| (vec![(label, *value)], ConstCounter::new(*n))).collect()
+}
+
+fn single_counter(n: u64) -> Vec<(Vec<(&'static str, &'static str)>, ConstCounter)> {
+    vec![(vec![], ConstCounter::new(n))]
+}
+
+fn single_gauge(n: u64) -> Vec<(Vec<(&'static str, &'static str)>, ConstGauge)> {
+    vec![(vec![], ConstGauge::new(n as i64))]
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (s, c) = (&self.status, &self.status.counters);
+        let e = &mut encoder;
+        family(
+            e,
+            "magicmx_connections",
+            "SMTP connections accepted by the listener.",
+            MetricType::Counter,
+            &single_counter(c.connections),
+        )?;
+        let messages = [
+            ("accepted", c.accepted),
+            ("tempfailed", c.tempfailed),
+            ("rejected", c.rejected),
+            ("resent", c.resent),
+        ];
+        family(
+            e,
+            "magicmx_messages",
+            "Messages at the end of DATA, by result.",
+            MetricType::Counter,
+            &counters("result", &messages),
+        )?;
+        let refusals: Vec<(&str, u64)> = s.refusals.iter().map(|(r, n)| (r.as_str(), *n)).collect();
+        family(
+            e,
+            "magicmx_refusals",
+            "Refusals by reason (connections, senders, recipients, messages).",
+            MetricType::Counter,
+            &counters("reason", &refusals),
+        )?;
+        let deliveries = [("sent", c.delivered), ("deferred", c.deferred), ("bounced", c.bounced)];
+        family(
+            e,
+            "magicmx_deliveries",
+            "Delivery attempts per recipient, by outcome.",
+            MetricType::Counter,
+            &counters("status", &deliveries),
+        )?;
+        let checks: Vec<(Vec<(&str, &str)>, ConstCounter)> = self
+            .checks
+            .iter()
+            .map(|((check, result), n)| (vec![("check", *check), ("result", *result)], ConstCounter::new(*n)))
+            .collect();
+        family(e, "magicmx_checks", "Check outcomes.", MetricType::Counter, &checks)?;
+        if let Some(g) = &self.gossip {
+            family(
+                e,
+                "magicmx_gossip_bytes",
+                "Gossip bytes.",
+                MetricType::Counter,
+                &counters("direction", &g.bytes),
+            )?;
+            family(
+                e,
+                "magicmx_gossip_frames",
+                "Gossip frames.",
+                MetricType::Counter,
+                &counters("direction", &g.frames),
+            )?;
+            family(
+                e,
+                "magicmx_gossip_handshakes_refused",
+                "Mesh handshakes refused.",
+                MetricType::Counter,
+                &single_counter(g.handshakes_refused),
+            )?;
+        }
+        let alive = s.peers.iter().filter(|p| p.alive).count() as i64;
+        let peers = [
+            (vec![("state", "alive")], ConstGauge::new(alive)),
+            (vec![("state", "down")], ConstGauge::new(s.peers.len() as i64 - alive)),
+        ];
+        family(e, "magicmx_peers", "Mesh peers known, by state.", MetricType::Gauge, &peers)?;
+        family(
+            e,
+            "magicmx_queue_messages",
+            "Messages in the queue.",
+            MetricType::Gauge,
+            &single_gauge(s.queue.messages),
+        )?;
+        family(
+            e,
+            "magicmx_queue_oldest_seconds",
+            "Age of the oldest queued message.",
+            MetricType::Gauge,
+            &single_gauge(s.queue.oldest_age_seconds),
+        )?;
+        family(
+            e,
+            "magicmx_penalised_blocks",
+            "Blocks penalised now.",
+            MetricType::Gauge,
+            &single_gauge(s.penalised.len() as u64),
+        )?;
+        // Per-bucket counts: the encoder makes them cumulative.
+        let (buckets, sum_ms) = &self.hold;
+        let count = buckets.iter().sum();
+        let buckets: Vec<(f64, u64)> = buckets
+            .iter()
+            .enumerate()
+            // The last bucket, +Inf, is f64::MAX to the encoder.
+            .map(|(i, n)| (HOLD_BUCKETS_MS.get(i).map_or(f64::MAX, |ms| *ms as f64 / 1000.0), *n))
+            .collect();
+        let mut hold = e.encode_descriptor(
+            "magicmx_hold_seconds",
+            "End-of-DATA hold, untrusted transactions.",
+            None,
+            MetricType::Histogram,
+        )?;
+        hold.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            *sum_ms as f64 / 1000.0,
+            count,
+            &buckets,
+            None,
+        )
+    }
+}
