@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use magicmx_proto::smtp::Reply;
 use magicmx_proto::{Address, Domain};
 
+use crate::route::smtp::ClientForwarding;
 use crate::route::Route;
 use crate::settings::{DomainSettings, OutboundTls};
 
 pub struct Domains {
-    routes: HashMap<Domain, Route>,
-    tls: HashMap<Domain, OutboundTls>,
+    served: HashMap<Domain, DomainSettings>,
     /// Where the bare `<postmaster>` (addressed to the node's own hostname) goes.
     postmaster: Option<Address>,
     hostname: Option<Domain>,
@@ -20,11 +20,10 @@ pub struct Domains {
 
 impl Domains {
     pub fn new(domains: &[DomainSettings], hostname: &str) -> Domains {
-        let routes = domains.iter().map(|d| (d.name.clone(), d.route.clone())).collect();
-        let tls = domains.iter().map(|d| (d.name.clone(), d.tls)).collect();
+        let served = domains.iter().map(|d| (d.name.clone(), d.clone())).collect();
         let postmaster =
             domains.first().map(|d| Address { local: "postmaster".into(), domain: d.name.clone() });
-        Domains { routes, tls, postmaster, hostname: Domain::parse(hostname).ok() }
+        Domains { served, postmaster, hostname: Domain::parse(hostname).ok() }
     }
 
     /// The reply to RCPT TO for this recipient.
@@ -41,7 +40,12 @@ impl Domains {
 
     /// The TLS policy for delivering to a served domain's recipient.
     pub fn tls_for(&self, recipient: &Address) -> OutboundTls {
-        self.tls.get(&recipient.domain).copied().unwrap_or_default()
+        self.served.get(&recipient.domain).map(|d| d.tls).unwrap_or_default()
+    }
+
+    /// How a served domain's next hop may be told the original client.
+    pub fn forwarding_for(&self, recipient: &Address) -> ClientForwarding {
+        self.served.get(&recipient.domain).map(|d| d.forwarding).unwrap_or_default()
     }
 
     /// The route for a recipient and the address to deliver to (the bare
@@ -49,10 +53,10 @@ impl Domains {
     pub fn route_for(&self, recipient: &Address) -> Option<(&Route, Address)> {
         if recipient.is_postmaster() && Some(&recipient.domain) == self.hostname.as_ref() {
             if let Some(postmaster) = &self.postmaster {
-                return self.routes.get(&postmaster.domain).map(|r| (r, postmaster.clone()));
+                return self.served.get(&postmaster.domain).map(|d| (&d.route, postmaster.clone()));
             }
         }
-        self.routes.get(&recipient.domain).map(|r| (r, recipient.clone()))
+        self.served.get(&recipient.domain).map(|d| (&d.route, recipient.clone()))
     }
 }
 
@@ -65,6 +69,7 @@ mod tests {
             name: Domain::parse("example.test").unwrap(),
             route: Route::Mx,
             tls: OutboundTls::Opportunistic,
+            forwarding: ClientForwarding::default(),
         };
         Domains::new(&[d], "mx.mesh.test")
     }

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use crate::checks::Findings;
 use crate::deliver::Job;
 use crate::queue::{
-    Body, BodyInfo, Envelope, Queue, QueueId, RecipientState, RecipientStatus, SpoolFile, Unanswered,
+    Arrival, Body, Envelope, Queue, QueueId, RecipientState, RecipientStatus, SpoolFile, Unanswered,
 };
 use crate::resend;
 use crate::stats::Stats;
@@ -155,7 +155,7 @@ impl Incoming {
         self,
         queue: &Queue,
         id: QueueId,
-        info: BodyInfo,
+        info: Arrival,
     ) -> std::io::Result<(Body, Option<Arc<Vec<u8>>>)> {
         match self {
             Incoming::Whole(content) => {
@@ -191,12 +191,13 @@ pub(crate) async fn accept(
         Incoming::Spooled(spool) => spool.id(),
         Incoming::Whole(_) => shared.queue.next_id(),
     };
+    let protocol = message.protocol();
     let info = ReceivedInfo {
         helo: message.helo.clone(),
         client_ip,
         client_name: None,
         server: shared.session_config.hostname.clone(),
-        protocol: message.protocol(),
+        protocol,
         queue_id: id.to_string(),
         single_recipient: match message.recipients.as_slice() {
             [only] => Some(only.to_string()),
@@ -235,7 +236,13 @@ pub(crate) async fn accept(
     };
     let sender = envelope.sender.as_ref().map(ToString::to_string).unwrap_or_default();
     let (rcpts, size) = (envelope.recipients.len(), envelope.size);
-    let body = BodyInfo { headers: headers.into_bytes(), eight_bit: message.eight_bit };
+    let client_name = findings.iprev.as_ref().filter(|i| i.result == "pass").and_then(|i| i.name.clone());
+    let body = Arrival {
+        headers: headers.into_bytes(),
+        eight_bit: message.eight_bit,
+        client_name,
+        protocol: protocol.to_string(),
+    };
     let unanswered = fingerprint.map(|fingerprint| Unanswered { fingerprint, arrived: now });
     let stored = match incoming.finish(&shared.queue, id, body.clone()).await {
         Ok((for_delivery, inline)) => {

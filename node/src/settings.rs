@@ -58,6 +58,8 @@ pub struct DomainSettings {
     pub name: Domain,
     pub route: Route,
     pub tls: OutboundTls,
+    /// Whether the original client is handed to the next hop (XCLIENT, XFORWARD).
+    pub forwarding: crate::route::smtp::ClientForwarding,
 }
 
 /// TLS when delivering by SMTP.

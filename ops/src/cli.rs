@@ -72,6 +72,15 @@ enum Command {
         /// Where the real MX reaches a node's policy service.
         #[arg(long, default_value = "mx1.mesh.example:10040")]
         policy: String,
+        /// The addresses mesh nodes deliver from (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "192.0.2.10,192.0.2.11")]
+        mesh_nodes: Vec<std::net::IpAddr>,
+        /// The real MX's listener for the mesh alone: `PORT` or `ADDRESS:PORT`.
+        #[arg(long, default_value = "2525")]
+        mesh_listen: String,
+        /// Where the real MX's Postfix keeps its tables.
+        #[arg(long, default_value = "/etc/postfix")]
+        postfix_dir: String,
     },
     /// The trust list of a running node: sources that bypass the throttle.
     Trust {
@@ -199,8 +208,10 @@ pub fn main() -> ExitCode {
             QueueCommand::Retry { id } => crate::status_cmd::queue_retry(&client, &id),
             QueueCommand::Drop { id } => crate::status_cmd::queue_drop(&client, &id),
         })),
-        Command::DnsRecords { domain, magic_mx, real_mx, policy } => {
-            crate::dns_records::print(&domain, &magic_mx, &real_mx, &policy);
+        Command::DnsRecords { domain, magic_mx, real_mx, policy, mesh_nodes, mesh_listen, postfix_dir } => {
+            let real =
+                crate::dns_records::RealMx { name: real_mx, policy, mesh_nodes, mesh_listen, postfix_dir };
+            print!("{}", crate::dns_records::text(&domain, &magic_mx, &real));
             ExitCode::SUCCESS
         }
         Command::Trust { command, node } => report(node.client().and_then(|client| match command {

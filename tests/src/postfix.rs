@@ -19,14 +19,16 @@ const SERVICES: &str = include_str!("../../bench/lib/master-services.cf");
 
 impl Postfix {
     /// Writes an instance named `hostname` under `dir`, listening on
-    /// `listen`, with `settings` added to main.cf (and `transport` as its
-    /// transport map, when given), and starts it inside `world`.
+    /// `listen`, with `settings` added to main.cf, `services` to master.cf
+    /// (and `transport` as its transport map, when given), and starts it
+    /// inside `world`.
     pub fn start(
         world: &World,
         dir: &Path,
         hostname: &str,
         listen: SocketAddr,
         settings: &str,
+        services: &str,
         transport: Option<&str>,
     ) -> Postfix {
         let etc = dir.join("etc");
@@ -70,7 +72,11 @@ default_process_limit = 20
             assert!(out.status.success(), "postmap: {}", String::from_utf8_lossy(&out.stderr));
         }
         std::fs::write(etc.join("main.cf"), main).unwrap();
-        std::fs::write(etc.join("master.cf"), format!("{listen} inet n - n - - smtpd\n{SERVICES}")).unwrap();
+        std::fs::write(
+            etc.join("master.cf"),
+            format!("{listen} inet n - n - - smtpd\n{SERVICES}{services}\n"),
+        )
+        .unwrap();
         let postfix = Postfix { dir: dir.to_path_buf(), netns: world.name.clone() };
         let etc = etc.to_str().unwrap();
         for step in ["check", "start"] {
@@ -86,6 +92,11 @@ default_process_limit = 20
         }
         world.wait_for_smtp(listen, std::time::Duration::from_secs(30));
         postfix
+    }
+
+    /// Its configuration directory (main.cf, master.cf, its tables).
+    pub fn etc(&self) -> PathBuf {
+        self.dir.join("etc")
     }
 
     /// Its log so far (postlogd writes it).

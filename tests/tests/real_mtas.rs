@@ -20,7 +20,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use magicmx_tests::{certified_nodes, wait_until, NodeProcess, Postfix, Sink, World, Zone, RESOLVER};
+use magicmx_tests::{
+    certified_nodes, magicmx, wait_until, NodeProcess, Postfix, Sink, World, Zone, RESOLVER,
+};
 
 const NODES: [(&str, &str); 3] = [("n1", "127.0.1.1"), ("n2", "127.0.1.2"), ("n3", "127.0.1.3")];
 const TRAP: &str = "127.0.1.99";
@@ -61,7 +63,53 @@ struct Deployment {
     _root: tempfile::TempDir,
 }
 
-fn node_config(name: &str, ip: &str, dir: &Path, throttle: &str) -> String {
+/// How the real MX is wired to the mesh.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wiring {
+    /// The nodes deliver by MX to port 25, where the policy service lets them in.
+    Policy,
+    /// As `magicmx dns-records` prints it: the nodes deliver to a listener
+    /// of the mesh's own and hand over the original client with XCLIENT.
+    Xclient,
+}
+
+/// The parts of `magicmx dns-records`' output, by file (`main.cf`, …).
+fn dns_records(postfix_dir: &Path) -> std::collections::HashMap<String, String> {
+    let (ok, out) = magicmx(&[
+        "dns-records",
+        "--domain",
+        "example.test",
+        "--magic-mx",
+        "mx.mesh.test",
+        "--real-mx",
+        "mail.example.test",
+        "--policy",
+        &format!("{}:10040", NODES[2].1),
+        // The nodes reach the real MX from 127.0.0.1, the loopback's own address.
+        "--mesh-nodes",
+        "127.0.0.1",
+        "--mesh-listen",
+        &format!("{REAL_MX}:2525"),
+        "--postfix-dir",
+        postfix_dir.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    let mut parts = std::collections::HashMap::new();
+    let mut current: Option<(String, String)> = None;
+    for line in out.lines() {
+        if let Some(name) = line.strip_prefix("# ---- ").and_then(|l| l.split(" ----").next()) {
+            parts.extend(current.take());
+            current = Some((name.to_string(), String::new()));
+        } else if let Some((_, text)) = &mut current {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    parts.extend(current);
+    parts
+}
+
+fn node_config(name: &str, ip: &str, dir: &Path, throttle: &str, route: &str) -> String {
     let d = dir.display();
     let seeds: Vec<String> =
         NODES.iter().filter(|(n, _)| *n != name).map(|(_, ip)| format!("\"{ip}:7946\"")).collect();
@@ -99,7 +147,7 @@ nameservers = ["{RESOLVER}"]
 
 [[domain]]
 name = "example.test"
-route = "mx"
+route = "{route}"
 
 [admin]
 listen = "{ip}:8025"
@@ -113,13 +161,36 @@ magic_mx = "mx.mesh.test"
 }
 
 impl Deployment {
-    fn start(tag: &str, throttle: &str) -> Deployment {
+    fn start(tag: &str, throttle: &str, wiring: Wiring) -> Deployment {
         let root = tempfile::tempdir().unwrap();
         let world = World::create(tag, root.path(), &zones());
         let names: Vec<&str> = NODES.iter().map(|(n, _)| *n).collect();
         let dirs = certified_nodes(root.path(), &names);
-        let configs: Vec<String> =
-            NODES.iter().zip(&dirs).map(|((name, ip), dir)| node_config(name, ip, dir, throttle)).collect();
+        let real_mx_etc = root.path().join("real-mx/etc");
+        let printed = dns_records(&real_mx_etc);
+        let (route, main_cf, master_cf) = match wiring {
+            Wiring::Policy => (
+                "mx".to_string(),
+                format!(
+                    "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination, check_policy_service inet:{}:10040",
+                    NODES[2].1
+                ),
+                String::new(),
+            ),
+            Wiring::Xclient => {
+                let toml = &printed["magicmx.toml, on every node: deliver through the mesh's own way in"];
+                let route = toml.lines().find_map(|l| l.strip_prefix("route = \"")?.strip_suffix('"'));
+                std::fs::create_dir_all(&real_mx_etc).unwrap();
+                let cidr = format!("{}/magicmx-nodes.cidr", real_mx_etc.display());
+                std::fs::write(&cidr, &printed[&cidr]).unwrap();
+                (route.unwrap().to_string(), printed["main.cf"].clone(), printed["master.cf"].clone())
+            }
+        };
+        let configs: Vec<String> = NODES
+            .iter()
+            .zip(&dirs)
+            .map(|((name, ip), dir)| node_config(name, ip, dir, throttle, &route))
+            .collect();
         let nodes = (0..NODES.len())
             .map(|i| Some(NodeProcess::start_in(&world, &dirs[i], &configs[i], at25(NODES[i].1))))
             .collect();
@@ -134,10 +205,10 @@ impl Deployment {
 relay_domains = example.test
 relay_recipient_maps =
 smtpd_relay_restrictions = reject_unauth_destination
-smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination, check_policy_service inet:{}:10040
-smtp_dns_support_level = disabled",
-                NODES[2].1
+smtp_dns_support_level = disabled
+{main_cf}"
             ),
+            &master_cf,
             Some(&format!("example.test smtp:[{MAILBOX}]:25\n")),
         );
         let sender = Postfix::start(
@@ -156,6 +227,7 @@ minimal_backoff_time = 5s
 maximal_backoff_time = 10s
 smtp_connect_timeout = 5s"
             ),
+            "",
             None,
         );
         let deployment = Deployment { nodes, dirs, configs, sender, real_mx, sink, world, _root: root };
@@ -301,6 +373,7 @@ fn a_sender_whose_block_is_penalised_is_deferred_not_bounced_and_taken_after_t()
     let mut mesh = Deployment::start(
         "penalty",
         "connections_per_minute = 5\nrecipients_per_hour = 30\npenalty = \"20s\"",
+        Wiring::Policy,
     );
     // The sender's neighbour opens connections until the block is penalised.
     let flood = r#"
@@ -380,6 +453,7 @@ fn a_message_over_what_is_left_is_taken_in_part_now_and_the_rest_later() {
     let mesh = Deployment::start(
         "partial",
         "recipients_per_hour = 600\nconnections_per_minute = 1000\npenalty = \"10s\"",
+        Wiring::Policy,
     );
     // The neighbour uses 595 of the block's 600 recipients an hour, over
     // both magic MX nodes (each node's part stays under the cap on what one
@@ -420,7 +494,7 @@ print("spammed")
 
 #[test]
 fn with_every_magic_mx_node_down_mail_waits_at_its_sender_and_goes_through_when_they_are_back() {
-    let mut mesh = Deployment::start("outage", "recipients_per_hour = 30");
+    let mut mesh = Deployment::start("outage", "recipients_per_hour = 30", Wiring::Policy);
     // The whole mesh is down, policy service included: the real MX answers
     // 451 4.3.5 (it cannot ask), and the sender keeps the message.
     for i in 0..NODES.len() {
@@ -441,4 +515,34 @@ fn with_every_magic_mx_node_down_mail_waits_at_its_sender_and_goes_through_when_
     mesh.wait_sent("outage-1@client.test", &rcpts(&["bob"]), Duration::from_secs(90));
     mesh.assert_nothing_bounced();
     assert!(wait_until(Duration::from_secs(20), || mesh.in_mailbox("outage-1@client.test") == 1));
+}
+
+#[test]
+fn wired_as_dns_records_prints_the_real_mx_sees_the_original_client_and_no_bot_gets_in() {
+    let mesh = Deployment::start("xclient", "recipients_per_hour = 30", Wiring::Xclient);
+    mesh.send("xclient-1@client.test", &rcpts(&["bob"]));
+    mesh.wait_sent("xclient-1@client.test", &rcpts(&["bob"]), Duration::from_secs(60));
+    mesh.assert_nothing_bounced();
+    assert!(wait_until(Duration::from_secs(20), || mesh.in_mailbox("xclient-1@client.test") == 1));
+    // The real MX took it on the mesh's own listener, from a node, and its
+    // log names the sending MTA as the client: XCLIENT handed it over.
+    let log = mesh.real_mx.log();
+    let queued: Vec<&str> =
+        log.lines().filter(|l| l.contains("postfix/magicmx/smtpd") && l.contains(": client=")).collect();
+    assert_eq!(queued.len(), 1, "{log}");
+    assert!(queued[0].contains(&format!("client=unknown[{SENDER}]")), "{}", queued[0]);
+    assert!(log.contains("ALLOWLISTED [127.0.0.1]"), "the node passed postscreen: {log}");
+    // A bot gets nothing in on either port: 450 on the MX's port 25, and
+    // dropped by postscreen on the mesh's listener.
+    let bot = bot_to_real_mx(&mesh.world, "127.0.5.1", "bot-2@bot.test");
+    assert!(bot.contains("code=450"), "{bot}");
+    let knock = r#"
+import socket, sys
+with socket.create_connection((sys.argv[2], 2525), source_address=(sys.argv[1], 0), timeout=10) as s:
+    print("said:", s.recv(512).decode().strip())
+"#;
+    let said = mesh.world.python(knock, &["127.0.5.1", REAL_MX]);
+    assert!(said.contains("521"), "{said}");
+    assert!(wait_until(Duration::from_secs(5), || mesh.real_mx.log().contains("DENYLISTED [127.0.5.1]")));
+    assert_eq!(mesh.in_mailbox("bot-2@bot.test"), 0);
 }

@@ -13,8 +13,9 @@ use time::OffsetDateTime;
 
 use super::{backoff, now_ms, Job};
 use crate::dsn;
-use crate::queue::{Body, BodyInfo, Envelope, QueueId, RecipientState, RecipientStatus};
+use crate::queue::{Arrival, Body, Envelope, QueueId, RecipientState, RecipientStatus};
 use crate::route::outbound::NextHop;
+use crate::route::smtp::{ClientForwarding, OriginalClient};
 use crate::route::{maildir, Outcome, Route};
 use crate::settings::OutboundTls;
 use crate::stats::Stats;
@@ -24,7 +25,7 @@ use crate::Shared;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Way {
     Maildir(PathBuf),
-    Smtp(NextHop, TlsMode),
+    Smtp(NextHop, TlsMode, ClientForwarding),
 }
 
 /// `OutboundTls` with an order, for grouping.
@@ -48,6 +49,7 @@ pub(super) async fn run(shared: &Arc<Shared>, job: Job) -> Option<u64> {
             return Some(now_ms() + 60_000);
         }
     };
+    let original = original_client(&envelope, &body);
     let mut ways: BTreeMap<Way, Vec<(usize, Address)>> = BTreeMap::new();
     for (index, rcpt) in envelope.recipients.iter().enumerate() {
         if matches!(rcpt.status, RecipientStatus::Pending { .. }) {
@@ -63,12 +65,13 @@ pub(super) async fn run(shared: &Arc<Shared>, job: Job) -> Option<u64> {
         let addresses: Vec<Address> = recipients.iter().map(|(_, a)| a.clone()).collect();
         let outcomes = match &way {
             Way::Maildir(root) => write_maildir(shared, id, &envelope, &body, root, recipients.clone()).await,
-            Way::Smtp(hop, mode) => {
+            Way::Smtp(hop, mode, forwarding) => {
                 let tls = match mode {
                     TlsMode::Opportunistic => OutboundTls::Opportunistic,
                     TlsMode::Require => OutboundTls::Require,
                 };
-                shared.outbound.deliver(hop, tls, envelope.sender.as_ref(), &addresses, &body).await
+                let client = original.as_ref().map(|client| (client, *forwarding));
+                shared.outbound.deliver(hop, tls, envelope.sender.as_ref(), &addresses, &body, client).await
             }
         };
         for ((index, _), outcome) in recipients.into_iter().zip(outcomes) {
@@ -95,6 +98,18 @@ pub(super) async fn run(shared: &Arc<Shared>, job: Job) -> Option<u64> {
     envelope.next_due_ms()
 }
 
+/// The client a message came from, to be handed to the next hop; none for a
+/// message this node made itself.
+fn original_client(envelope: &Envelope, body: &Body) -> Option<OriginalClient> {
+    let protocol = &body.info.protocol;
+    (!protocol.is_empty()).then(|| OriginalClient {
+        addr: envelope.client_ip,
+        name: body.info.client_name.clone(),
+        helo: envelope.helo.clone(),
+        esmtp: protocol.contains("ESMTP") || protocol.starts_with("UTF8"),
+    })
+}
+
 /// Where a recipient goes: a served domain by its route; anyone else (the
 /// senders this node returns DSNs to) by MX.
 fn way_for(shared: &Shared, recipient: &Address) -> (Way, Address) {
@@ -104,17 +119,23 @@ fn way_for(shared: &Shared, recipient: &Address) -> (Way, Address) {
                 OutboundTls::Opportunistic => TlsMode::Opportunistic,
                 OutboundTls::Require => TlsMode::Require,
             };
+            let forwarding = shared.domains.forwarding_for(&address);
             let way = match route {
                 Route::Maildir(root) => Way::Maildir(root.clone()),
                 Route::Smtp { host, port } => {
-                    Way::Smtp(NextHop::Fixed { host: host.clone(), port: *port }, tls)
+                    Way::Smtp(NextHop::Fixed { host: host.clone(), port: *port }, tls, forwarding)
                 }
-                Route::Mx => Way::Smtp(NextHop::Mx(address.domain.to_string()), tls),
+                Route::Mx => Way::Smtp(NextHop::Mx(address.domain.to_string()), tls, forwarding),
             };
             (way, address)
         }
         None => {
-            (Way::Smtp(NextHop::Mx(recipient.domain.to_string()), TlsMode::Opportunistic), recipient.clone())
+            let way = Way::Smtp(
+                NextHop::Mx(recipient.domain.to_string()),
+                TlsMode::Opportunistic,
+                ClientForwarding::default(),
+            );
+            (way, recipient.clone())
         }
     }
 }
@@ -235,7 +256,7 @@ async fn send_dsn(shared: &Arc<Shared>, id: QueueId, envelope: &Envelope, body: 
         dsn_for: Some(id),
         spf: None,
     };
-    let info = BodyInfo { headers: vec![], eight_bit: !report.is_ascii() };
+    let info = Arrival::local(vec![], !report.is_ascii());
     let report = Arc::new(report);
     match shared.queue.insert(dsn_id, &dsn_envelope, &info, Some(report.clone()), None).await {
         Ok(()) => {

@@ -13,19 +13,33 @@ use tokio::io::AsyncReadExt;
 /// The size of the pieces a body is read in.
 pub const PIECE: usize = 64 * 1024;
 
-/// What the queue keeps of a body beside its spool file.
+/// What the node learnt of a message as it arrived, beyond its envelope:
+/// the header fields it puts in front of the body, whether the body is
+/// 8-bit, and how the client came (handed on by XCLIENT or XFORWARD).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BodyInfo {
+pub struct Arrival {
     /// Header fields this node adds in front of the body, CRLF line ends.
     pub headers: Vec<u8>,
     /// The content has octets above 127 (`BODY=8BITMIME` when sent on).
     pub eight_bit: bool,
+    /// The client's forward-confirmed host name, when it had one.
+    pub client_name: Option<String>,
+    /// The protocol it spoke (`ESMTP`, `ESMTPS` …); empty for a message
+    /// this node made itself.
+    pub protocol: String,
+}
+
+impl Arrival {
+    /// For a message this node makes (a DSN) or one from an earlier release.
+    pub fn local(headers: Vec<u8>, eight_bit: bool) -> Arrival {
+        Arrival { headers, eight_bit, client_name: None, protocol: String::new() }
+    }
 }
 
 /// A message's content, ready to be read.
 #[derive(Debug, Clone)]
 pub struct Body {
-    pub info: BodyInfo,
+    pub info: Arrival,
     source: Source,
 }
 
@@ -38,12 +52,12 @@ enum Source {
 
 impl Body {
     /// A body in memory.
-    pub fn at_hand(info: BodyInfo, content: Arc<Vec<u8>>) -> Body {
+    pub fn at_hand(info: Arrival, content: Arc<Vec<u8>>) -> Body {
         Body { info, source: Source::InMemory(content) }
     }
 
     /// A body in the spool file at `path`, of `size` octets.
-    pub fn spooled(info: BodyInfo, path: PathBuf, size: u64) -> Body {
+    pub fn spooled(info: Arrival, path: PathBuf, size: u64) -> Body {
         Body { info, source: Source::Spooled { path, size } }
     }
 
@@ -143,8 +157,7 @@ mod tests {
         let path = dir.path().join("1");
         let spooled: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
         std::fs::write(&path, &spooled).unwrap();
-        let body =
-            Body::spooled(BodyInfo { headers: b"Received: x\r\n".to_vec(), eight_bit: false }, path, 200_000);
+        let body = Body::spooled(Arrival::local(b"Received: x\r\n".to_vec(), false), path, 200_000);
         let mut whole = b"Received: x\r\n".to_vec();
         whole.extend_from_slice(&spooled);
         assert_eq!(body.size(), whole.len() as u64);
@@ -161,7 +174,7 @@ mod tests {
         assert_eq!(body.head(20).unwrap(), &whole[..20]);
         assert_eq!(body.head(5).unwrap(), b"Recei");
         // The same, with the content at hand.
-        let info = BodyInfo { headers: b"Received: x\r\n".to_vec(), eight_bit: false };
+        let info = Arrival::local(b"Received: x\r\n".to_vec(), false);
         let at_hand = Body::at_hand(info, Arc::new(spooled));
         let mut pieces = at_hand.pieces().await.unwrap();
         let mut read = vec![];

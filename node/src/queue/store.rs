@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
-use super::body::{Body, BodyInfo};
+use super::body::{Arrival, Body};
 use super::envelope::{Envelope, QueueId};
 use super::spool::Spool;
 use crate::error::{Error, Result};
@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 /// Envelopes by queue id (postcard-encoded).
 const ENVELOPES: TableDefinition<u64, &[u8]> = TableDefinition::new("envelopes");
 /// What the queue knows of each body: the headers this node puts in front
-/// of it (postcard-encoded [`BodyInfo`]).
+/// of it (postcard-encoded [`Arrival`]).
 const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
 /// The bodies kept here rather than in a spool file: those that came in one
 /// piece. They share the group commit's fsync with everything else.
@@ -178,7 +178,7 @@ impl Queue {
         &self,
         id: QueueId,
         envelope: &Envelope,
-        body: &BodyInfo,
+        body: &Arrival,
         inline: Option<Arc<Vec<u8>>>,
         unanswered: Option<Unanswered>,
     ) -> Result<()> {
@@ -254,7 +254,7 @@ impl Queue {
     pub fn body(&self, id: QueueId) -> Result<Option<Body>> {
         let txn = self.db().begin_read()?;
         let Some(value) = txn.open_table(BODIES)?.get(id.0)? else { return Ok(None) };
-        let info: BodyInfo = postcard::from_bytes(value.value())?;
+        let info: Arrival = postcard::from_bytes(value.value())?;
         if let Some(inline) = txn.open_table(INLINE)?.get(id.0)? {
             return Ok(Some(Body::at_hand(info, Arc::new(inline.value().to_vec()))));
         }
@@ -389,7 +389,7 @@ fn move_contents_to_spool(db: &Database, spool: &Spool) -> Result<()> {
             let written =
                 std::fs::write(&path, &content).and_then(|()| std::fs::File::open(&path)?.sync_all());
             written.map_err(|error| Error::Io { path, error })?;
-            let info = BodyInfo { headers: vec![], eight_bit: !content.is_ascii() };
+            let info = Arrival::local(vec![], !content.is_ascii());
             txn.open_table(BODIES)?.insert(id, postcard::to_stdvec(&info)?.as_slice())?;
         }
         spool.sync_dir().map_err(|error| Error::Io { path: spool.dir().to_path_buf(), error })?;
@@ -441,7 +441,7 @@ mod tests {
     async fn once_a_backlog_has_drained_the_database_file_shrinks_back() {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path()).unwrap();
-        let info = BodyInfo { headers: vec![], eight_bit: false };
+        let info = Arrival::local(vec![], false);
         let body = Arc::new(vec![b'x'; 60 * 1024]);
         let ids: Vec<QueueId> = (0..300).map(|_| queue.next_id()).collect();
         for &id in &ids {

@@ -70,7 +70,7 @@ mod tests {
         let rcpt = Address::parse("bob@example.test").unwrap();
         let spooled = dir.path().join("spooled");
         fs::write(&spooled, b"body\r\n").unwrap();
-        let info = crate::queue::BodyInfo { headers: b"Received: r\r\n".to_vec(), eight_bit: false };
+        let info = crate::queue::Arrival::local(b"Received: r\r\n".to_vec(), false);
         let body = Body::spooled(info, spooled, 6);
         let path = deliver(dir.path(), &rcpt, "1.M1R0.host", b"H: 1\r\n", &body).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"H: 1\r\nReceived: r\r\nbody\r\n");

@@ -9,7 +9,9 @@ use magicmx_proto::Address;
 
 use super::mx::{self, Hops};
 use super::pool::Pool;
-use super::smtp::{connector, Broken, Connection, Timeouts, TlsPolicy, TransactionError};
+use super::smtp::{
+    connector, Broken, ClientForwarding, Connection, OriginalClient, Timeouts, TlsPolicy, TransactionError,
+};
 use super::tls::ClientTls;
 use super::Outcome;
 use crate::checks::callout::Probe;
@@ -110,6 +112,7 @@ impl Outbound {
         sender: Option<&Address>,
         recipients: &[Address],
         body: &Body,
+        client: Option<(&OriginalClient, ClientForwarding)>,
     ) -> Vec<Outcome> {
         let all = |outcome: Outcome| vec![outcome; recipients.len()];
         let (hosts, port) = match self.next_hosts(hop).await {
@@ -135,7 +138,7 @@ impl Outbound {
                     last = format!("{host} [{ip}] is this node: mail loops back");
                     continue;
                 }
-                match self.try_address(addr, &host, tls, sender, recipients, body).await {
+                match self.try_address(addr, &host, tls, sender, recipients, body, client).await {
                     Tried::Answered(outcomes) => return outcomes,
                     Tried::Next(why) => last = why,
                 }
@@ -152,15 +155,16 @@ impl Outbound {
         sender: Option<&Address>,
         recipients: &[Address],
         body: &Body,
+        client: Option<(&OriginalClient, ClientForwarding)>,
     ) -> Tried {
         let _slot = self.pool.slot(addr).await;
         let verified = tls == OutboundTls::Require;
         // A pooled connection may have been closed by the server meanwhile:
         // on failure, one more try on a fresh connection.
         if let Some(mut conn) = self.pool.take(addr, verified) {
-            match conn.send(sender, recipients, body).await {
+            match conn.send(sender, recipients, body, client).await {
                 Ok(sent) => {
-                    self.pool.give_back(conn, verified);
+                    self.keep_or_close(conn, verified, sent.reusable);
                     return Tried::Answered(sent.outcomes);
                 }
                 Err(TransactionError::SenderDeferred(reply)) => {
@@ -177,9 +181,9 @@ impl Outbound {
             Ok(conn) => conn,
             Err(broken) => return Tried::Next(format!("{host}[{}]: {broken}", addr.ip())),
         };
-        match conn.send(sender, recipients, body).await {
+        match conn.send(sender, recipients, body, client).await {
             Ok(sent) => {
-                self.pool.give_back(conn, verified);
+                self.keep_or_close(conn, verified, sent.reusable);
                 Tried::Answered(sent.outcomes)
             }
             Err(TransactionError::SenderDeferred(reply)) => {
@@ -191,6 +195,17 @@ impl Outbound {
                 ))
             }
             Err(TransactionError::Broken(broken)) => Tried::Next(format!("{host}[{}]: {broken}", addr.ip())),
+        }
+    }
+
+    /// Keeps a connection for the next message, or closes it (one that
+    /// carried XCLIENT belongs to that message's client).
+    fn keep_or_close(&self, conn: Connection, verified: bool, reusable: bool) {
+        match reusable {
+            true => self.pool.give_back(conn, verified),
+            false => {
+                tokio::spawn(conn.quit());
+            }
         }
     }
 

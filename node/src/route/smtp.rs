@@ -2,11 +2,11 @@
 //! STARTTLS, and mail transactions with a result per recipient. Commands go
 //! one at a time and every reply is awaited under the RFC 5321 time-outs.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use magicmx_proto::smtp::client::{Capabilities, DotStuffer, ReplyReader};
+use magicmx_proto::smtp::client::{client_attributes_command, Capabilities, DotStuffer, ReplyReader};
 use magicmx_proto::smtp::Reply;
 use magicmx_proto::Address;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -79,6 +79,48 @@ pub struct Connection {
 pub struct Sent {
     /// One outcome per recipient, in order.
     pub outcomes: Vec<Outcome>,
+    /// The connection may carry another message (not after XCLIENT: the
+    /// session then belongs to the original client).
+    pub reusable: bool,
+}
+
+/// A message's original client, as XCLIENT or XFORWARD hand it to the next
+/// hop, so that its restrictions, milters and logs see who really sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginalClient {
+    pub addr: IpAddr,
+    /// Its forward-confirmed host name, when it had one.
+    pub name: Option<String>,
+    pub helo: String,
+    /// It said EHLO (not HELO).
+    pub esmtp: bool,
+}
+
+/// How the original client may be handed on to a domain's next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct ClientForwarding {
+    /// XCLIENT, where offered: the next hop treats the session as the client's.
+    pub xclient: bool,
+    /// XFORWARD, where offered and XCLIENT is not: for logs and filters only.
+    pub xforward: bool,
+}
+
+impl OriginalClient {
+    /// The attributes both commands share (RFC-less, Postfix's XCLIENT_README).
+    fn attributes(&self) -> Vec<(&'static str, String)> {
+        let addr = match self.addr {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("IPV6:{v6}"),
+        };
+        let unavailable = || "[UNAVAILABLE]".to_string();
+        let helo = Some(self.helo.clone()).filter(|h| !h.is_empty()).unwrap_or_else(unavailable);
+        vec![
+            ("ADDR", addr),
+            ("NAME", self.name.clone().unwrap_or_else(unavailable)),
+            ("HELO", helo),
+            ("PROTO", if self.esmtp { "ESMTP" } else { "SMTP" }.to_string()),
+        ]
+    }
 }
 
 /// Why a transaction did not reach a result for its recipients.
@@ -167,16 +209,24 @@ impl Connection {
         sender: Option<&Address>,
         recipients: &[Address],
         body: &Body,
+        client: Option<(&OriginalClient, ClientForwarding)>,
     ) -> Result<Sent, TransactionError> {
         let needs_utf8 = sender.is_some_and(Address::is_utf8) || recipients.iter().any(Address::is_utf8);
+        let refused =
+            |why: String| Sent { outcomes: vec![Outcome::Permanent(why); recipients.len()], reusable: true };
         if needs_utf8 && !self.caps.smtputf8 {
-            let why = format!("{} does not support SMTPUTF8, which these addresses need", self.host);
-            return Ok(Sent { outcomes: vec![Outcome::Permanent(why); recipients.len()] });
+            return Ok(refused(format!(
+                "{} does not support SMTPUTF8, which these addresses need",
+                self.host
+            )));
         }
         let size = body.size();
         if let Some(limit) = self.caps.size.filter(|&n| n > 0 && size > n as u64) {
-            let why = format!("message of {size} octets exceeds {}'s limit of {limit}", self.host);
-            return Ok(Sent { outcomes: vec![Outcome::Permanent(why); recipients.len()] });
+            return Ok(refused(format!("message of {size} octets exceeds {}'s limit of {limit}", self.host)));
+        }
+        let mut reusable = true;
+        if let Some((client, forwarding)) = client {
+            reusable = self.hand_over(client, forwarding).await.map_err(TransactionError::Broken)?;
         }
         let mut mail = format!("MAIL FROM:<{}>", sender.map(ToString::to_string).unwrap_or_default());
         if self.caps.size.is_some() {
@@ -197,7 +247,7 @@ impl Connection {
         if !reply.is_positive() {
             let outcome = self.refusal(&reply);
             self.reset().await;
-            return Ok(Sent { outcomes: vec![outcome; recipients.len()] });
+            return Ok(Sent { outcomes: vec![outcome; recipients.len()], reusable });
         }
         let mut outcomes = Vec::with_capacity(recipients.len());
         let mut accepted = Vec::new();
@@ -213,7 +263,7 @@ impl Connection {
         }
         if accepted.is_empty() {
             self.reset().await;
-            return Ok(Sent { outcomes });
+            return Ok(Sent { outcomes, reusable });
         }
         let reply = self.command(b"DATA\r\n", command).await.map_err(TransactionError::Broken)?;
         let final_reply = if reply.code == 354 {
@@ -230,7 +280,41 @@ impl Connection {
         for i in accepted {
             outcomes[i] = result.clone();
         }
-        Ok(Sent { outcomes })
+        Ok(Sent { outcomes, reusable })
+    }
+
+    /// Hands the original client on before MAIL: XCLIENT where the next hop
+    /// offers it (it answers with a new greeting, and the session starts
+    /// again with the client's own EHLO), else XFORWARD. A refusal is logged
+    /// and the message goes as from this node. Returns whether the
+    /// connection may carry another message afterwards.
+    async fn hand_over(
+        &mut self,
+        client: &OriginalClient,
+        forwarding: ClientForwarding,
+    ) -> Result<bool, Broken> {
+        let attributes = client.attributes();
+        let xclient = self.caps.xclient.as_ref().filter(|_| forwarding.xclient);
+        if let Some(command) = xclient.and_then(|o| client_attributes_command("XCLIENT", &attributes, o)) {
+            let reply = self.command(command.as_bytes(), self.timeouts.command).await?;
+            if reply.code == 220 {
+                let helo = if client.helo.is_empty() { "[UNAVAILABLE]" } else { client.helo.as_str() };
+                self.hello(helo).await?;
+                return Ok(false);
+            }
+            tracing::warn!(host = %self.host, reply = %reply.to_string().trim_end(), "XCLIENT refused: the message goes as from this node");
+            return Ok(true);
+        }
+        let mut attributes = attributes;
+        attributes.push(("SOURCE", "REMOTE".to_string()));
+        let xforward = self.caps.xforward.as_ref().filter(|_| forwarding.xforward);
+        if let Some(command) = xforward.and_then(|o| client_attributes_command("XFORWARD", &attributes, o)) {
+            let reply = self.command(command.as_bytes(), self.timeouts.command).await?;
+            if reply.code != 250 {
+                tracing::warn!(host = %self.host, reply = %reply.to_string().trim_end(), "XFORWARD refused");
+            }
+        }
+        Ok(true)
     }
 
     /// Asks whether the server would take `recipient` from `sender`, and

@@ -248,6 +248,10 @@ impl Config {
                         TlsMode::Opportunistic => OutboundTls::Opportunistic,
                         TlsMode::Require => OutboundTls::Require,
                     },
+                    forwarding: magicmx_node::route::smtp::ClientForwarding {
+                        xclient: d.xclient,
+                        xforward: d.xforward,
+                    },
                 })
                 .collect(),
             delivery: self.delivery_settings(),

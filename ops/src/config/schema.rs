@@ -199,6 +199,16 @@ pub struct DomainSection {
     pub route: Route,
     #[serde(default)]
     pub tls: OutboundTls,
+    /// Hand the original client to the next hop with XCLIENT where it offers it.
+    #[serde(default = "yes")]
+    pub xclient: bool,
+    /// Or with XFORWARD (logs and filters only), where it offers that.
+    #[serde(default = "yes")]
+    pub xforward: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_route() -> Route {

@@ -122,6 +122,11 @@ pub struct Capabilities {
     pub enhanced_status_codes: bool,
     /// The SIZE limit, when announced (0: no fixed limit).
     pub size: Option<usize>,
+    /// The attributes XCLIENT takes, when offered (Postfix offers it only to
+    /// clients in `smtpd_authorized_xclient_hosts`).
+    pub xclient: Option<Vec<String>>,
+    /// The attributes XFORWARD takes, when offered.
+    pub xforward: Option<Vec<String>>,
 }
 
 impl Capabilities {
@@ -138,11 +143,43 @@ impl Capabilities {
                 "SMTPUTF8" => caps.smtputf8 = true,
                 "ENHANCEDSTATUSCODES" => caps.enhanced_status_codes = true,
                 "SIZE" => caps.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
+                "XCLIENT" => caps.xclient = Some(words.map(|w| w.to_ascii_uppercase()).collect()),
+                "XFORWARD" => caps.xforward = Some(words.map(|w| w.to_ascii_uppercase()).collect()),
                 _ => {}
             }
         }
         caps
     }
+}
+
+/// An attribute value as XCLIENT and XFORWARD carry it: xtext (RFC 3461
+/// §4), where `+`, `=` and octets outside `!`..`~` are `+` and two hex digits.
+pub fn xtext(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        match b {
+            b'+' | b'=' => out.push_str(&format!("+{b:02X}")),
+            33..=126 => out.push(b as char),
+            _ => out.push_str(&format!("+{b:02X}")),
+        }
+    }
+    out
+}
+
+/// The command that hands the next hop `attributes` (name, value) of the
+/// original client, keeping those it takes (`offered`, from its EHLO): e.g.
+/// `XCLIENT ADDR=192.0.2.1 NAME=[UNAVAILABLE]`. `None` when it takes none.
+pub fn client_attributes_command(
+    verb: &str,
+    attributes: &[(&str, String)],
+    offered: &[String],
+) -> Option<String> {
+    let taken: Vec<String> = attributes
+        .iter()
+        .filter(|(name, _)| offered.iter().any(|o| o == name))
+        .map(|(name, value)| format!("{name}={}", xtext(value)))
+        .collect();
+    (!taken.is_empty()).then(|| format!("{verb} {}\r\n", taken.join(" ")))
 }
 
 /// The message as sent after DATA: lines beginning with `.` get another,
@@ -197,6 +234,31 @@ impl DotStuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xclient_and_xforward_are_read_from_ehlo_and_their_values_are_xtext() {
+        let ehlo = Reply::plain(
+            250,
+            vec![
+                "mail.example.test".into(),
+                "XCLIENT NAME ADDR PROTO HELO LOGIN".into(),
+                "XFORWARD NAME ADDR".into(),
+            ],
+        );
+        let caps = Capabilities::from_ehlo(&ehlo);
+        let offered = caps.xclient.unwrap();
+        assert_eq!(offered, ["NAME", "ADDR", "PROTO", "HELO", "LOGIN"]);
+        assert_eq!(caps.xforward.unwrap(), ["NAME", "ADDR"]);
+        let attributes = [
+            ("ADDR", "IPV6:2001:db8::1".to_string()),
+            ("NAME", "[UNAVAILABLE]".to_string()),
+            ("HELO", "odd helo+=name".to_string()),
+            ("DESTPORT", "25".to_string()),
+        ];
+        let command = client_attributes_command("XCLIENT", &attributes, &offered).unwrap();
+        assert_eq!(command, "XCLIENT ADDR=IPV6:2001:db8::1 NAME=[UNAVAILABLE] HELO=odd+20helo+2B+3Dname\r\n");
+        assert_eq!(client_attributes_command("XFORWARD", &attributes[3..], &["ADDR".into()]), None);
+    }
 
     #[test]
     fn stuffing_in_pieces_is_stuffing_at_once() {
