@@ -70,6 +70,8 @@ fcrdns = "off"
 spf = "off"
 sender_domain = false
 verify_recipients = false
+dkim = "off"
+dmarc = "off"
 [delivery]
 retry_first = "1s"
 retry_max = "2s"

@@ -119,6 +119,8 @@ fcrdns = "off"
 spf = "off"
 sender_domain = false
 verify_recipients = false
+dkim = "off"
+dmarc = "off"
 [[domain]]
 name = "example.test"
 route = "maildir:$TMP/maildir"

@@ -197,8 +197,15 @@ where
                             refusal
                         }
                         (None, Some(body)) => {
-                            let (reply, after) =
-                                intake::accept(shared, session, message, body, &transaction.findings).await;
+                            let (reply, after) = intake::accept(
+                                shared,
+                                session,
+                                message,
+                                body,
+                                &transaction.findings,
+                                !transaction.trusted,
+                            )
+                            .await;
                             after_reply = Some(after);
                             reply
                         }

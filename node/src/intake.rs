@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use crate::checks::Findings;
 use crate::deliver::Job;
 use crate::queue::{
-    Arrival, Body, Envelope, Queue, QueueId, RecipientState, RecipientStatus, SpoolFile, Unanswered,
+    Arrival, Body, Envelope, Queue, QueueId, RecipientState, RecipientStatus, Source, SpoolFile, Unanswered,
 };
 use crate::resend;
 use crate::stats::Stats;
@@ -149,34 +149,28 @@ impl Incoming {
         }
     }
 
-    /// Makes a spooled body durable (fdatasync); the body for delivery, and
-    /// the content for the queue's commit when it is in memory.
-    async fn finish(
-        self,
-        queue: &Queue,
-        id: QueueId,
-        info: Arrival,
-    ) -> std::io::Result<(Body, Option<Arc<Vec<u8>>>)> {
+    /// Makes a spooled body durable (fdatasync); where the body is kept
+    /// (a small one in memory, to go into the queue's commit).
+    async fn store(self, queue: &Queue, id: QueueId) -> std::io::Result<Source> {
         match self {
-            Incoming::Whole(content) => {
-                let content = Arc::new(content);
-                Ok((Body::at_hand(info, content.clone()), Some(content)))
-            }
+            Incoming::Whole(content) => Ok(Source::InMemory(Arc::new(content))),
             Incoming::Spooled(mut spool) => {
                 spool.finish().await?;
-                Ok((Body::spooled(info, queue.spool().path(id), spool.size()), None))
+                Ok(Source::Spooled { path: queue.spool().path(id), size: spool.size() })
             }
         }
     }
 }
 
-/// Queues a message and answers it.
+/// Queues a message and answers it; with `verify`, after DKIM and DMARC
+/// (not for trusted senders, like the other checks).
 pub(crate) async fn accept(
     shared: &Shared,
     session: &Session,
     message: Message,
     incoming: Incoming,
     findings: &Findings,
+    verify: bool,
 ) -> (Reply, AfterReply) {
     let client_ip = session.client_ip();
     let block = shared.block_of(client_ip);
@@ -191,7 +185,34 @@ pub(crate) async fn accept(
         Incoming::Spooled(spool) => spool.id(),
         Incoming::Whole(_) => shared.queue.next_id(),
     };
+    let size = incoming.size();
     let protocol = message.protocol();
+    let sender = message.sender.as_ref().map(ToString::to_string).unwrap_or_default();
+    let rcpts = message.recipients.len();
+    let failed = |error: crate::Error| {
+        // Written but never queued: not to be delivered.
+        shared.queue.spool().remove(id);
+        Stats::add(&shared.stats.tempfailed);
+        shared.stats.refusal("queue_error");
+        tracing::error!(queue_id = %id, client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, verdict = "tempfail", %error, "transaction");
+        (queue_error(), AfterReply::none())
+    };
+    let source = match incoming.store(&shared.queue, id).await {
+        Ok(source) => source,
+        Err(error) => return failed(crate::Error::Io { path: shared.queue.spool().path(id), error }),
+    };
+    let authenticity = match verify {
+        true => shared.checks.authenticity(&source, message.sender.as_ref(), &message.helo, findings).await,
+        false => None,
+    };
+    let authenticity = authenticity.unwrap_or_default();
+    if let Some(refusal) = &authenticity.refusal {
+        shared.queue.spool().remove(id);
+        Stats::add(&shared.stats.rejected);
+        shared.stats.refusal("dmarc");
+        tracing::info!(client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, authenticity = %authenticity.summary, verdict = "rejected", reply = %refusal.to_string().trim_end(), "transaction");
+        return (refusal.clone(), AfterReply::none());
+    }
     let info = ReceivedInfo {
         helo: message.helo.clone(),
         client_ip,
@@ -205,8 +226,8 @@ pub(crate) async fn accept(
         },
     };
     let mut headers = received_header(&info, OffsetDateTime::now_utc());
-    if let Some(results) =
-        findings.header(&shared.session_config.hostname, client_ip, message.sender.as_ref())
+    let server = &shared.session_config.hostname;
+    if let Some(results) = findings.header(server, client_ip, message.sender.as_ref(), &authenticity.results)
     {
         headers.push_str(&results);
     }
@@ -230,48 +251,37 @@ pub(crate) async fn accept(
         block: block.to_string(),
         helo: message.helo,
         tls: message.tls,
-        size: headers.len() as u64 + incoming.size(),
+        size: headers.len() as u64 + size,
         dsn_for: None,
         spf: findings.spf.as_ref().map(|s| s.as_str().to_string()),
     };
-    let sender = envelope.sender.as_ref().map(ToString::to_string).unwrap_or_default();
-    let (rcpts, size) = (envelope.recipients.len(), envelope.size);
     let client_name = findings.iprev.as_ref().filter(|i| i.result == "pass").and_then(|i| i.name.clone());
-    let body = Arrival {
+    let arrival = Arrival {
         headers: headers.into_bytes(),
         eight_bit: message.eight_bit,
         client_name,
         protocol: protocol.to_string(),
     };
     let unanswered = fingerprint.map(|fingerprint| Unanswered { fingerprint, arrived: now });
-    let stored = match incoming.finish(&shared.queue, id, body.clone()).await {
-        Ok((for_delivery, inline)) => {
-            shared.queue.insert(id, &envelope, &body, inline, unanswered).await.map(|()| for_delivery)
-        }
-        Err(error) => Err(crate::Error::Io { path: shared.queue.spool().path(id), error }),
+    let inline = match &source {
+        Source::InMemory(content) => Some(content.clone()),
+        Source::Spooled { .. } => None,
     };
-    match stored {
-        Ok(body) => {
-            Stats::add(&shared.stats.accepted);
-            let settle = settler(shared, id, fingerprint);
-            let delivery = shared.delivery.clone();
-            let checks = findings.summary();
-            let after = move |written| {
-                settle(written);
-                let _ = delivery.send(Job { id, loaded: Some((envelope, body)) });
-                tracing::info!(queue_id = %id, client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, size, %checks, verdict = "accepted", "transaction");
-            };
-            (Reply::new(250, "2.0.0", format!("Ok: queued as {id}")), AfterReply::new(after))
-        }
-        Err(error) => {
-            // Finished but never queued: not to be delivered.
-            shared.queue.spool().remove(id);
-            Stats::add(&shared.stats.tempfailed);
-            shared.stats.refusal("queue_error");
-            tracing::error!(queue_id = %id, client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, size, verdict = "tempfail", %error, "transaction");
-            (queue_error(), AfterReply::none())
-        }
+    if let Err(error) = shared.queue.insert(id, &envelope, &arrival, inline, unanswered).await {
+        return failed(error);
     }
+    Stats::add(&shared.stats.accepted);
+    let settle = settler(shared, id, fingerprint);
+    let delivery = shared.delivery.clone();
+    let checks = format!("{} {}", findings.summary(), authenticity.summary);
+    let size = envelope.size;
+    let body = Body::new(arrival, source);
+    let after = move |written| {
+        settle(written);
+        let _ = delivery.send(Job { id, loaded: Some((envelope, body)) });
+        tracing::info!(queue_id = %id, client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, size, checks = %checks.trim_end(), verdict = "accepted", "transaction");
+    };
+    (Reply::new(250, "2.0.0", format!("Ok: queued as {id}")), AfterReply::new(after))
 }
 
 /// The queue could not take a message: the sender keeps it.

@@ -193,4 +193,10 @@ pub struct CheckSettings {
     pub sender_domain: bool,
     /// Host names trusted when forward-confirmed reverse DNS gives one of them (`*.suffix` allowed).
     pub trusted_hostnames: Vec<String>,
+    /// DKIM signatures: verified and recorded (`Header`) or not (`Off`).
+    pub dkim: CheckMode,
+    /// DMARC: recorded (`Header`), honoured when the policy is reject (`Reject`), or not.
+    pub dmarc: CheckMode,
+    /// Messages larger than this are not verified for DKIM and DMARC here.
+    pub dkim_max_size: usize,
 }

@@ -86,7 +86,7 @@ impl Spec {
             throttle: String::new(),
             trusted: vec![],
             trusted_hostnames: vec![],
-            checks: "fcrdns = \"off\"\nspf = \"off\"\nsender_domain = false\nverify_recipients = false"
+            checks: "fcrdns = \"off\"\nspf = \"off\"\nsender_domain = false\nverify_recipients = false\ndkim = \"off\"\ndmarc = \"off\""
                 .into(),
             route: None,
             listen_ip: std::net::Ipv4Addr::LOCALHOST.into(),

@@ -113,7 +113,13 @@ impl TestDns {
                         RData::MX(MX::new(*pref, host))
                     }
                     Rec::A(ip) => RData::A((*ip).into()),
-                    Rec::Txt(text) => RData::TXT(TXT::new(vec![text.clone()])),
+                    // A TXT string holds 255 octets: longer text (a DKIM key) is cut into several.
+                    Rec::Txt(text) => RData::TXT(TXT::new(
+                        text.as_bytes()
+                            .chunks(255)
+                            .map(|c| String::from_utf8_lossy(c).into_owned())
+                            .collect(),
+                    )),
                     Rec::Ptr(host) => RData::PTR(PTR(Name::from_str(&format!("{host}.")).unwrap())),
                 };
                 zone.upsert_mut(Record::from_rdata(name, 60, data), 1);

@@ -75,7 +75,7 @@ fn start_node_on(
 }
 
 const ALL_OFF_BUT: &str =
-    "fcrdns = \"off\"\nspf = \"off\"\nsender_domain = false\nverify_recipients = false\n";
+    "fcrdns = \"off\"\nspf = \"off\"\nsender_domain = false\nverify_recipients = false\ndkim = \"off\"\ndmarc = \"off\"\n";
 
 fn only(line: &str) -> String {
     let key = line.split('=').next().unwrap().trim();
@@ -353,4 +353,117 @@ fn a_dsn_goes_only_to_a_sender_whose_spf_passed() {
     let dsns = senders_mx.wait_for(1, Duration::from_secs(15));
     assert_eq!(dsns.len(), 1, "exactly one DSN, for the SPF-passed sender:\n{}", node.log_text());
     assert!(dsns[0].contains("X-Mail-Args: <>") && dsns[0].contains("Action: failed"), "{}", dsns[0]);
+}
+
+/// Makes an RSA key (openssl) for a DKIM selector: prints the private key
+/// in PEM, a line `====`, and the `p=` value of its DNS record.
+const DKIM_KEY: &str = r#"
+import base64, subprocess
+pem = subprocess.run(["openssl", "genrsa", "-traditional", "2048"], capture_output=True, check=True).stdout
+der = subprocess.run(["openssl", "rsa", "-pubout", "-outform", "DER"], input=pem, capture_output=True, check=True).stdout
+print(pem.decode() + "====\n" + base64.b64encode(der).decode())
+"#;
+
+/// Sends one message From: FROM (MAIL FROM the same), signed by dkimpy for
+/// DOMAIN with selector `sel` when a key is given; with TAMPER the body is
+/// changed after signing. Prints the reply to DATA.
+const SIGNED: &str = r#"
+import dkim, smtplib, sys
+host, port, source, sender, key, domain, tamper = sys.argv[1:8]
+message = ("From: <%s>\r\nTo: <bob@example.test>\r\nSubject: signed\r\nMessage-ID: <%s.1@%s>\r\n\r\nThe body.\r\n"
+           % (sender, source, sender.split("@")[1])).encode()
+if key != "-":
+    signature = dkim.sign(message, b"sel", domain.encode(), open(key, "rb").read(),
+                          include_headers=[b"From", b"To", b"Subject", b"Message-ID"])
+    message = signature + message
+if tamper == "1":
+    message = message.replace(b"The body.", b"The b0dy.")
+s = smtplib.SMTP(host, int(port), source_address=(source, 0), timeout=30)
+try:
+    s.sendmail(sender, ["bob@example.test"], message)
+    print("DATA 250")
+except smtplib.SMTPDataError as e:
+    print("DATA", e.smtp_code, e.smtp_error.decode())
+s.quit()
+"#;
+
+#[test]
+fn dkim_and_dmarc_are_recorded_and_a_p_reject_is_honoured_when_asked() {
+    let root = tempfile::tempdir().unwrap();
+    let out = python(DKIM_KEY, &[]);
+    let (pem, public) = out.split_once("====\n").unwrap();
+    let key = root.path().join("dkim.pem");
+    std::fs::write(&key, pem).unwrap();
+    let dns = TestDns::start(&[
+        Zone::with_mx_at("signed.test", ip(0, 99, 9))
+            .txt("sel._domainkey.signed.test", &format!("v=DKIM1; k=rsa; p={}", public.trim()))
+            .txt("_dmarc.signed.test", "v=DMARC1; p=reject"),
+        Zone::with_mx_at("strict.test", ip(0, 99, 9)).txt("_dmarc.strict.test", "v=DMARC1; p=reject"),
+        // DMARC's tree walk also asks `_dmarc.test`: on the Internet the
+        // root would say there is no such name; here the zone `test` does.
+        Zone::new("test"),
+    ]);
+    let key = key.to_str().unwrap();
+    let send = |spec: &Spec, source: &str, from: &str, signed_by: Option<&str>, tamper: bool| {
+        let (key, domain) = match signed_by {
+            Some(domain) => (key, domain),
+            None => ("-", "-"),
+        };
+        let tamper = if tamper { "1" } else { "0" };
+        let (listen, port) = (spec.listen_ip.to_string(), spec.smtp.to_string());
+        python(SIGNED, &[&listen, &port, source, from, key, domain, tamper])
+    };
+
+    let checks = |dmarc: &str| {
+        let others = ALL_OFF_BUT.lines().filter(|l| !l.starts_with("dkim") && !l.starts_with("dmarc"));
+        let mut lines: Vec<String> = others.map(String::from).collect();
+        lines.extend(["dkim = \"header\"".to_string(), format!("dmarc = \"{dmarc}\"")]);
+        lines.join("\n")
+    };
+    // Recorded only: every message is taken, and its results are in the header.
+    let (spec, node) = start_node(root.path(), "header", &dns, &checks("header"));
+    assert!(send(&spec, "127.0.75.1", "alice@signed.test", Some("signed.test"), false).contains("DATA 250"));
+    assert!(send(&spec, "127.0.75.2", "alice@signed.test", Some("signed.test"), true).contains("DATA 250"));
+    assert!(send(&spec, "127.0.75.3", "eve@strict.test", None, false).contains("DATA 250"));
+    let files = wait_for_maildir_files(&spec.maildir(), "bob", 3, Duration::from_secs(10));
+    let texts: Vec<String> = files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
+    let of = |source: &str| -> String {
+        texts
+            .iter()
+            .find(|t| t.contains(&format!("<{source}.1@")))
+            .cloned()
+            .unwrap_or_else(|| panic!("{texts:?}"))
+    };
+    let results = |text: &str| -> String {
+        let start =
+            text.find("Authentication-Results:").unwrap_or_else(|| panic!("{text}\n{}", node.log_text()));
+        text[start..].split("\r\n").take_while(|l| !l.is_empty()).take(4).collect::<Vec<_>>().join(" ")
+    };
+    let good = results(&of("127.0.75.1"));
+    assert!(
+        good.contains("dkim=pass header.i=@signed.test")
+            && good.contains("dmarc=pass header.from=signed.test"),
+        "{good}"
+    );
+    let tampered = results(&of("127.0.75.2"));
+    // mail-auth calls a body that no longer matches its hash "neutral".
+    assert!(
+        tampered.contains("dkim=neutral (body hash did not verify)") && tampered.contains("dmarc=fail"),
+        "{tampered}"
+    );
+    let unsigned = results(&of("127.0.75.3"));
+    assert!(
+        unsigned.contains("dmarc=fail (policy not aligned) header.from=strict.test policy.dmarc=reject"),
+        "{unsigned}"
+    );
+
+    // Honoured: the domain's p=reject refuses what fails, and only that.
+    let (spec, node) = start_node(root.path(), "reject", &dns, &checks("reject"));
+    let refused = send(&spec, "127.0.76.3", "eve@strict.test", None, false);
+    assert!(
+        refused.contains("DATA 550 5.7.1") && refused.contains("DMARC policy of strict.test"),
+        "{refused}"
+    );
+    assert!(send(&spec, "127.0.76.1", "alice@signed.test", Some("signed.test"), false).contains("DATA 250"));
+    assert!(node.log_text().contains("dkim=none dmarc=fail"), "{}", node.log_text());
 }

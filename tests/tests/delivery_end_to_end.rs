@@ -60,6 +60,8 @@ fcrdns = "off"
 spf = "off"
 sender_domain = false
 verify_recipients = false
+dkim = "off"
+dmarc = "off"
 
 [[domain]]
 name = "example.test"
@@ -123,7 +125,7 @@ fn an_mx_that_points_back_at_the_node_is_never_used() {
     let config_port = port;
     let node = {
         let config = format!(
-            "[node]\ndata_dir = \"{}\"\n[smtp]\nlisten = [\"127.0.0.1:{config_port}\"]\nhostname = \"mx1.mesh.test\"\ngreet_pause = \"0s\"\n[delivery]\nport = {config_port}\nretry_first = \"1s\"\nretry_max = \"2s\"\n[checks]\nnameservers = [\"{}\"]\nfcrdns = \"off\"\nspf = \"off\"\nsender_domain = false\nverify_recipients = false\n[[domain]]\nname = \"example.test\"\nroute = \"mx\"\n{LOOPBACK_ADMIN}",
+            "[node]\ndata_dir = \"{}\"\n[smtp]\nlisten = [\"127.0.0.1:{config_port}\"]\nhostname = \"mx1.mesh.test\"\ngreet_pause = \"0s\"\n[delivery]\nport = {config_port}\nretry_first = \"1s\"\nretry_max = \"2s\"\n[checks]\nnameservers = [\"{}\"]\nfcrdns = \"off\"\nspf = \"off\"\nsender_domain = false\nverify_recipients = false\ndkim = \"off\"\ndmarc = \"off\"\n[[domain]]\nname = \"example.test\"\nroute = \"mx\"\n{LOOPBACK_ADMIN}",
             dir.path().join("data").display(),
             dns.addr
         );
@@ -272,7 +274,7 @@ fn required_tls_delivers_only_over_a_verified_certificate() {
     let mx_dir = dir.path().join("mx");
     std::fs::create_dir_all(&mx_dir).unwrap();
     let mx_config = format!(
-        "[node]\ndata_dir = \"{data}\"\n[smtp]\nlisten = [\"127.0.35.3:{mx_port}\"]\nhostname = \"mail.example.test\"\ngreet_pause = \"0s\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n[checks]\nfcrdns = \"off\"\nspf = \"off\"\nsender_domain = false\nverify_recipients = false\n[[domain]]\nname = \"example.test\"\nroute = \"maildir:{maildir}\"\n{LOOPBACK_ADMIN}",
+        "[node]\ndata_dir = \"{data}\"\n[smtp]\nlisten = [\"127.0.35.3:{mx_port}\"]\nhostname = \"mail.example.test\"\ngreet_pause = \"0s\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n[checks]\nfcrdns = \"off\"\nspf = \"off\"\nsender_domain = false\nverify_recipients = false\ndkim = \"off\"\ndmarc = \"off\"\n[[domain]]\nname = \"example.test\"\nroute = \"maildir:{maildir}\"\n{LOOPBACK_ADMIN}",
         data = mx_dir.join("data").display(),
         maildir = mx_dir.join("maildir").display(),
         cert = cert.display(),

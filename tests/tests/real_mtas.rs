@@ -143,6 +143,8 @@ fcrdns = "off"
 spf = "off"
 sender_domain = false
 verify_recipients = false
+dkim = "off"
+dmarc = "off"
 nameservers = ["{RESOLVER}"]
 
 [[domain]]

@@ -3,6 +3,7 @@
 //! in order and turns their outcomes into replies and header text.
 
 pub mod callout;
+pub mod dkim;
 pub mod dnsbl;
 pub mod iprev;
 pub mod sender;
@@ -36,8 +37,9 @@ pub struct Findings {
 }
 
 impl Findings {
-    /// `Authentication-Results:` (RFC 8601), or nothing when no check ran.
-    pub fn header(&self, server: &str, ip: IpAddr, sender: Option<&Address>) -> Option<String> {
+    /// `Authentication-Results:` (RFC 8601), or nothing when no check ran;
+    /// `more` (DKIM and DMARC's parts) is appended.
+    pub fn header(&self, server: &str, ip: IpAddr, sender: Option<&Address>, more: &str) -> Option<String> {
         let mut parts = vec![];
         if let Some(iprev) = &self.iprev {
             let name = iprev.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
@@ -47,10 +49,17 @@ impl Findings {
             let from = sender.map(ToString::to_string).unwrap_or_else(|| "<>".into());
             parts.push(format!("spf={} smtp.mailfrom={from}", spf.as_str()));
         }
-        if parts.is_empty() {
+        if parts.is_empty() && more.is_empty() {
             return None;
         }
-        Some(format!("Authentication-Results: {server};\r\n\t{}\r\n", parts.join(";\r\n\t")))
+        let mut header = format!("Authentication-Results: {server}");
+        for part in parts {
+            header.push_str(";\r\n\t");
+            header.push_str(&part);
+        }
+        header.push_str(more);
+        header.push_str("\r\n");
+        Some(header)
     }
 
     /// The line for the transaction log.
@@ -66,14 +75,61 @@ pub struct Checks {
     stats: Arc<Stats>,
     settings: CheckSettings,
     spf: Option<spf::SpfChecker>,
+    dkim: Option<dkim::DkimChecker>,
+    /// Large messages read back for DKIM at once, at most.
+    reading: tokio::sync::Semaphore,
     pub callouts: callout::Callouts,
 }
 
+/// Large messages read into memory for DKIM at the same time, at most.
+const DKIM_READS: usize = 4;
+
 impl Checks {
     pub fn new(dns: Arc<Dns>, settings: CheckSettings, stats: Arc<Stats>) -> Checks {
-        let spf = (settings.spf != CheckMode::Off).then(|| spf::SpfChecker::new(dns.settings()));
+        let wanted = settings.spf != CheckMode::Off || settings.dkim != CheckMode::Off;
+        let authenticator = wanted.then(|| spf::authenticator(dns.settings())).flatten();
+        let spf = (settings.spf != CheckMode::Off).then(|| spf::SpfChecker::new(authenticator.clone()));
+        let dkim = match (settings.dkim, authenticator) {
+            (CheckMode::Off, _) | (_, None) => None,
+            (_, Some(authenticator)) => Some(dkim::DkimChecker::new(authenticator, settings.dmarc)),
+        };
         let callouts = callout::Callouts::new(stats.clone());
-        Checks { dns, stats, settings, spf, callouts }
+        let reading = tokio::sync::Semaphore::new(DKIM_READS);
+        Checks { dns, stats, settings, spf, dkim, reading, callouts }
+    }
+
+    /// DKIM and DMARC of a message in (see `dkim.rs`); `None` when they are
+    /// off or the message is larger than `checks.dkim_max_size`.
+    pub async fn authenticity(
+        &self,
+        body: &crate::queue::Source,
+        sender: Option<&Address>,
+        helo: &str,
+        findings: &Findings,
+    ) -> Option<dkim::Authenticity> {
+        let checker = self.dkim.as_ref()?;
+        let content = match body {
+            crate::queue::Source::InMemory(content) if content.len() <= self.settings.dkim_max_size => {
+                content.clone()
+            }
+            crate::queue::Source::InMemory(_) => return None,
+            spooled => {
+                let _reading = self.reading.acquire().await.ok()?;
+                let (spooled, limit) = (spooled.clone(), self.settings.dkim_max_size);
+                let read = tokio::task::spawn_blocking(move || spooled.read_at_most(limit)).await;
+                match read {
+                    Ok(Ok(Some(content))) => content,
+                    Ok(Ok(None)) => return None,
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "cannot read a message back for DKIM");
+                        return None;
+                    }
+                    Err(_) => return None,
+                }
+            }
+        };
+        let mail_from = sender.map(|s| s.domain.to_string()).unwrap_or_else(|| helo.to_string());
+        Some(checker.check(&self.stats, &content, &mail_from, findings.spf.as_ref()).await)
     }
 
     /// True when nothing needs asking at MAIL FROM.

@@ -4,6 +4,7 @@
 //! only to senders whose SPF passed.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use magicmx_proto::smtp::Reply;
 use magicmx_proto::Address;
@@ -57,19 +58,23 @@ impl Spf {
 }
 
 pub struct SpfChecker {
-    authenticator: Option<MessageAuthenticator>,
+    authenticator: Option<Arc<MessageAuthenticator>>,
+}
+
+/// mail-auth's resolver, shared by SPF, DKIM and DMARC; `None` when it
+/// cannot be set up (logged: SPF then gives temperror).
+pub fn authenticator(dns: &DnsSettings) -> Option<Arc<MessageAuthenticator>> {
+    let authenticator = if dns.nameservers.is_empty() {
+        MessageAuthenticator::new_system_conf()
+    } else {
+        let (config, options) = crate::dns::resolver_config(dns);
+        MessageAuthenticator::new(config, options)
+    };
+    authenticator.map(Arc::new).map_err(|e| tracing::error!(error = %e, "SPF/DKIM resolver unavailable")).ok()
 }
 
 impl SpfChecker {
-    pub fn new(dns: &DnsSettings) -> SpfChecker {
-        let authenticator = if dns.nameservers.is_empty() {
-            MessageAuthenticator::new_system_conf()
-        } else {
-            let (config, options) = crate::dns::resolver_config(dns);
-            MessageAuthenticator::new(config, options)
-        };
-        let authenticator =
-            authenticator.map_err(|e| tracing::error!(error = %e, "SPF resolver unavailable")).ok();
+    pub fn new(authenticator: Option<Arc<MessageAuthenticator>>) -> SpfChecker {
         SpfChecker { authenticator }
     }
 

@@ -43,14 +43,30 @@ pub struct Body {
     source: Source,
 }
 
-/// Where the body (after the headers) is read from.
+/// Where a body (after the headers this node adds) is kept.
 #[derive(Debug, Clone)]
-enum Source {
+pub enum Source {
     InMemory(Arc<Vec<u8>>),
     Spooled { path: PathBuf, size: u64 },
 }
 
+impl Source {
+    /// The whole body in memory (blocking for a spooled one), unless it is
+    /// larger than `limit` octets.
+    pub fn read_at_most(&self, limit: usize) -> io::Result<Option<Arc<Vec<u8>>>> {
+        match self {
+            Source::InMemory(content) => Ok((content.len() <= limit).then(|| content.clone())),
+            Source::Spooled { size, .. } if *size > limit as u64 => Ok(None),
+            Source::Spooled { path, .. } => Ok(Some(Arc::new(std::fs::read(path)?))),
+        }
+    }
+}
+
 impl Body {
+    pub fn new(info: Arrival, source: Source) -> Body {
+        Body { info, source }
+    }
+
     /// A body in memory.
     pub fn at_hand(info: Arrival, content: Arc<Vec<u8>>) -> Body {
         Body { info, source: Source::InMemory(content) }

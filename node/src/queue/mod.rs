@@ -8,7 +8,7 @@ mod spool;
 mod state;
 mod store;
 
-pub use body::{Arrival, Body, Pieces, PIECE};
+pub use body::{Arrival, Body, Pieces, Source, PIECE};
 pub use envelope::{Envelope, QueueId, RecipientState, RecipientStatus};
 pub use spool::{Spool, SpoolFile};
 pub use state::TrustRecord;

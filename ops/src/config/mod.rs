@@ -166,17 +166,28 @@ impl Config {
                 format!("{bad:?}: write \"list.example\" or \"list.example*2\""),
             ));
         }
-        for (key, mode) in [("checks.fcrdns", self.checks.fcrdns), ("checks.spf", self.checks.spf)] {
-            let allowed = match key {
-                "checks.fcrdns" => mode != CheckMode::Strict,
-                _ => mode != CheckMode::Reject,
-            };
-            if !allowed {
-                return Err((
-                    key.into(),
-                    "fcrdns is off | header | reject; spf is off | header | strict".into(),
-                ));
+        let checks = &self.checks;
+        let modes = [
+            ("checks.fcrdns", checks.fcrdns, "off, header or reject", checks.fcrdns != CheckMode::Strict),
+            ("checks.spf", checks.spf, "off, header or strict", checks.spf != CheckMode::Reject),
+            (
+                "checks.dkim",
+                checks.dkim,
+                "off or header",
+                matches!(checks.dkim, CheckMode::Off | CheckMode::Header),
+            ),
+            ("checks.dmarc", checks.dmarc, "off, header or reject", checks.dmarc != CheckMode::Strict),
+        ];
+        for (key, _, allowed, ok) in modes {
+            if !ok {
+                return Err((key.into(), format!("must be {allowed}")));
             }
+        }
+        if checks.dmarc != CheckMode::Off && checks.dkim == CheckMode::Off {
+            return Err((
+                "checks.dmarc".into(),
+                "needs checks.dkim = \"header\" (DMARC weighs the DKIM results)".into(),
+            ));
         }
         if self.throttle.ipv4_prefix > 32 {
             return Err(("throttle.ipv4_prefix".into(), "must be 0 to 32".into()));
@@ -306,6 +317,9 @@ impl Config {
             verify_recipients: c.verify_recipients,
             sender_domain: c.sender_domain,
             trusted_hostnames: self.trust.hostnames.clone(),
+            dkim: mode(c.dkim),
+            dmarc: mode(c.dmarc),
+            dkim_max_size: c.dkim_max_size,
         }
     }
 
