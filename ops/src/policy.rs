@@ -12,15 +12,19 @@
 //! where the sender stands — and a 5xx bounces the honest ones. A 4xx keeps
 //! every message queued at its sender, who tries the magic MX again on its
 //! next attempt; a bot gains nothing, since the real MX never takes its mail.
-//! It keeps no state per client.
+//! It keeps no state per client. Only the configured clients (the real MX
+//! hosts, `admin.policy_clients`) are served, a bounded number at once, and
+//! a request out of bounds (see `magicmx_proto::policy`) ends its connection.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use magicmx_node::Node;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
+use magicmx_proto::policy::{answer, RequestReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 pub struct Policy {
     pub node: Arc<Node>,
@@ -56,38 +60,65 @@ impl Policy {
     }
 }
 
+/// Who may ask, and how much of the service one may hold.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The only clients served (the real MX hosts); others are closed at once.
+    pub clients: Vec<ipnet::IpNet>,
+    /// Connections served at once; more are closed at once.
+    pub max_connections: usize,
+    /// A connection that sends nothing this long is closed.
+    pub idle_timeout: Duration,
+}
+
 /// Serves the policy service on a listener the caller has bound.
-pub async fn serve(listener: TcpListener, policy: Arc<Policy>) -> anyhow::Result<()> {
-    tracing::info!(addr = %listener.local_addr()?, "policy service listening");
+pub async fn serve(listener: TcpListener, policy: Arc<Policy>, limits: Limits) -> anyhow::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, clients = ?limits.clients, "policy service listening");
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
-        let (stream, _) = listener.accept().await?;
-        let policy = policy.clone();
+        let (stream, peer) = listener.accept().await?;
+        let peer = peer.ip().to_canonical();
+        if !limits.clients.iter().any(|net| net.contains(&peer)) {
+            tracing::debug!(client = %peer, "policy service: not an allowed client; closed");
+            continue;
+        }
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(client = %peer, max = limits.max_connections, "policy service: too many connections; closed");
+            continue;
+        };
+        let (policy, idle) = (policy.clone(), limits.idle_timeout);
         tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
-            let mut lines = BufReader::new(read).lines();
-            let mut request: HashMap<String, String> = HashMap::new();
-            // Postfix keeps the connection for many requests, each ended by an empty line.
-            while let Ok(Some(line)) = lines.next_line().await {
-                if !line.is_empty() {
-                    if let Some((k, v)) = line.split_once('=') {
-                        request.insert(k.to_string(), v.to_string());
-                    }
-                    if request.len() > 100 {
-                        return;
-                    }
-                    continue;
-                }
-                let client = request.get("client_address").and_then(|a| a.parse::<IpAddr>().ok());
-                let action = match client {
-                    Some(ip) => policy.action(ip),
-                    None => "DUNNO".into(),
-                };
-                tracing::debug!(client = ?client, %action, "policy");
-                if write.write_all(format!("action={action}\n\n").as_bytes()).await.is_err() {
-                    return;
-                }
-                request.clear();
-            }
+            answer_requests(stream, &policy, idle).await;
+            drop(slot);
         });
+    }
+}
+
+/// One connection: Postfix keeps it for many requests, each answered in turn.
+async fn answer_requests(mut stream: TcpStream, policy: &Policy, idle: Duration) {
+    let mut reader = RequestReader::default();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match tokio::time::timeout(idle, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return,
+        };
+        let requests = match reader.feed(&buf[..n]) {
+            Ok(requests) => requests,
+            Err(error) => {
+                tracing::info!(%error, "policy service: request refused; connection closed");
+                return;
+            }
+        };
+        for request in requests {
+            let action = match request.client_address {
+                Some(ip) => policy.action(ip),
+                None => "DUNNO".into(),
+            };
+            tracing::debug!(client = ?request.client_address, %action, "policy");
+            if stream.write_all(answer(&action).as_bytes()).await.is_err() {
+                return;
+            }
+        }
     }
 }

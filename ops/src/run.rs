@@ -41,8 +41,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             config.admin.mesh_clients.clone(),
             config.admin.magic_mx.clone(),
         ));
+        let limits = crate::policy::Limits {
+            clients: config.admin.policy_clients.clone(),
+            max_connections: config.admin.policy_max_connections,
+            idle_timeout: config.admin.policy_idle_timeout,
+        };
         let policy_task = tokio::spawn(async move {
-            if let Err(error) = crate::policy::serve(policy_listener, policy).await {
+            if let Err(error) = crate::policy::serve(policy_listener, policy, limits).await {
                 tracing::error!(%policy_addr, %error, "policy service stopped");
             }
         });

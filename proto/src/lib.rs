@@ -6,6 +6,7 @@
 
 pub mod address;
 pub mod block;
+pub mod policy;
 pub mod smtp;
 pub mod wire;
 

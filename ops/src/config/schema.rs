@@ -324,6 +324,14 @@ pub struct AdminSection {
     /// Addresses the real MX sees mesh nodes connect from, besides the peers'.
     #[serde(deserialize_with = "values::cidrs")]
     pub mesh_clients: Vec<ipnet::IpNet>,
+    /// The only clients the policy service serves (the real MX hosts).
+    #[serde(deserialize_with = "values::cidrs")]
+    pub policy_clients: Vec<ipnet::IpNet>,
+    /// Policy service connections at once, at most.
+    pub policy_max_connections: usize,
+    /// A policy service connection idle this long is closed.
+    #[serde(deserialize_with = "values::duration")]
+    pub policy_idle_timeout: Duration,
     /// No longer used (the policy service always defers); accepted so that
     /// older configuration files still load, with a warning.
     pub policy_defer_first: Option<u32>,
@@ -338,6 +346,9 @@ impl Default for AdminSection {
             policy_listen: "127.0.0.1:10040".parse().expect("valid address"),
             token: None,
             mesh_clients: vec![],
+            policy_clients: vec!["127.0.0.0/8".parse().expect("valid"), "::1/128".parse().expect("valid")],
+            policy_max_connections: 256,
+            policy_idle_timeout: Duration::from_secs(300),
             policy_defer_first: None,
             magic_mx: "the magic MX".into(),
         }
