@@ -1,6 +1,8 @@
 //! `magicmx run`: logging, the crypto provider, the node, and a clean stop on
 //! SIGINT or SIGTERM.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use magicmx_node::Node;
 use tokio::net::TcpListener;
@@ -30,7 +32,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on admin.policy_listen = {policy_addr}"))?;
         let (admin_bound, policy_bound) = (admin_listener.local_addr()?, policy_listener.local_addr()?);
         let node = std::sync::Arc::new(Node::start(settings.clone()).await.context("cannot start the node")?);
-        let admin = crate::admin::Admin { node: node.clone(), token: config.admin.token.clone() };
+        let allowed =
+            crate::admin::Allowed { listen: admin_bound, hostnames: config.admin.hostnames.clone() };
+        let admin = crate::admin::Admin {
+            node: node.clone(),
+            token: config.admin.token.clone(),
+            allowed: Arc::new(allowed),
+        };
         if config.admin.policy_defer_first.is_some() {
             tracing::warn!(
                 "admin.policy_defer_first is no longer used: the policy service always defers, never rejects"

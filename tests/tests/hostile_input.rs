@@ -148,3 +148,49 @@ fn three_hundred_thousand_distinct_clients_leave_no_trace_in_the_policy_service(
     assert!(after < before + 2 * 1024, "memory from {before} to {after} KiB over 300,000 clients");
     println!("policy service: 300,000 distinct clients, RSS {before} -> {after} KiB");
 }
+
+/// One HTTP request to the admin API; its status code.
+fn http(admin: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut stream = TcpStream::connect(admin).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: 0\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn the_admin_api_refuses_rebound_names_foreign_origins_and_wrong_tokens() {
+    let root = tempfile::tempdir().unwrap();
+    let spec = specs(root.path(), 1, false, "").remove(0);
+    let config = spec.config().replace("[admin]\n", "[admin]\ntoken = \"s3cret\"\n");
+    let _node = NodeProcess::start(&spec.dir, &config, spec.smtp_addr());
+    let admin: SocketAddr = format!("127.0.0.1:{}", spec.admin).parse().unwrap();
+    let own = format!("127.0.0.1:{}", spec.admin);
+    let bearer = ("Authorization", "Bearer s3cret");
+    // DNS rebinding: a page of evil.example whose name now points here.
+    assert_eq!(http(admin, "GET", "/status", &[("Host", "evil.example"), bearer]), 421);
+    assert_eq!(http(admin, "GET", "/status", &[("Host", &own), bearer]), 200);
+    assert_eq!(http(admin, "GET", "/status", &[("Host", &format!("localhost:{}", spec.admin)), bearer]), 200);
+    // The token: none, a wrong one, one a character short.
+    assert_eq!(http(admin, "GET", "/status", &[("Host", &own)]), 401);
+    assert_eq!(http(admin, "GET", "/status", &[("Host", &own), ("Authorization", "Bearer s3creT")]), 401);
+    assert_eq!(http(admin, "GET", "/status", &[("Host", &own), ("Authorization", "Bearer s3cre")]), 401);
+    // The status page itself loads without the token (it polls with it).
+    assert_eq!(http(admin, "GET", "/", &[("Host", &own)]), 200);
+    // A cross-site form or script may not change state, even with the token.
+    let path = "/queue/0000000000000001/retry";
+    assert_eq!(http(admin, "POST", path, &[("Host", &own), ("Origin", "http://evil.example"), bearer]), 403);
+    let own_origin = format!("http://{own}");
+    assert_eq!(
+        http(admin, "POST", path, &[("Host", &own), ("Origin", &own_origin), bearer]),
+        404,
+        "let through: no such message"
+    );
+    assert_eq!(http(admin, "POST", path, &[("Host", &own), bearer]), 404, "the CLI sends no Origin");
+}

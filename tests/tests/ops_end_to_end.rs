@@ -264,7 +264,9 @@ fn the_status_page_shows_mail_taken_and_refused_in_a_real_browser() {
     let root = tempfile::tempdir().unwrap();
     let mut spec = waiting_node(root.path());
     spec.trap = Some(magicmx_tests::claim_port());
-    let node = spec.start();
+    // With a token: the page loads without it and polls with it, from its #token=.
+    let config = spec.config().replace("[admin]\n", "[admin]\ntoken = \"s3cret-t0ken\"\n");
+    let node = magicmx_tests::NodeProcess::start(&spec.dir, &config, spec.smtp_addr());
     // Mail taken from one block...
     python(SEND, &[&spec.smtp.to_string(), "127.0.97.1"]);
     python(SEND, &[&spec.smtp.to_string(), "127.0.97.2"]);
@@ -285,7 +287,12 @@ fn the_status_page_shows_mail_taken_and_refused_in_a_real_browser() {
         "penalised_block": "127.0.96.0/24", "chart_points_min": 1}"#;
     let checker = concat!(env!("CARGO_MANIFEST_DIR"), "/browser/check_status_page.py");
     let out = std::process::Command::new("python3")
-        .args([checker, &format!("http://127.0.0.1:{}/", spec.admin), screenshot.to_str().unwrap(), expect])
+        .args([
+            checker,
+            &format!("http://127.0.0.1:{}/#token=s3cret-t0ken", spec.admin),
+            screenshot.to_str().unwrap(),
+            expect,
+        ])
         .output()
         .expect("python3");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -1,6 +1,8 @@
 //! The admin HTTP API (axum), on loopback by default: what `magicmx` CLI
-//! commands talk to. Beyond loopback it requires the configured token.
+//! commands talk to. Beyond loopback it requires the configured token;
+//! every request passes `guard.rs` first.
 
+mod guard;
 mod metrics;
 pub mod queue;
 pub mod status;
@@ -13,18 +15,19 @@ pub mod trust_json {
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use magicmx_node::Node;
+
+pub use guard::Allowed;
 
 #[derive(Clone)]
 pub struct Admin {
     pub node: Arc<Node>,
     pub token: Option<String>,
+    /// The hosts and origins the API answers to.
+    pub allowed: Arc<Allowed>,
 }
 
 /// Serves the admin API on a listener the caller has bound.
@@ -37,23 +40,9 @@ pub async fn serve(listener: tokio::net::TcpListener, admin: Admin) -> anyhow::R
         .route("/queue/{id}", get(queue::show).delete(queue::drop))
         .route("/queue/{id}/retry", post(queue::retry))
         .route("/trust", get(trust::list).post(trust::add).delete(trust::remove))
-        .layer(middleware::from_fn_with_state(admin.clone(), require_token))
+        .layer(middleware::from_fn_with_state(admin.clone(), guard::guard))
         .with_state(admin);
     tracing::info!(addr = %listener.local_addr()?, "admin API listening");
     axum::serve(listener, app).await?;
     Ok(())
-}
-
-async fn require_token(
-    State(admin): State<Admin>,
-    request: Request,
-    next: Next,
-) -> Result<Response, StatusCode> {
-    if let Some(token) = &admin.token {
-        let given = request.headers().get("authorization").and_then(|v| v.to_str().ok());
-        if given != Some(&format!("Bearer {token}")) {
-            return Err(StatusCode::UNAUTHORIZED);
-        }
-    }
-    Ok(next.run(request).await)
 }

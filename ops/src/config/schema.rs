@@ -321,6 +321,8 @@ pub struct AdminSection {
     pub policy_listen: SocketAddr,
     /// Required when `listen` is not a loopback address.
     pub token: Option<String>,
+    /// Names the admin API is reached by (its `Host`), besides its address and `localhost`.
+    pub hostnames: Vec<String>,
     /// Addresses the real MX sees mesh nodes connect from, besides the peers'.
     #[serde(deserialize_with = "values::cidrs")]
     pub mesh_clients: Vec<ipnet::IpNet>,
@@ -345,6 +347,7 @@ impl Default for AdminSection {
             listen: "127.0.0.1:8025".parse().expect("valid address"),
             policy_listen: "127.0.0.1:10040".parse().expect("valid address"),
             token: None,
+            hostnames: vec![],
             mesh_clients: vec![],
             policy_clients: vec!["127.0.0.0/8".parse().expect("valid"), "::1/128".parse().expect("valid")],
             policy_max_connections: 256,
