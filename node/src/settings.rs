@@ -184,7 +184,7 @@ pub struct CheckSettings {
     /// Refuse SPF `softfail` too (only with `spf = Reject`).
     pub spf_softfail_rejects: bool,
     /// DNS block lists and their weights.
-    pub dnsbl: Vec<(String, u32)>,
+    pub dnsbl: Vec<crate::checks::dnsbl::List>,
     /// The total weight at which a client is refused.
     pub dnsbl_threshold: u32,
     /// Probe the real MX for each recipient (call-out).

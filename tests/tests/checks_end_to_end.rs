@@ -116,6 +116,33 @@ fn dnsbl_listed_unlisted_unreachable_and_weighted() {
     assert!(both.contains("MAIL 554 5.7.1"), "listed twice (3): {both}");
 }
 
+#[test]
+fn dnsbl_counts_only_the_answers_a_list_defines_and_its_text_cannot_break_the_reply() {
+    let root = tempfile::tempdir().unwrap();
+    let long = "x".repeat(1000);
+    let dns = TestDns::start(&[
+        // A Spamhaus-like error answer (a query through a public resolver).
+        Zone::new("err.test").a("4.61.0.127.err.test", Ipv4Addr::new(127, 255, 255, 254)),
+        Zone::new("filt.test").a("5.61.0.127.filt.test", ip(0, 0, 10)).a("6.61.0.127.filt.test", ip(0, 0, 3)),
+        Zone::new("bl.test")
+            .a("7.61.0.127.bl.test", ip(0, 0, 2))
+            .txt("7.61.0.127.bl.test", &format!("Listed\r\n250 OK fake reply {long}")),
+    ]);
+    let lists = "dnsbl = [\"err.test\", \"filt.test=127.0.0.[2..3]\", \"bl.test\"]";
+    let (spec, _node) = start_node(root.path(), "lists", &dns, &format!("{ALL_OFF_BUT}{lists}"));
+    let error_code = dialogue(&spec, ip(0, 61, 4), "alice@client.test", &["bob@example.test"]);
+    assert!(error_code.contains("MAIL 250"), "127.255.255.254 is no listing: {error_code}");
+    let outside = dialogue(&spec, ip(0, 61, 5), "alice@client.test", &["bob@example.test"]);
+    assert!(outside.contains("MAIL 250"), "127.0.0.10 is outside the filter: {outside}");
+    let inside = dialogue(&spec, ip(0, 61, 6), "alice@client.test", &["bob@example.test"]);
+    assert!(inside.contains("MAIL 554 5.7.1"), "127.0.0.3 is inside it: {inside}");
+    let text = dialogue(&spec, ip(0, 61, 7), "alice@client.test", &["bob@example.test"]);
+    let line = text.lines().find(|l| l.starts_with("MAIL 554 5.7.1")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("Listed 250 OK fake reply xxx"), "the text, on one line: {line}");
+    assert!(line.len() < 400, "bounded: {} characters", line.len());
+    assert!(!text.lines().any(|l| l.starts_with("250 OK fake")), "{text}");
+}
+
 /// TEST-NET-2: not used by this machine's own interfaces (check `ip addr`
 /// before choosing another network for a test host).
 fn tn2(last: u8) -> Ipv4Addr {

@@ -163,7 +163,7 @@ impl Config {
         {
             return Err((
                 "checks.dnsbl".into(),
-                format!("{bad:?}: write \"list.example\" or \"list.example*2\""),
+                format!("{bad:?}: write \"list.example\", \"list.example*2\" or \"list.example=127.0.0.[2..11]*2\""),
             ));
         }
         let checks = &self.checks;
