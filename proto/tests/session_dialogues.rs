@@ -191,6 +191,28 @@ fn a_message_id_counts_only_in_the_header_section() {
 }
 
 #[test]
+fn authentication_results_in_this_servers_name_are_removed_and_others_kept() {
+    let mut d = Dialogue::new();
+    d.up_to_data();
+    let forged = "Authentication-Results: mx.mesh.test; spf=pass smtp.mailfrom=ceo@bank.test\r\n\
+Authentication-Results: MX.MESH.TEST;\r\n\tdkim=pass header.d=bank.test\r\n\
+Authentication-Results:\r\n\t (a comment) mx.mesh.test; dmarc=pass\r\n\
+Authentication-Results: other.example; spf=fail\r\n\
+Subject: hi\r\n\
+Authentication-Results:\r\n\tthird.example; dkim=none\r\n\
+\r\n\
+Authentication-Results: mx.mesh.test; spf=pass (in the body: text, kept)\r\n";
+    assert_eq!(codes(&d.send(format!("{forged}.\r\n").as_bytes())), vec![250]);
+    let kept = String::from_utf8(d.messages[0].content.clone()).unwrap();
+    assert_eq!(
+        kept,
+        "Authentication-Results: other.example; spf=fail\r\nSubject: hi\r\n\
+Authentication-Results:\r\n\tthird.example; dkim=none\r\n\r\n\
+Authentication-Results: mx.mesh.test; spf=pass (in the body: text, kept)\r\n"
+    );
+}
+
+#[test]
 fn data_may_arrive_in_any_fragments() {
     let mut d = Dialogue::new();
     d.up_to_data();

@@ -42,12 +42,12 @@ impl Findings {
     pub fn header(&self, server: &str, ip: IpAddr, sender: Option<&Address>, more: &str) -> Option<String> {
         let mut parts = vec![];
         if let Some(iprev) = &self.iprev {
-            let name = iprev.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+            let name = iprev.name.as_deref().map(|n| format!(" ({})", comment(n))).unwrap_or_default();
             parts.push(format!("iprev={} policy.iprev={ip}{name}", iprev.result));
         }
         if let Some(spf) = &self.spf {
             let from = sender.map(ToString::to_string).unwrap_or_else(|| "<>".into());
-            parts.push(format!("spf={} smtp.mailfrom={from}", spf.as_str()));
+            parts.push(format!("spf={} smtp.mailfrom={}", spf.as_str(), pvalue(&from)));
         }
         if parts.is_empty() && more.is_empty() {
             return None;
@@ -196,6 +196,32 @@ impl Checks {
     }
 }
 
+/// A property value of `Authentication-Results:` (RFC 8601 §2.2): as it is
+/// when it is a token (or an address made of token characters), otherwise a
+/// quoted-string — a sender's quoted local part cannot end the field or
+/// forge another property.
+fn pvalue(value: &str) -> String {
+    const SPECIALS: &str = "()<>,;:\\\"/[]?=";
+    let plain = !value.is_empty() && value.chars().all(|c| c.is_ascii_graphic() && !SPECIALS.contains(c));
+    if plain {
+        return value.to_string();
+    }
+    let escaped: String = value
+        .chars()
+        .filter(|c| !c.is_control())
+        .flat_map(|c| if c == '"' || c == '\\' { vec!['\\', c] } else { vec![c] })
+        .collect();
+    format!("\"{escaped}\"")
+}
+
+/// Text for a header comment: no control characters, parentheses escaped.
+fn comment(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .flat_map(|c| if matches!(c, '(' | ')' | '\\') { vec!['\\', c] } else { vec![c] })
+        .collect()
+}
+
 /// `name` is `pattern`, or below it when the pattern is `*.suffix`.
 pub fn host_matches(name: &str, pattern: &str) -> bool {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
@@ -203,5 +229,31 @@ pub fn host_matches(name: &str, pattern: &str) -> bool {
     match pattern.strip_prefix("*.") {
         Some(suffix) => name.ends_with(&format!(".{suffix}")),
         None => name == pattern,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quoted_local_part_or_an_odd_name_cannot_forge_a_property() {
+        let findings = Findings {
+            iprev: Some(IpRev {
+                result: "pass",
+                name: Some("host) dkim=pass (x".into()),
+                why: String::new(),
+            }),
+            dnsbl: None,
+            spf: Some(spf::Spf { result: mail_auth::SpfResult::Pass, domain: "bank.test".into() }),
+        };
+        let ip = "192.0.2.1".parse().unwrap();
+        let sender = Address::parse("\"ceo; dkim=pass\"@bank.test").unwrap();
+        let header = findings.header("mx.mesh.test", ip, Some(&sender), "").unwrap();
+        assert!(header.contains("smtp.mailfrom=\"\\\"ceo; dkim=pass\\\"@bank.test\""), "{header}");
+        assert!(header.contains("(host\\) dkim=pass \\(x)"), "{header}");
+        let plain = Address::parse("alice@client.test").unwrap();
+        let header = findings.header("mx.mesh.test", ip, Some(&plain), "").unwrap();
+        assert!(header.contains("smtp.mailfrom=alice@client.test"), "{header}");
     }
 }

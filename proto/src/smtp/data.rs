@@ -20,8 +20,10 @@ use super::session::{Pending, Session, State, Transaction};
 pub(super) struct DataReader {
     /// Content read and not yet handed out.
     buffer: Vec<u8>,
-    /// Octets read so far, kept or not.
+    /// Octets of content kept (handed out).
     size: usize,
+    /// Octets read so far, kept or not (for the size limit).
+    received: usize,
     in_headers: bool,
     received_headers: usize,
     has_message_id: bool,
@@ -31,6 +33,76 @@ pub(super) struct DataReader {
     line_too_long: bool,
     /// The buffer and the piece being written; given back at the verdict on the message.
     pub(super) reservation: Reservation,
+    own_results: OwnResults,
+}
+
+/// Removes the `Authentication-Results:` fields that carry this server's own
+/// authserv-id (RFC 8601 §5: only it may write them, so any that arrive with
+/// a message are forged), whatever the checks and whoever the client.
+#[derive(Debug, Default)]
+struct OwnResults {
+    /// Inside such a field: its continuation lines go too.
+    dropping: bool,
+    /// A field whose first line ends before its authserv-id, held until the
+    /// next line shows whose it is.
+    held: Option<Vec<u8>>,
+}
+
+/// What of a header line to keep.
+#[derive(Debug, PartialEq, Eq)]
+enum Kept {
+    Line,
+    Nothing,
+    /// A held line, then this one.
+    HeldThenLine(Vec<u8>),
+}
+
+impl OwnResults {
+    fn filter(&mut self, line: &[u8], own_id: &str) -> Kept {
+        let continues = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        if continues && self.dropping {
+            return Kept::Nothing;
+        }
+        self.dropping = false;
+        if let Some(held) = self.held.take() {
+            if continues && authserv_id(line).eq_ignore_ascii_case(own_id.as_bytes()) {
+                self.dropping = true;
+                return Kept::Nothing;
+            }
+            return Kept::HeldThenLine(held);
+        }
+        const NAME: &[u8] = b"authentication-results:";
+        if line.len() < NAME.len() || !line[..NAME.len()].eq_ignore_ascii_case(NAME) {
+            return Kept::Line;
+        }
+        let id = authserv_id(&line[NAME.len()..]);
+        if id.is_empty() {
+            self.held = Some(line.to_vec());
+            return Kept::Nothing;
+        }
+        if id.eq_ignore_ascii_case(own_id.as_bytes()) {
+            self.dropping = true;
+            return Kept::Nothing;
+        }
+        Kept::Line
+    }
+}
+
+/// The authserv-id at the start of an `Authentication-Results:` value:
+/// after white space and comments, up to `;` or white space.
+fn authserv_id(mut value: &[u8]) -> &[u8] {
+    loop {
+        value = value.trim_ascii_start();
+        match value.first() {
+            Some(b'(') => match value.iter().position(|&b| b == b')') {
+                Some(end) => value = &value[end + 1..],
+                None => return &[],
+            },
+            _ => break,
+        }
+    }
+    let end = value.iter().position(|&b| b == b';' || b.is_ascii_whitespace()).unwrap_or(value.len());
+    &value[..end]
 }
 
 fn no_storage() -> Reply {
@@ -80,6 +152,18 @@ impl Session {
                 return true;
             }
             let bytes = bytes.strip_prefix(b".").unwrap_or(bytes);
+            data.received += bytes.len() + 2;
+            if data.received > max_size {
+                data.oversize = true;
+            }
+            let mut held = None;
+            if data.in_headers {
+                match data.own_results.filter(bytes, &self.config.hostname) {
+                    Kept::Line => {}
+                    Kept::Nothing => continue,
+                    Kept::HeldThenLine(line) => held = Some(line),
+                }
+            }
             if data.in_headers {
                 let named =
                     |name: &[u8]| bytes.len() >= name.len() && bytes[..name.len()].eq_ignore_ascii_case(name);
@@ -91,18 +175,17 @@ impl Session {
                     data.has_message_id = true;
                 }
             }
-            data.size += bytes.len() + 2;
-            if data.size > max_size {
-                data.oversize = true;
-            }
             if data.oversize || data.line_too_long || data.bare_line_ending {
                 // Refused at the end: nothing more is worth keeping.
                 data.buffer.clear();
                 continue;
             }
-            data.eight_bit |= !bytes.is_ascii();
-            data.buffer.extend_from_slice(bytes);
-            data.buffer.extend_from_slice(b"\r\n");
+            for line in held.as_deref().into_iter().chain([bytes]) {
+                data.eight_bit |= !line.is_ascii();
+                data.size += line.len() + 2;
+                data.buffer.extend_from_slice(line);
+                data.buffer.extend_from_slice(b"\r\n");
+            }
             if data.buffer.len() >= CHUNK {
                 let piece = std::mem::replace(&mut data.buffer, Vec::with_capacity(CHUNK));
                 self.events.push_back(Event::Content(piece));
@@ -149,6 +232,12 @@ impl Session {
                 return;
             }
             return self.reply(reply);
+        }
+        if let Some(held) = data.own_results.held.take() {
+            // A message of headers only, ending in a field held for its next line.
+            data.size += held.len() + 2;
+            data.buffer.extend_from_slice(&held);
+            data.buffer.extend_from_slice(b"\r\n");
         }
         if !data.buffer.is_empty() {
             self.events.push_back(Event::Content(std::mem::take(&mut data.buffer)));
