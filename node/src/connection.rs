@@ -57,12 +57,14 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
     };
     let outcome = drive(&shared, &mut session, &mut stream, &mut transaction).await;
     if let (Ok(Outcome::StartTls), Some(acceptor)) = (outcome, &shared.tls) {
-        match acceptor.accept(stream).await {
-            Ok(mut tls) => {
+        let handshake_timeout = shared.session_config.limits.tls_handshake_timeout;
+        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(mut tls)) => {
                 session.tls_started(Instant::now());
                 let _ = drive(&shared, &mut session, &mut tls, &mut transaction).await;
             }
-            Err(e) => tracing::info!(client = %client_ip, error = %e, "TLS handshake failed"),
+            Ok(Err(e)) => tracing::info!(client = %client_ip, error = %e, "TLS handshake failed"),
+            Err(_elapsed) => tracing::info!(client = %client_ip, "TLS handshake timed out"),
         }
     }
 }

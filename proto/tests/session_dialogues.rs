@@ -563,26 +563,43 @@ fn bare_cr_in_a_command_is_rejected() {
 }
 
 #[test]
-fn bare_lf_in_data_refuses_the_message_and_smuggles_nothing() {
+fn bare_lf_in_data_is_written_as_crlf() {
     let mut d = Dialogue::new();
     d.up_to_data();
-    // The classic smuggling payload: "\n.\n" ends DATA for a lenient server,
-    // making the next lines a second transaction.
-    let replies = d.send(
-        b"Subject: a\r\n\r\nbody\n.\nMAIL FROM:<evil@client.test>\r\nRCPT TO:<victim@example.test>\r\nDATA\r\nspoofed\r\n.\r\n",
-    );
-    assert_eq!(codes(&replies), vec![554]);
-    assert_eq!(replies[0].status.as_deref(), Some("5.5.2"));
-    assert!(d.messages.is_empty(), "neither the carrier nor the smuggled message is taken");
-    assert!(d.violations.contains(&Violation::BareLineEnding));
+    let replies = d.send(b"Subject: a\nX: b\r\n\nline one\nline two\r\n.\r\n");
+    assert_eq!(codes(&replies), vec![250]);
+    assert_eq!(d.messages[0].content, b"Subject: a\r\nX: b\r\n\r\nline one\r\nline two\r\n");
+    assert!(d.violations.contains(&Violation::BareLineEnding), "noted for the log");
 }
 
 #[test]
-fn bare_cr_in_data_refuses_the_message() {
+fn bare_cr_in_data_ends_a_line_of_content() {
     let mut d = Dialogue::new();
     d.up_to_data();
-    assert_eq!(codes(&d.send(b"a\rb\r\n.\r\n")), vec![554]);
-    assert!(d.messages.is_empty());
+    assert_eq!(codes(&d.send(b"a\rb\r\n.\r\n")), vec![250]);
+    assert_eq!(d.messages[0].content, b"a\r\nb\r\n");
+}
+
+/// Every way of ending DATA a lenient server might accept, followed by a
+/// second transaction: none ends the message, so the "smuggled" commands are
+/// content of the first message and no second message is taken.
+#[test]
+fn no_bare_line_ending_ends_a_message_so_nothing_is_smuggled() {
+    let smuggled = b"MAIL FROM:<evil@client.test>\r\nRCPT TO:<victim@example.test>\r\nDATA\r\nspoofed\r\n";
+    let ends: [&[u8]; 7] =
+        [b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"\r.\r", b"\r\n.\r", b"\r.\r\n", b"\r\n.\r\r\n"];
+    for end in ends {
+        let mut d = Dialogue::new();
+        d.up_to_data();
+        let mut input = b"Subject: a\r\n\r\nbody".to_vec();
+        input.extend_from_slice(end);
+        input.extend_from_slice(smuggled);
+        assert!(d.send(&input).is_empty(), "{end:?} ended the message");
+        assert_eq!(codes(&d.send(b".\r\n")), vec![250], "after {end:?}");
+        assert_eq!(d.messages.len(), 1, "after {end:?}");
+        let content = String::from_utf8(d.messages[0].content.clone()).unwrap();
+        assert!(content.contains("\r\nMAIL FROM:<evil@client.test>\r\n"), "{end:?}: {content:?}");
+    }
 }
 
 #[test]
@@ -707,6 +724,56 @@ fn stalled_data_times_out_after_3_minutes() {
 }
 
 #[test]
+fn a_busy_session_ends_after_an_hour_with_421_4_4_2() {
+    let mut d = Dialogue::new();
+    // A client that keeps the connection busy, a command every 4 minutes.
+    for _ in 0..14 {
+        d.now += Duration::from_secs(240);
+        assert_eq!(d.cmd("EHLO client.test"), 250);
+    }
+    // 56 minutes in: the next idle deadline is cut to the hour.
+    let deadline = d.session.poll_timeout().unwrap();
+    assert_eq!(deadline - d.now, Duration::from_secs(240));
+    d.session.handle_timeout(deadline);
+    let replies = d.drain();
+    assert_eq!((replies[0].code, replies[0].status.as_deref()), (421, Some("4.4.2")));
+    assert!(replies[0].lines[0].contains("too long"), "{:?}", replies[0]);
+    assert!(d.closed);
+}
+
+#[test]
+fn past_100_junk_commands_each_counts_as_an_error() {
+    let mut d = Dialogue::new();
+    d.cmd("EHLO client.test");
+    for i in 0..100 {
+        let command = ["NOOP", "RSET", "VRFY bob", "HELP"][i % 4];
+        let replies = d.send(format!("{command}\r\n").as_bytes());
+        assert_eq!(replies.len(), 1, "{command} number {}", i + 1);
+    }
+    // The 101st to 119th are answered, and count as errors 1 to 19.
+    for _ in 0..19 {
+        assert_eq!(d.cmd("NOOP"), 250);
+    }
+    assert_eq!(codes(&d.send(b"NOOP\r\n")), vec![250, 421]);
+    assert!(d.closed);
+}
+
+#[test]
+fn each_message_taken_starts_the_junk_count_again() {
+    let mut d = Dialogue::new();
+    d.cmd("EHLO client.test");
+    // A relay reusing its connection: RSET before each of 300 messages.
+    for _ in 0..300 {
+        assert_eq!(d.cmd("RSET"), 250);
+        assert_eq!(d.cmd("MAIL FROM:<alice@client.test>"), 250);
+        assert_eq!(d.cmd("RCPT TO:<bob@example.test>"), 250);
+        assert_eq!(d.cmd("DATA"), 354);
+        assert_eq!(codes(&d.send(b"x\r\n.\r\n")), vec![250]);
+    }
+    assert!(!d.closed);
+}
+
+#[test]
 fn no_timeout_runs_while_the_node_decides() {
     let mut d = Dialogue::new();
     d.cmd("EHLO client.test");
@@ -730,7 +797,8 @@ fn too_many_errors_close_the_session() {
 fn a_refused_message_starts_no_trouble_for_the_next() {
     let mut d = Dialogue::new();
     d.up_to_data();
-    d.send(b"a\nb\r\n.\r\n");
+    let long_line = [b'x'; 1200];
+    assert_eq!(codes(&d.send(&[&long_line[..], b"\r\n.\r\n"].concat())), vec![554]);
     assert_eq!(d.cmd("MAIL FROM:<alice@client.test>"), 250);
     d.cmd("RCPT TO:<bob@example.test>");
     d.cmd("DATA");

@@ -43,6 +43,11 @@ impl RawClient {
         self.writer.write_all(bytes).unwrap();
     }
 
+    /// Sends, telling rather than panicking when the server has gone.
+    pub fn send_quietly(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(bytes)
+    }
+
     /// One whole reply (all its lines), as text.
     pub fn reply(&mut self) -> String {
         let mut text = String::new();

@@ -6,7 +6,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use magicmx_tests::{claim_port, connect_from, python, specs, NodeProcess, Spec};
+use magicmx_tests::{
+    claim_port, connect_from, python, specs, wait_for_maildir_files, NodeProcess, RawClient, Spec,
+};
 
 /// The node's resident memory in KiB.
 fn rss_kib(node: &NodeProcess) -> u64 {
@@ -193,4 +195,103 @@ fn the_admin_api_refuses_rebound_names_foreign_origins_and_wrong_tokens() {
         "let through: no such message"
     );
     assert_eq!(http(admin, "POST", path, &[("Host", &own), bearer]), 404, "the CLI sends no Origin");
+}
+
+/// A node with a STARTTLS certificate and short session bounds.
+fn smtp_node(root: &std::path::Path, keys: &str) -> (Spec, NodeProcess) {
+    let cert = rcgen::generate_simple_self_signed(vec!["node1.mesh.test".into()]).unwrap();
+    let (cert_path, key_path) = (root.join("smtp.pem"), root.join("smtp.key"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let mut spec = specs(root, 1, false, "").remove(0);
+    spec.smtp_keys =
+        format!("tls_cert = \"{}\"\ntls_key = \"{}\"\n{keys}", cert_path.display(), key_path.display());
+    let node = spec.start();
+    (spec, node)
+}
+
+#[test]
+fn smtp_sessions_are_bounded_in_junk_commands_tls_handshake_and_duration() {
+    let root = tempfile::tempdir().unwrap();
+    let (spec, _node) =
+        smtp_node(root.path(), "tls_handshake_timeout = \"1s\"\nmax_session_duration = \"3s\"");
+
+    // Junk: 100 NOOPs and RSETs are answered; past them each is an error,
+    // and the 20th error closes the session (the default limits).
+    let mut junk = RawClient::connect(spec.smtp_addr());
+    assert!(junk.reply().starts_with("220 "));
+    junk.send(b"EHLO junk.test\r\n");
+    junk.reply();
+    let mut last = String::new();
+    let mut answered = 0;
+    for n in 0..200 {
+        junk.send(if n % 2 == 0 { b"NOOP\r\n" } else { b"RSET\r\n" });
+        last = junk.reply();
+        if !last.starts_with("250") {
+            break;
+        }
+        answered += 1;
+    }
+    assert_eq!(answered, 120, "100 free, then 20 counted as errors; last: {last}");
+    assert!(last.starts_with("421 4.7.0"), "{last}");
+    assert!(junk.is_closed());
+
+    // A client that asks for TLS and never starts the handshake is let go.
+    let mut silent = RawClient::connect(spec.smtp_addr());
+    silent.reply();
+    silent.send(b"EHLO silent.test\r\n");
+    silent.reply();
+    silent.send(b"STARTTLS\r\n");
+    assert!(silent.reply().starts_with("220 "));
+    let asked = Instant::now();
+    assert!(silent.is_closed(), "closed after the handshake time-out");
+    let waited = asked.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(8), "{waited:?}");
+
+    // A client that keeps its session busy is ended after max_session_duration.
+    let mut busy = RawClient::connect(spec.smtp_addr());
+    let connected = Instant::now();
+    busy.reply();
+    busy.send(b"EHLO busy.test\r\n");
+    busy.reply();
+    let ended = loop {
+        std::thread::sleep(Duration::from_millis(400));
+        if busy.send_quietly(b"HELO busy.test\r\n").is_err() {
+            break String::new();
+        }
+        let reply = busy.reply();
+        if !reply.starts_with("250") {
+            break reply;
+        }
+        assert!(connected.elapsed() < Duration::from_secs(10), "still open after 10 s");
+    };
+    assert!(ended.starts_with("421 4.4.2") && ended.contains("too long"), "{ended:?}");
+    assert!(connected.elapsed() >= Duration::from_secs(3));
+}
+
+#[test]
+fn bare_line_feeds_in_a_message_are_taken_as_crlf_and_smuggle_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let spec = specs(root.path(), 1, false, "").remove(0);
+    let _node = spec.start();
+    let mut client = RawClient::connect(spec.smtp_addr());
+    client.reply();
+    for command in ["EHLO lf.test", "MAIL FROM:<alice@lf.test>", "RCPT TO:<bob@example.test>", "DATA"] {
+        client.send(format!("{command}\r\n").as_bytes());
+        client.reply();
+    }
+    // A Unix mailer's bare LFs, then a smuggling attempt: "\n.\n" and a
+    // second transaction, which must stay inside the first message.
+    client.send(b"Subject: lf\nMessage-ID: <lf@lf.test>\n\nline one\nline two\n.\nMAIL FROM:<evil@lf.test>\r\nRCPT TO:<victim@example.test>\r\nDATA\r\nsmuggled\r\n.\r\n");
+    let reply = client.reply();
+    assert!(reply.starts_with("250 "), "{reply}");
+    client.send(b"QUIT\r\n");
+    client.reply();
+    let files = wait_for_maildir_files(&spec.maildir(), "bob", 1, Duration::from_secs(10));
+    let stored = std::fs::read(&files[0]).unwrap();
+    let text = String::from_utf8_lossy(&stored);
+    assert!(text.contains("Subject: lf\r\nMessage-ID: <lf@lf.test>\r\n"), "{text}");
+    assert!(text.contains("\r\nline one\r\nline two\r\n\r\nMAIL FROM:<evil@lf.test>\r\n"), "{text}");
+    assert!(!stored.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'), "no bare LF stored");
+    assert!(wait_for_maildir_files(&spec.maildir(), "victim", 1, Duration::from_secs(1)).is_empty());
 }

@@ -222,6 +222,9 @@ impl Config {
             max_recipients: smtp.max_recipients,
             command_timeout: smtp.command_timeout,
             data_timeout: smtp.data_timeout,
+            junk_commands: smtp.junk_command_limit,
+            tls_handshake_timeout: smtp.tls_handshake_timeout,
+            session_duration: smtp.max_session_duration,
             ..Limits::default()
         };
         let session = SessionConfig {

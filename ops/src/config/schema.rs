@@ -68,6 +68,12 @@ pub struct SmtpSection {
     pub command_timeout: Duration,
     #[serde(deserialize_with = "values::duration")]
     pub data_timeout: Duration,
+    /// NOOP, RSET, VRFY and HELP before each counts as an error.
+    pub junk_command_limit: usize,
+    #[serde(deserialize_with = "values::duration")]
+    pub tls_handshake_timeout: Duration,
+    #[serde(deserialize_with = "values::duration")]
+    pub max_session_duration: Duration,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
 }
@@ -86,6 +92,9 @@ impl Default for SmtpSection {
             on_protocol_violation: OnViolation::Reject,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
+            junk_command_limit: 100,
+            tls_handshake_timeout: Duration::from_secs(120),
+            max_session_duration: Duration::from_secs(3600),
             tls_cert: None,
             tls_key: None,
         }

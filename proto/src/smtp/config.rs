@@ -32,11 +32,21 @@ pub struct Limits {
     pub max_received_headers: usize,
     /// Error replies after which the session is closed (Postfix's hard error limit).
     pub max_errors: usize,
+    /// NOOP, RSET, VRFY and HELP a client may send before each one more
+    /// counts as an error (Postfix's `smtpd_junk_command_limit`): 100.
+    /// The count starts again with each message taken.
+    pub junk_commands: usize,
     /// Waiting for the next command (§4.5.3.2.7): 5 minutes.
     pub command_timeout: Duration,
     /// Waiting for the next chunk of DATA (§4.5.3.2.5 is the client's 3 minutes;
     /// the server waits as long).
     pub data_timeout: Duration,
+    /// The TLS handshake after `220` to STARTTLS (Postfix's
+    /// `smtpd_starttls_timeout` under stress): 2 minutes.
+    pub tls_handshake_timeout: Duration,
+    /// The longest a session may last, however busy: past it the next wait
+    /// ends with `421 4.4.2`. 1 hour.
+    pub session_duration: Duration,
 }
 
 impl Default for Limits {
@@ -48,8 +58,11 @@ impl Default for Limits {
             max_message_size: 26_214_400,
             max_received_headers: 50,
             max_errors: 20,
+            junk_commands: 100,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
+            tls_handshake_timeout: Duration::from_secs(120),
+            session_duration: Duration::from_secs(3600),
         }
     }
 }

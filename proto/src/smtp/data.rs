@@ -1,6 +1,7 @@
 //! DATA (RFC 5321 §4.1.1.4): reads the message to the lone dot, unstuffs
-//! dots, and refuses messages with bare CR/LF (SMTP smuggling), over-long
-//! lines, too many octets, or too many `Received:` headers (a mail loop).
+//! dots, writes bare CR or LF out as CR LF without letting them end the
+//! message (SMTP smuggling), and refuses messages with over-long lines, too
+//! many octets, or too many `Received:` headers (a mail loop).
 //!
 //! The content is not kept: it is handed to the caller as it arrives, in
 //! [`Event::Content`] pieces of about [`CHUNK`] octets, to be written to disk
@@ -29,8 +30,11 @@ pub(super) struct DataReader {
     has_message_id: bool,
     eight_bit: bool,
     oversize: bool,
-    bare_line_ending: bool,
     line_too_long: bool,
+    /// The last line did not end in CR LF: a dot after it is content.
+    after_bare_ending: bool,
+    /// A bare CR or LF was written out as CR LF (reported once).
+    normalised: bool,
     /// The buffer and the piece being written; given back at the verdict on the message.
     pub(super) reservation: Reservation,
     own_results: OwnResults,
@@ -105,6 +109,44 @@ fn authserv_id(mut value: &[u8]) -> &[u8] {
     &value[..end]
 }
 
+impl DataReader {
+    /// Takes one line of content, unstuffed and without its line ending.
+    fn take_line(&mut self, bytes: &[u8], own_id: &str, max_size: usize) {
+        self.received += bytes.len() + 2;
+        if self.received > max_size {
+            self.oversize = true;
+        }
+        let mut held = None;
+        if self.in_headers {
+            match self.own_results.filter(bytes, own_id) {
+                Kept::Line => {}
+                Kept::Nothing => return,
+                Kept::HeldThenLine(line) => held = Some(line),
+            }
+            let named =
+                |name: &[u8]| bytes.len() >= name.len() && bytes[..name.len()].eq_ignore_ascii_case(name);
+            if bytes.is_empty() {
+                self.in_headers = false;
+            } else if named(b"received:") {
+                self.received_headers += 1;
+            } else if named(b"message-id:") {
+                self.has_message_id = true;
+            }
+        }
+        if self.oversize || self.line_too_long {
+            // Refused at the end: nothing more is worth keeping.
+            self.buffer.clear();
+            return;
+        }
+        for line in held.as_deref().into_iter().chain([bytes]) {
+            self.eight_bit |= !line.is_ascii();
+            self.size += line.len() + 2;
+            self.buffer.extend_from_slice(line);
+            self.buffer.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
 fn no_storage() -> Reply {
     Reply::new(452, "4.3.1", "Insufficient system storage: too many messages being received; try again later")
 }
@@ -131,60 +173,36 @@ impl Session {
 
     /// Reads buffered message lines; returns false when it needs more input.
     /// A full buffer is handed out as [`Event::Content`] before reading on.
+    ///
+    /// A bare LF or bare CR ends a line of content, written out with CR LF
+    /// (Postfix 3.9's `smtpd_forbid_bare_newline = normalize`). Only a lone
+    /// dot ending in CR LF, after a line ending in CR LF, ends the message:
+    /// `<LF>.<LF>`, `<CR><LF>.<LF>`, `<LF>.<CR><LF>` and their kin are
+    /// content, so nothing can be smuggled past the end of the message.
     pub(super) fn read_data(&mut self) -> bool {
         let limits = &self.config.limits;
         let (text_line, max_size) = (limits.text_line, limits.max_message_size);
+        let own_id = self.config.hostname.as_str();
         let mut progressed = false;
         while let Some(line) = self.input.next_line(text_line) {
             progressed = true;
             let data = &mut self.data;
+            let after_bare_ending = std::mem::replace(&mut data.after_bare_ending, !line.ends_in_crlf);
             if line.too_long {
                 data.line_too_long = true;
                 continue;
             }
             let bytes = self.input.bytes(&line);
-            if line.bare_line_ending {
-                data.bare_line_ending = true;
-                continue;
-            }
-            if bytes == b"." {
+            if bytes == b"." && !line.bare_line_ending && !after_bare_ending {
                 self.finish_data();
                 return true;
             }
+            if line.bare_line_ending && !std::mem::replace(&mut data.normalised, true) {
+                self.events.push_back(Event::Violation(Violation::BareLineEnding));
+            }
             let bytes = bytes.strip_prefix(b".").unwrap_or(bytes);
-            data.received += bytes.len() + 2;
-            if data.received > max_size {
-                data.oversize = true;
-            }
-            let mut held = None;
-            if data.in_headers {
-                match data.own_results.filter(bytes, &self.config.hostname) {
-                    Kept::Line => {}
-                    Kept::Nothing => continue,
-                    Kept::HeldThenLine(line) => held = Some(line),
-                }
-            }
-            if data.in_headers {
-                let named =
-                    |name: &[u8]| bytes.len() >= name.len() && bytes[..name.len()].eq_ignore_ascii_case(name);
-                if bytes.is_empty() {
-                    data.in_headers = false;
-                } else if named(b"received:") {
-                    data.received_headers += 1;
-                } else if named(b"message-id:") {
-                    data.has_message_id = true;
-                }
-            }
-            if data.oversize || data.line_too_long || data.bare_line_ending {
-                // Refused at the end: nothing more is worth keeping.
-                data.buffer.clear();
-                continue;
-            }
-            for line in held.as_deref().into_iter().chain([bytes]) {
-                data.eight_bit |= !line.is_ascii();
-                data.size += line.len() + 2;
-                data.buffer.extend_from_slice(line);
-                data.buffer.extend_from_slice(b"\r\n");
+            for part in bytes.split(|&b| b == b'\r') {
+                data.take_line(part, own_id, max_size);
             }
             if data.buffer.len() >= CHUNK {
                 let piece = std::mem::replace(&mut data.buffer, Vec::with_capacity(CHUNK));
@@ -201,14 +219,7 @@ impl Session {
         // The caller holds the content until its verdict: so does the budget.
         self.data.reservation = std::mem::take(&mut data.reservation);
         let limits = &self.config.limits;
-        let refusal = if data.bare_line_ending {
-            self.events.push_back(Event::Violation(Violation::BareLineEnding));
-            Some(Reply::new(
-                554,
-                "5.5.2",
-                "Message refused: bare <CR> or <LF> in the message (RFC 5321 §2.3.8)",
-            ))
-        } else if data.line_too_long {
+        let refusal = if data.line_too_long {
             let text = format!(
                 "Message refused: line longer than {} octets (RFC 5321 §4.5.3.1.6)",
                 limits.text_line

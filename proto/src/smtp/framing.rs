@@ -8,6 +8,8 @@ pub(super) struct Line {
     end: usize,
     /// It ended in LF without CR, or held a CR not followed by LF.
     pub bare_line_ending: bool,
+    /// It ended in CR LF (a bare CR may still be inside).
+    pub ends_in_crlf: bool,
     /// It was longer than the limit; its content was dropped.
     pub too_long: bool,
 }
@@ -18,6 +20,8 @@ pub(super) struct Input {
     pos: usize,
     /// Inside a line that went over the limit: drop bytes until its LF.
     skipping: bool,
+    /// The last byte dropped was a CR (the line may yet end in CR LF).
+    skipped_cr: bool,
 }
 
 impl Input {
@@ -41,6 +45,7 @@ impl Input {
         self.buf.clear();
         self.pos = 0;
         self.skipping = false;
+        self.skipped_cr = false;
     }
 
     pub fn bytes(&self, line: &Line) -> &[u8] {
@@ -53,37 +58,30 @@ impl Input {
     pub fn next_line(&mut self, limit: usize) -> Option<Line> {
         let rest = &self.buf[self.pos..];
         let lf = rest.iter().position(|&b| b == b'\n');
-        if self.skipping {
-            match lf {
-                Some(i) => {
-                    self.pos += i + 1;
-                    self.skipping = false;
-                    let at = self.pos;
-                    return Some(Line { start: at, end: at, bare_line_ending: false, too_long: true });
-                }
-                None => {
-                    self.pos = self.buf.len();
-                    return None;
-                }
-            }
-        }
         let Some(i) = lf else {
-            if rest.len() >= limit {
+            if self.skipping || rest.len() >= limit {
                 self.skipping = true;
+                self.skipped_cr = rest.last().map_or(self.skipped_cr, |&b| b == b'\r');
                 self.pos = self.buf.len();
             }
             return None;
         };
         let start = self.pos;
         self.pos += i + 1;
-        if i + 1 > limit {
+        let crlf = if i > 0 { rest[i - 1] == b'\r' } else { self.skipping && self.skipped_cr };
+        if std::mem::take(&mut self.skipping) || i + 1 > limit {
             let at = self.pos;
-            return Some(Line { start: at, end: at, bare_line_ending: false, too_long: true });
+            return Some(Line {
+                start: at,
+                end: at,
+                bare_line_ending: false,
+                ends_in_crlf: crlf,
+                too_long: true,
+            });
         }
-        let crlf = i > 0 && rest[i - 1] == b'\r';
         let end = if crlf { start + i - 1 } else { start + i };
         let bare_cr = self.buf[start..end].contains(&b'\r');
-        Some(Line { start, end, bare_line_ending: !crlf || bare_cr, too_long: false })
+        Some(Line { start, end, bare_line_ending: !crlf || bare_cr, ends_in_crlf: crlf, too_long: false })
     }
 }
 
@@ -129,6 +127,21 @@ mod tests {
         input.push(b"zz\r\nNOOP\r\n");
         let got = lines(&mut input, 512);
         assert_eq!(got, vec![(vec![], false, true), (b"NOOP".to_vec(), false, false)]);
+    }
+
+    #[test]
+    fn an_over_long_line_tells_whether_it_ended_in_crlf() {
+        let mut input = Input::default();
+        input.push(&[b'x'; 600]);
+        input.push(b"\r");
+        assert!(input.next_line(512).is_none());
+        input.push(b"\n");
+        let line = input.next_line(512).unwrap();
+        assert!(line.too_long && line.ends_in_crlf);
+        input.push(&[b'x'; 600]);
+        input.push(b"\n");
+        let line = input.next_line(512).unwrap();
+        assert!(line.too_long && !line.ends_in_crlf);
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub struct Session {
     pub(super) transaction: Transaction,
     pub(super) data: DataReader,
     errors: usize,
+    /// NOOP, RSET, VRFY and HELP since the last message taken.
+    junk_commands: usize,
+    started: Instant,
     last_activity: Instant,
     pregreet: bool,
     /// Input arrived while a verdict was pending.
@@ -86,6 +89,8 @@ impl Session {
             transaction: Transaction::default(),
             data: DataReader::default(),
             errors: 0,
+            junk_commands: 0,
+            started: now,
             last_activity: now,
             pregreet: false,
             input_while_awaiting: false,
@@ -165,6 +170,9 @@ impl Session {
             Pending::Message => {
                 self.transaction = Transaction::default();
                 self.data.reservation.release();
+                if reply.is_positive() {
+                    self.junk_commands = 0;
+                }
             }
         }
         let closing = reply.code == 421;
@@ -194,24 +202,29 @@ impl Session {
         self.state = State::Ready;
     }
 
-    /// When the session will time out if nothing arrives; `None` while the
-    /// caller holds the next move.
+    /// When the session will time out if nothing arrives, or reach its
+    /// longest duration; `None` while the caller holds the next move.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let limits = &self.config.limits;
-        match self.state {
-            State::Ready => Some(self.last_activity + limits.command_timeout),
-            State::Data => Some(self.last_activity + limits.data_timeout),
-            _ => None,
-        }
+        let idle = match self.state {
+            State::Ready => limits.command_timeout,
+            State::Data => limits.data_timeout,
+            _ => return None,
+        };
+        Some((self.last_activity + idle).min(self.started + limits.session_duration))
     }
 
     /// Closes the session with `421 4.4.2` if its time-out has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.poll_timeout().is_some_and(|deadline| now >= deadline) {
-            let text = format!("{} Error: timeout exceeded", self.config.hostname);
-            self.events.push_back(Event::Reply(Reply::new(421, "4.4.2", text)));
-            self.close();
+        if !self.poll_timeout().is_some_and(|deadline| now >= deadline) {
+            return;
         }
+        let text = match now >= self.started + self.config.limits.session_duration {
+            true => format!("{} Error: session lasted too long, please reconnect", self.config.hostname),
+            false => format!("{} Error: timeout exceeded", self.config.hostname),
+        };
+        self.events.push_back(Event::Reply(Reply::new(421, "4.4.2", text)));
+        self.close();
     }
 
     /// The client closed its side.
@@ -240,12 +253,27 @@ impl Session {
         let is_error = reply.code >= 400 && reply.code != 421;
         self.events.push_back(Event::Reply(reply));
         if is_error {
-            self.errors += 1;
-            if self.errors >= self.config.limits.max_errors && self.state != State::Closed {
-                let text = format!("{} Error: too many errors", self.config.hostname);
-                self.events.push_back(Event::Reply(Reply::new(421, "4.7.0", text)));
-                self.close();
-            }
+            self.count_error();
+        }
+    }
+
+    /// One more error; at the error limit the session is closed.
+    fn count_error(&mut self) {
+        self.errors += 1;
+        if self.errors >= self.config.limits.max_errors && self.state != State::Closed {
+            let text = format!("{} Error: too many errors", self.config.hostname);
+            self.events.push_back(Event::Reply(Reply::new(421, "4.7.0", text)));
+            self.close();
+        }
+    }
+
+    /// A command that moves no mail: its reply, then, past the junk-command
+    /// limit, one more error.
+    fn junk(&mut self, reply: Reply) {
+        self.reply(reply);
+        self.junk_commands += 1;
+        if self.junk_commands > self.config.limits.junk_commands {
+            self.count_error();
         }
     }
 
@@ -319,15 +347,15 @@ impl Session {
             Request::Data => self.handle_data(),
             Request::Rset => {
                 self.transaction = Transaction::default();
-                self.reply(Reply::new(250, "2.0.0", "OK"));
+                self.junk(Reply::new(250, "2.0.0", "OK"));
             }
-            Request::Noop { .. } => self.reply(Reply::new(250, "2.0.0", "OK")),
-            Request::Vrfy { .. } => self.reply(Reply::new(
+            Request::Noop { .. } => self.junk(Reply::new(250, "2.0.0", "OK")),
+            Request::Vrfy { .. } => self.junk(Reply::new(
                 252,
                 "2.5.2",
                 "Cannot VRFY user, but will accept message and attempt delivery",
             )),
-            Request::Help { .. } => self.reply(Reply::new(
+            Request::Help { .. } => self.junk(Reply::new(
                 214,
                 "2.0.0",
                 "magicmx relays mail for its domains; commands: HELO EHLO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT",
