@@ -140,12 +140,6 @@ impl Config {
         if mesh.gossip_interval.is_zero() {
             return Err(("mesh.gossip_interval".into(), "must be more than zero".into()));
         }
-        if self.throttle.ipv6_prefix > 64 && mesh.ca_cert.is_some() {
-            return Err((
-                "throttle.ipv6_prefix".into(),
-                "the mesh counts IPv6 blocks of /64 or shorter".into(),
-            ));
-        }
         if !(0.0..=1.0).contains(&self.throttle.peer_share) || self.throttle.peer_share.is_nan() {
             return Err(("throttle.peer_share".into(), "a fraction of the limit, from 0 to 1".into()));
         }
@@ -192,8 +186,14 @@ impl Config {
         if self.throttle.ipv4_prefix > 32 {
             return Err(("throttle.ipv4_prefix".into(), "must be 0 to 32".into()));
         }
-        if self.throttle.ipv6_prefix > 128 {
-            return Err(("throttle.ipv6_prefix".into(), "must be 0 to 128".into()));
+        if self.throttle.ipv6_prefix > 64 {
+            // A /64 is one subnet, the least any site is given: a longer
+            // prefix would let one host rotate its addresses across blocks.
+            // The tally and the wire key IPv6 blocks by their top 64 bits.
+            return Err((
+                "throttle.ipv6_prefix".into(),
+                "must be 0 to 64 (a /64 is one site's subnet)".into(),
+            ));
         }
         if self.smtp.max_data_memory < 2 * magicmx_proto::smtp::CHUNK {
             return Err((
@@ -439,6 +439,9 @@ mod tests {
         assert_eq!(format!("{:?}", config.delivery), format!("{:?}", defaults.delivery));
         assert_eq!(config.smtp.max_connections_per_ip, defaults.smtp.max_connections_per_ip);
         assert_eq!(config.smtp.greet_pause, defaults.smtp.greet_pause);
+        assert_eq!(config.smtp.junk_command_limit, defaults.smtp.junk_command_limit);
+        assert_eq!(config.smtp.tls_handshake_timeout, defaults.smtp.tls_handshake_timeout);
+        assert_eq!(config.smtp.max_session_duration, defaults.smtp.max_session_duration);
     }
 
     #[test]
@@ -491,6 +494,9 @@ mod tests {
         let e =
             Config::parse("c.toml", &format!("{MINIMAL}[admin]\nlisten = \"0.0.0.0:8025\"\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("admin.token"));
+        let long = format!("{MINIMAL}[throttle]\nipv6_prefix = 96\n");
+        let e = Config::parse("c.toml", &long).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("throttle.ipv6_prefix")));
         let small = format!("{MINIMAL}[smtp]\nmax_data_memory = 1000\n");
         let e = Config::parse("c.toml", &small).unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("smtp.max_data_memory")));
