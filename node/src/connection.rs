@@ -271,11 +271,11 @@ async fn callout(
         Route::Smtp { host, port } => NextHop::Fixed { host: host.clone(), port: *port },
         Route::Maildir(_) => return None,
     };
-    if let Some(cached) = shared.checks.callouts.cached(&address) {
+    if let Some(cached) = shared.checks.callouts.cached(&address, now_ms()) {
         return cached;
     }
     let probe = shared.outbound.probe(&hop, transaction.sender.as_ref(), &address).await;
-    shared.checks.callouts.record(&address, probe)
+    shared.checks.callouts.record(&address, probe, now_ms())
 }
 
 /// The refusal reason of a sender check, by its enhanced status code.

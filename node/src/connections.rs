@@ -107,4 +107,22 @@ mod tests {
         drop(held);
         assert_eq!(slots.in_use(), 2);
     }
+
+    #[test]
+    fn a_million_addresses_leave_no_more_entries_than_connections() {
+        let slots = ConnectionSlots::new(2000, 20);
+        let mut held = std::collections::VecDeque::new();
+        for n in 0..1_000_000u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + n));
+            if let Ok(slot) = slots.take(ip, false) {
+                held.push_back(slot);
+            }
+            if held.len() == 2000 {
+                held.pop_front();
+            }
+            assert!(slots.per_ip.len() <= 2000);
+        }
+        drop(held);
+        assert_eq!(slots.per_ip.len(), 0, "an address without a connection is forgotten");
+    }
 }

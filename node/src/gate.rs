@@ -6,11 +6,11 @@
 
 use std::net::IpAddr;
 
-use dashmap::DashMap;
 use magicmx_gossip::Penalty;
 use magicmx_proto::smtp::Reply;
 use magicmx_proto::SourceBlock;
 
+use crate::bounded::BoundedMap;
 use crate::limits::Verdict as Limit;
 use crate::replies;
 use crate::throttle::Throttle;
@@ -32,13 +32,18 @@ pub enum Verdict {
 pub(crate) struct Gate {
     /// Connections per penalty answered with a 421 before the rest are closed unanswered.
     polite: u32,
-    /// Polite refusals given per block during its current penalty (keyed by its end).
-    refusals: DashMap<SourceBlock, (u64, u32)>,
+    /// Polite refusals given per block during its current penalty (the
+    /// penalty's end, and the count), kept until the penalty ends.
+    refusals: BoundedMap<SourceBlock, (u64, u32)>,
 }
+
+/// Blocks whose polite refusals are counted at once, at most. Past it the
+/// count of some block starts again: it is told when to come back once more.
+const MAX_REFUSED_BLOCKS: usize = 100_000;
 
 impl Gate {
     pub(crate) fn new(polite: u32) -> Gate {
-        Gate { polite, refusals: DashMap::new() }
+        Gate { polite, refusals: BoundedMap::new(MAX_REFUSED_BLOCKS) }
     }
 
     /// The verdict on a connection from `ip` at `now_ms`.
@@ -61,12 +66,14 @@ impl Gate {
     /// A connection from a penalised block: `421` with when to come back,
     /// the first few times per penalty; then a bare close.
     pub(crate) fn refuse(&self, block: SourceBlock, penalty: Penalty, now_ms: u64) -> Verdict {
-        let mut given = self.refusals.entry(block).or_insert((penalty.until_ms, 0));
-        if given.0 != penalty.until_ms {
-            *given = (penalty.until_ms, 0);
-        }
-        given.1 += 1;
-        if given.1 > self.polite {
+        let given = self.refusals.update(block, penalty.until_ms, now_ms, |given| {
+            if given.0 != penalty.until_ms {
+                *given = (penalty.until_ms, 0);
+            }
+            given.1 += 1;
+            given.1
+        });
+        if given > self.polite {
             return Verdict::Drop;
         }
         Verdict::Refuse(replies::penalised(block, penalty.until_ms, now_ms))
@@ -74,6 +81,28 @@ impl Gate {
 
     /// Forgets refusal counts of penalties that are over.
     pub(crate) fn sweep(&self, now_ms: u64) {
-        self.refusals.retain(|_, (until, _)| *until > now_ms);
+        self.refusals.sweep(now_ms);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_million_penalised_blocks_keep_at_most_the_cap_of_refusal_counts() {
+        let gate = Gate::new(3);
+        let penalty = Penalty { until_ms: u64::MAX, strikes: 1 };
+        for n in 0..1_000_000u32 {
+            let block = SourceBlock::of_default(std::net::Ipv4Addr::from(n << 8).into());
+            assert!(matches!(gate.refuse(block, penalty, 0), Verdict::Refuse(_)), "the first is polite");
+        }
+        assert!(gate.refusals.len() <= MAX_REFUSED_BLOCKS);
+        // A block still counted is counted on.
+        let last = SourceBlock::of_default(std::net::Ipv4Addr::from(999_999u32 << 8).into());
+        for _ in 0..2 {
+            assert!(matches!(gate.refuse(last, penalty, 0), Verdict::Refuse(_)));
+        }
+        assert_eq!(gate.refuse(last, penalty, 0), Verdict::Drop);
     }
 }

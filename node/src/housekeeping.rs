@@ -29,6 +29,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 shared.throttle.tally().sweep(now);
                 shared.gate.sweep(now);
                 shared.trust.sweep(now);
+                shared.checks.callouts.sweep(now);
                 shared.unanswered.forget_old(&shared.queue, crate::intake::unix_now());
                 let queue = shared.queue.clone();
                 if let Ok(Err(error)) = tokio::task::spawn_blocking(move || queue.compact_if_drained()).await {

@@ -59,7 +59,7 @@ fn settler(shared: &Shared, id: QueueId, fingerprint: Option<[u8; 32]>) -> impl 
     let (queue, unanswered) = (shared.queue.clone(), shared.unanswered.clone());
     move |written| match (written, fingerprint) {
         (true, Some(_)) => queue.answered(id),
-        (false, Some(fingerprint)) => unanswered.remember(fingerprint, id, unix_now()),
+        (false, Some(fingerprint)) => unanswered.remember(&queue, fingerprint, id, unix_now()),
         (_, None) => {}
     }
 }

@@ -1,6 +1,7 @@
 //! magicmx-node: the relay engine. [`Node::start`] wires the stages of one
 //! node together: accept → session → queue → delivery.
 
+pub mod bounded;
 pub mod checks;
 mod connection;
 mod connections;

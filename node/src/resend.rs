@@ -43,6 +43,12 @@ pub fn fingerprint(message: &Message, content: &[u8; 32]) -> Option<[u8; 32]> {
     hash.finish().as_ref().try_into().ok()
 }
 
+/// Unanswered messages remembered at most. Each is a message queued whose
+/// client went away before its 250, so a stranger can make many; past the
+/// cap the oldest eighth are forgotten (a second try of one of those is
+/// queued again: a duplicate, never a loss).
+pub const MAX_NOTES: usize = 100_000;
+
 /// The unanswered messages a second try may match, by fingerprint, with
 /// when each arrived (Unix seconds).
 #[derive(Default)]
@@ -72,9 +78,29 @@ impl UnansweredMessages {
         Ok(unanswered)
     }
 
-    /// Notes a message whose 250 could not be written.
-    pub fn remember(&self, fingerprint: [u8; 32], id: QueueId, arrived: u64) {
-        self.by_fingerprint.lock().unwrap().insert(fingerprint, (id, arrived));
+    /// Notes a message whose 250 could not be written; at [`MAX_NOTES`],
+    /// forgets the oldest eighth here and in `queue` first.
+    pub fn remember(&self, queue: &Queue, fingerprint: [u8; 32], id: QueueId, arrived: u64) {
+        let mut notes = self.by_fingerprint.lock().unwrap();
+        if notes.len() >= MAX_NOTES {
+            let mut by_age: Vec<([u8; 32], QueueId, u64)> =
+                notes.iter().map(|(fp, &(id, arrived))| (*fp, id, arrived)).collect();
+            by_age.sort_unstable_by_key(|&(_, _, arrived)| arrived);
+            for (fp, id, _) in by_age.into_iter().take(MAX_NOTES / 8) {
+                notes.remove(&fp);
+                queue.answered(id);
+            }
+        }
+        notes.insert(fingerprint, (id, arrived));
+    }
+
+    /// Messages remembered as unanswered.
+    pub fn len(&self) -> usize {
+        self.by_fingerprint.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The unanswered message this one repeats, taken off the list.
@@ -143,9 +169,11 @@ mod tests {
 
     #[test]
     fn a_claimed_message_is_claimed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
         let unanswered = UnansweredMessages::default();
         let print = print(WITH_ID, &["bob@example.test"]).unwrap();
-        unanswered.remember(print, QueueId(7), 1_000);
+        unanswered.remember(&queue, print, QueueId(7), 1_000);
         assert_eq!(unanswered.claim(&print), Some(QueueId(7)));
         assert_eq!(unanswered.claim(&print), None);
     }
@@ -156,11 +184,32 @@ mod tests {
         let queue = Queue::open(dir.path()).unwrap();
         let unanswered = UnansweredMessages::default();
         let print = print(WITH_ID, &["bob@example.test"]).unwrap();
-        unanswered.remember(print, QueueId(7), 1_000);
+        unanswered.remember(&queue, print, QueueId(7), 1_000);
         unanswered.forget_old(&queue, 1_000 + REMEMBER_SECS);
         assert_eq!(unanswered.claim(&print), Some(QueueId(7)));
-        unanswered.remember(print, QueueId(7), 1_000);
+        unanswered.remember(&queue, print, QueueId(7), 1_000);
         unanswered.forget_old(&queue, 1_001 + REMEMBER_SECS);
         assert_eq!(unanswered.claim(&print), None);
+    }
+
+    #[test]
+    fn a_million_unanswered_messages_leave_at_most_the_cap_and_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let unanswered = UnansweredMessages::default();
+        let mut largest = 0;
+        for n in 0..1_000_000u64 {
+            let mut fp = [0u8; 32];
+            fp[..8].copy_from_slice(&n.to_le_bytes());
+            unanswered.remember(&queue, fp, QueueId(n), n);
+            largest = largest.max(unanswered.len());
+        }
+        assert_eq!(largest, MAX_NOTES);
+        let mut newest = [0u8; 32];
+        newest[..8].copy_from_slice(&999_999u64.to_le_bytes());
+        assert_eq!(unanswered.claim(&newest), Some(QueueId(999_999)));
+        let mut oldest = [0u8; 32];
+        oldest[..8].copy_from_slice(&0u64.to_le_bytes());
+        assert_eq!(unanswered.claim(&oldest), None, "the oldest went first");
     }
 }

@@ -9,9 +9,9 @@ use std::net::IpAddr;
 use std::sync::RwLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use dashmap::DashMap;
 use ipnet::IpNet;
 
+use crate::bounded::BoundedMap;
 use crate::error::{Error, Result};
 use crate::queue::{Queue, TrustRecord};
 
@@ -36,13 +36,16 @@ pub enum Removed {
 
 pub struct TrustList {
     entries: RwLock<Vec<Trusted>>,
-    /// Addresses trusted by forward-confirmed host name, and since when (Unix ms).
-    named: DashMap<IpAddr, u64>,
+    /// Addresses trusted by forward-confirmed host name, for an hour.
+    named: BoundedMap<IpAddr, ()>,
     queue: Queue,
 }
 
 /// How long a forward-confirmed trusted host name is remembered by address.
 const NAMED_TRUST_MS: u64 = 3600 * 1000;
+/// Addresses remembered by trusted host name, at most (one lost is asked
+/// of DNS again at its next connection).
+const MAX_NAMED: usize = 100_000;
 
 impl TrustList {
     pub fn load(configured: &[IpNet], queue: Queue) -> Result<TrustList> {
@@ -60,7 +63,7 @@ impl TrustList {
                 entries.push(Trusted { net, reason: record.reason, from_config: false, added: record.added });
             }
         }
-        Ok(TrustList { entries: RwLock::new(entries), named: DashMap::new(), queue })
+        Ok(TrustList { entries: RwLock::new(entries), named: BoundedMap::new(MAX_NAMED), queue })
     }
 
     /// Is `ip` in a trusted network (configured or added)?
@@ -71,18 +74,17 @@ impl TrustList {
     /// Is `ip` trusted at `now_ms`: in a trusted network, or lately proved
     /// to be a trusted host name?
     pub fn is_trusted(&self, ip: IpAddr, now_ms: u64) -> bool {
-        self.contains(ip)
-            || self.named.get(&ip).is_some_and(|since| now_ms.saturating_sub(*since) < NAMED_TRUST_MS)
+        self.contains(ip) || self.named.get(&ip, now_ms).is_some()
     }
 
     /// `ip` proved to be a trusted host name: the gate lets it through from now on.
     pub fn trust_by_name(&self, ip: IpAddr, now_ms: u64) {
-        self.named.insert(ip, now_ms);
+        self.named.insert(ip, (), now_ms + NAMED_TRUST_MS, now_ms);
     }
 
     /// Forgets host names proved too long ago.
     pub fn sweep(&self, now_ms: u64) {
-        self.named.retain(|_, since| now_ms.saturating_sub(*since) < NAMED_TRUST_MS);
+        self.named.sweep(now_ms);
     }
 
     pub fn list(&self) -> Vec<Trusted> {
@@ -123,5 +125,22 @@ impl TrustList {
             .map_err(|e| Error::Commit(e.to_string()))??;
         self.entries.write().unwrap().retain(|t| t.from_config || t.net != net);
         Ok(Removed::Removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_million_names_proved_keep_at_most_the_cap_and_the_latest() {
+        let dir = tempfile::tempdir().unwrap();
+        let trust = TrustList::load(&[], Queue::open(dir.path()).unwrap()).unwrap();
+        for n in 0..1_000_000u32 {
+            trust.trust_by_name(std::net::Ipv4Addr::from(n).into(), 0);
+            assert!(trust.named.len() <= MAX_NAMED);
+        }
+        assert!(trust.is_trusted(std::net::Ipv4Addr::from(999_999u32).into(), 1));
+        assert!(!trust.is_trusted(std::net::Ipv4Addr::from(999_999u32).into(), NAMED_TRUST_MS));
     }
 }

@@ -243,9 +243,17 @@ fn spf_pass_fail_softfail_and_temperror() {
 
 /// A real MX for call-outs: Python's asyncio speaking just enough SMTP,
 /// taking only bob@example.test.
+/// A real MX for call-outs: takes bob@, refuses every other recipient,
+/// refuses senders named spammer@ at MAIL, answers RCPT after a pause, and
+/// writes the most connections it ever had at once to the file `argv[2]`.
 const PICKY_MX: &str = r#"
 import asyncio, sys
+now, most = 0, 0
 async def serve(reader, writer):
+    global now, most
+    now += 1
+    most = max(most, now)
+    open(sys.argv[2], "w").write(str(most))
     writer.write(b"220 picky.test ESMTP\r\n")
     while True:
         line = await reader.readline()
@@ -254,15 +262,23 @@ async def serve(reader, writer):
         verb = line[:4].upper()
         if verb in (b"EHLO", b"HELO"):
             writer.write(b"250 picky.test\r\n")
+        elif verb == b"MAIL" and b"spammer@" in line.lower():
+            writer.write(b"553 5.7.1 sender refused here\r\n")
         elif verb == b"RCPT":
+            await asyncio.sleep(0.3)
             writer.write(b"250 2.1.5 OK\r\n" if b"<bob@example.test>" in line.lower() else b"550 5.1.1 no such user here\r\n")
         elif verb == b"QUIT":
+            # Counted out before the client hears 221 and frees its slot.
+            now -= 1
             writer.write(b"221 bye\r\n")
-            break
+            await writer.drain()
+            writer.close()
+            return
         else:
             writer.write(b"250 2.0.0 OK\r\n")
         await writer.drain()
     writer.close()
+    now -= 1
 async def main():
     server = await asyncio.start_server(serve, "127.0.0.1", int(sys.argv[1]))
     print("ready", flush=True)
@@ -278,9 +294,9 @@ impl Drop for Picky {
     }
 }
 
-fn picky_mx(port: u16) -> Picky {
+fn picky_mx(port: u16, most_at_once: &std::path::Path) -> Picky {
     let mut child = Command::new("python3")
-        .args(["-c", PICKY_MX, &port.to_string()])
+        .args(["-c", PICKY_MX, &port.to_string(), most_at_once.to_str().unwrap()])
         .stdout(Stdio::piped())
         .spawn()
         .expect("python3 for the call-out test's MX");
@@ -296,7 +312,7 @@ fn callouts_refuse_what_the_real_mx_refuses_and_defer_ok_when_it_is_down() {
     let root = tempfile::tempdir().unwrap();
     let dns = TestDns::start(&[]);
     let mx_port = claim_port();
-    let mx = picky_mx(mx_port);
+    let mx = picky_mx(mx_port, &root.path().join("most"));
     let mut spec = specs(&root.path().join("callout"), 1, false, "").remove(0);
     spec.route = Some(format!("smtp://127.0.0.1:{mx_port}"));
     spec.checks = format!("nameservers = [\"{}\"]\n{}", dns.addr, only("verify_recipients = true"));
@@ -313,6 +329,46 @@ fn callouts_refuse_what_the_real_mx_refuses_and_defer_ok_when_it_is_down() {
         out.contains("RCPT nobody@example.test 550 5.1.1"),
         "a known bad recipient stays refused (cache): {out}"
     );
+}
+
+#[test]
+fn a_refused_sender_poisons_no_callout_and_probes_keep_the_per_host_limit() {
+    let root = tempfile::tempdir().unwrap();
+    let dns = TestDns::start(&[]);
+    let mx_port = claim_port();
+    let most_at_once = root.path().join("most");
+    let _mx = picky_mx(mx_port, &most_at_once);
+    let mut spec = specs(&root.path().join("callout"), 1, false, "").remove(0);
+    spec.route = Some(format!("smtp://127.0.0.1:{mx_port}"));
+    spec.checks = format!("nameservers = [\"{}\"]\n{}", dns.addr, only("verify_recipients = true"));
+    // No idle connections kept: every connection the MX sees is in use.
+    spec.delivery = "max_per_host = 2\nidle_connection = \"0s\"".into();
+    let _node = spec.start();
+
+    // The real MX refuses this sender: passed on, as a refusal of the sender...
+    let out = dialogue(&spec, ip(0, 72, 1), "spammer@client.test", &["bob@example.test"]);
+    assert!(out.contains("RCPT bob@example.test 550 5.1.0") && out.contains("sender refused here"), "{out}");
+    // ...and bob is not refused for the next sender.
+    let out = dialogue(&spec, ip(0, 72, 2), "alice@client.test", &["bob@example.test"]);
+    assert!(out.contains("RCPT bob@example.test 250"), "the cache was poisoned: {out}");
+
+    // Eight clients at once, each with a recipient not yet probed: the
+    // probes queue for the two connection slots the real MX is allowed.
+    let clients: Vec<_> = (0..8u8)
+        .map(|n| {
+            let spec = spec.clone();
+            std::thread::spawn(move || {
+                let rcpt = format!("nobody{n}@example.test");
+                dialogue(&spec, ip(0, 73, n + 1), "alice@client.test", &[rcpt.as_str()])
+            })
+        })
+        .collect();
+    for (n, client) in clients.into_iter().enumerate() {
+        let out = client.join().unwrap();
+        assert!(out.contains(&format!("RCPT nobody{n}@example.test 550 5.1.1")), "{out}");
+    }
+    let most: u32 = std::fs::read_to_string(&most_at_once).unwrap().trim().parse().unwrap();
+    assert!(most <= 2, "{most} call-out connections to the real MX at once, over max_per_host = 2");
 }
 
 #[test]

@@ -5,12 +5,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use magicmx_proto::smtp::Reply;
 use magicmx_proto::Address;
 
 use super::mx::{self, Hops};
 use super::pool::Pool;
 use super::smtp::{
-    connector, Broken, ClientForwarding, Connection, OriginalClient, Timeouts, TlsPolicy, TransactionError,
+    connector, Broken, ClientForwarding, Connection, OriginalClient, Probed, Timeouts, TlsPolicy,
+    TransactionError,
 };
 use super::tls::ClientTls;
 use super::Outcome;
@@ -19,6 +21,11 @@ use crate::dns::{Dns, Failure};
 use crate::error::Result;
 use crate::queue::Body;
 use crate::settings::{DeliverySettings, OutboundTls};
+
+/// How long a call-out waits for a connection slot to the real MX (under
+/// `delivery.max_per_host`, shared with deliveries); then the recipient is
+/// taken unprobed, as when the real MX is down.
+const PROBE_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where one group of recipients goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,18 +82,27 @@ impl Outbound {
         else {
             return Probe::Unknown("the next hop is this node".into());
         };
+        // A probe is a connection like a delivery's: it waits for a slot
+        // under the per-host limit, but not longer than a client would.
+        let Ok(slot) = tokio::time::timeout(PROBE_SLOT_WAIT, self.pool.slot(addr)).await else {
+            return Probe::Unknown(format!("{host} has no free connection slot"));
+        };
         let mut conn = match self.open(addr, host, OutboundTls::Opportunistic).await {
             Ok(conn) => conn,
             Err(broken) => return Probe::Unknown(broken.to_string()),
         };
         let answer = conn.probe(sender, recipient).await;
-        tokio::spawn(conn.quit());
+        // The slot is held until the connection is closed.
+        tokio::spawn(async move {
+            conn.quit().await;
+            drop(slot);
+        });
+        let said = |reply: &Reply| reply.to_string().trim_end().replace("\r\n", " ");
         match answer {
-            Ok(reply) if reply.is_positive() => Probe::Valid,
-            Ok(reply) if reply.code >= 500 => {
-                Probe::Invalid(reply.to_string().trim_end().replace("\r\n", " "))
-            }
-            Ok(reply) => Probe::Unknown(reply.to_string().trim_end().to_string()),
+            Ok(Probed::Recipient(reply)) if reply.is_positive() => Probe::Valid,
+            Ok(Probed::Recipient(reply)) if reply.code >= 500 => Probe::Invalid(said(&reply)),
+            Ok(Probed::Sender(reply)) if reply.code >= 500 => Probe::SenderRefused(said(&reply)),
+            Ok(Probed::Recipient(reply) | Probed::Sender(reply)) => Probe::Unknown(said(&reply)),
             Err(broken) => Probe::Unknown(broken.to_string()),
         }
     }

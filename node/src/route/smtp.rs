@@ -75,6 +75,15 @@ pub struct Connection {
     pub tls: bool,
 }
 
+/// What a call-out heard: a refusal of the sender says nothing of the recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probed {
+    /// MAIL was refused with this.
+    Sender(Reply),
+    /// The reply to RCPT.
+    Recipient(Reply),
+}
+
 /// The server's answer to one whole transaction.
 pub struct Sent {
     /// One outcome per recipient, in order.
@@ -319,16 +328,16 @@ impl Connection {
 
     /// Asks whether the server would take `recipient` from `sender`, and
     /// takes nothing (RSET): the reply to RCPT, or to MAIL if that refused.
-    pub async fn probe(&mut self, sender: Option<&Address>, recipient: &Address) -> Result<Reply, Broken> {
+    pub async fn probe(&mut self, sender: Option<&Address>, recipient: &Address) -> Result<Probed, Broken> {
         let command = self.timeouts.command;
         let mail = format!("MAIL FROM:<{}>\r\n", sender.map(ToString::to_string).unwrap_or_default());
         let reply = self.command(mail.as_bytes(), command).await?;
         if !reply.is_positive() {
-            return Ok(reply);
+            return Ok(Probed::Sender(reply));
         }
         let reply = self.command(format!("RCPT TO:<{recipient}>\r\n").as_bytes(), command).await?;
         self.reset().await;
-        Ok(reply)
+        Ok(Probed::Recipient(reply))
     }
 
     /// Ends the session politely.
