@@ -177,6 +177,8 @@ pub struct Counts {
     dirty: HashSet<WireBlock>,
     origins: Vec<Fingerprint>,
     origin_index: HashMap<Fingerprint, Origin>,
+    /// Indices of origins forgotten, to be given to the next new ones.
+    free: Vec<Origin>,
     periods: Periods,
 }
 
@@ -188,6 +190,7 @@ impl Counts {
             dirty: HashSet::new(),
             origins: vec![own],
             origin_index: HashMap::from([(own, SELF)]),
+            free: Vec::new(),
             periods,
         }
     }
@@ -208,10 +211,33 @@ impl Counts {
         if let Some(&origin) = self.origin_index.get(&fingerprint) {
             return Some(origin);
         }
-        let origin = Origin::try_from(self.origins.len()).ok().filter(|&o| o < Origin::MAX)?;
-        self.origins.push(fingerprint);
+        let origin = match self.free.pop() {
+            Some(origin) => {
+                self.origins[usize::from(origin)] = fingerprint;
+                origin
+            }
+            None => {
+                let origin = Origin::try_from(self.origins.len()).ok().filter(|&o| o < Origin::MAX)?;
+                self.origins.push(fingerprint);
+                origin
+            }
+        };
         self.origin_index.insert(fingerprint, origin);
         Some(origin)
+    }
+
+    /// Forgets a peer that left the mesh for good: its registers, its open
+    /// transactions, and its place in the table; how many registers went.
+    pub fn forget_origin(&mut self, fingerprint: Fingerprint) -> usize {
+        let Some(origin) = self.origin_index.get(&fingerprint).copied().filter(|&o| o != SELF) else {
+            return 0;
+        };
+        let before = self.registers.len();
+        self.registers.retain(|key, _| key.origin != origin);
+        self.open.retain(|key, _| key.origin != origin);
+        self.origin_index.remove(&fingerprint);
+        self.free.push(origin);
+        before - self.registers.len()
     }
 
     /// Counts one event of this node's for `block`: a connection, or a

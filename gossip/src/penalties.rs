@@ -1,12 +1,28 @@
-//! Penalties: source blocks refused at connect until a time. A grow-only
-//! CRDT per block (the later end and the higher strike count win), so any
-//! node may impose one and every node converges on it. A penalty is
-//! remembered a day after it ends, so that the next one can be longer; how
-//! long a penalty lasts is the caller's arithmetic (the node's `limits`).
+//! Penalties: source blocks refused at connect until a time, each remembered
+//! with the node that imposed it (its origin, by certificate fingerprint).
+//!
+//! Per block and origin the penalty is a grow-only register (the later end
+//! and the higher strike count win), so replays and re-orderings change
+//! nothing; the penalty in force on a block is the join over its origins.
+//! Each node sends only the penalties it imposed itself, and a receiver
+//! files them under the peer the frame came from (authenticated by mutual
+//! TLS), so no peer can speak for another.
+//!
+//! An authenticated peer may still be broken, stolen or hostile, so what it
+//! imposes is bounded ([`PeerBounds`]): no longer than `penalty_max` from
+//! now, no more strikes than matter, and no more new penalties a minute
+//! than an honest node in a flood would send. An origin's penalties go with
+//! it: when it is revoked (at start, from the configuration) or has left
+//! the mesh for good ([`Penalties::forget_origin`]). A penalty is remembered
+//! a day after it ends, so that the next one can be longer; how long a
+//! penalty lasts is the caller's arithmetic (the node's `limits`).
 
 use std::collections::HashMap;
 
 use magicmx_proto::wire::{PenaltyEntry, WireBlock};
+use serde::{Deserialize, Serialize};
+
+use crate::counts::Fingerprint;
 
 /// How long a penalty is remembered after it ends.
 pub const STRIKE_MEMORY_MS: u64 = 24 * 3600 * 1000;
@@ -17,72 +33,251 @@ pub struct Penalty {
     pub strikes: u8,
 }
 
-#[derive(Default)]
+impl Penalty {
+    fn join(self, other: Penalty) -> Penalty {
+        Penalty { until_ms: self.until_ms.max(other.until_ms), strikes: self.strikes.max(other.strikes) }
+    }
+}
+
+/// What one peer may impose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerBounds {
+    /// A penalty ends at most this long after it arrives.
+    pub penalty_max_ms: u64,
+    /// Strikes are cut to this.
+    pub max_strikes: u8,
+    /// New or lengthened penalties taken from one origin in a minute; the
+    /// rest are dropped (this node still penalises on its own counts).
+    pub per_minute: u32,
+}
+
+impl Default for PeerBounds {
+    fn default() -> Self {
+        PeerBounds { penalty_max_ms: 24 * 3600 * 1000, max_strikes: 8, per_minute: 1000 }
+    }
+}
+
+/// A penalty as kept on disk: with its origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPenalty {
+    pub origin: Fingerprint,
+    pub entry: PenaltyEntry,
+}
+
+/// What became of a penalty from a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    Changed,
+    /// Already known (a replay), or no more than what is held.
+    Unchanged,
+    /// Over the origin's rate, or the table is full.
+    Dropped,
+}
+
 pub struct Penalties {
-    map: HashMap<WireBlock, Penalty>,
+    own: Fingerprint,
+    /// Per block, the penalty each origin imposed (usually one).
+    map: HashMap<WireBlock, Vec<(Fingerprint, Penalty)>>,
+    /// This node's own penalties changed since the last round.
     dirty: Vec<PenaltyEntry>,
     /// Something changed since the last snapshot was taken for disk.
     unsaved: bool,
+    /// Per origin: the minute counted (Unix minutes) and penalties taken in it.
+    rates: HashMap<Fingerprint, (u64, u32)>,
+    /// Blocks held at most; past it peers' new penalties are dropped and
+    /// this node's own push out the one ending first.
+    cap: usize,
 }
 
 impl Penalties {
-    /// Penalises `block` until at least `until_ms`, with at least `strikes`;
-    /// returns the penalty now held (the join with what was there).
-    pub fn extend(&mut self, block: WireBlock, until_ms: u64, strikes: u8) -> Penalty {
-        let entry = PenaltyEntry { block, until_ms, strikes };
-        self.merge(&entry);
-        self.dirty.push(entry);
-        self.map[&block]
+    pub fn new(own: Fingerprint, cap: usize) -> Penalties {
+        Penalties {
+            own,
+            map: HashMap::new(),
+            dirty: Vec::new(),
+            unsaved: false,
+            rates: HashMap::new(),
+            cap: cap.max(1),
+        }
     }
 
-    /// Takes in a penalty learnt from a peer or from disk; true if it changed anything.
-    pub fn merge(&mut self, entry: &PenaltyEntry) -> bool {
-        let held = self.map.entry(entry.block).or_insert(Penalty { until_ms: 0, strikes: 0 });
-        let joined =
-            Penalty { until_ms: held.until_ms.max(entry.until_ms), strikes: held.strikes.max(entry.strikes) };
-        let changed = joined != *held;
-        *held = joined;
-        self.unsaved |= changed;
-        changed
+    /// Sets this node's own fingerprint (known once the mesh's certificate
+    /// is loaded): penalties filed under the old one become its own.
+    pub fn set_own(&mut self, own: Fingerprint) {
+        let old = std::mem::replace(&mut self.own, own);
+        for imposed in self.map.values_mut() {
+            for (origin, _) in imposed.iter_mut() {
+                if *origin == old {
+                    *origin = own;
+                }
+            }
+        }
+    }
+
+    /// This node penalises `block` until at least `until_ms`, with at least
+    /// `strikes`; returns the penalty now in force (the join over origins).
+    pub fn extend(&mut self, block: WireBlock, until_ms: u64, strikes: u8) -> Penalty {
+        if !self.map.contains_key(&block) && self.map.len() >= self.cap {
+            self.evict_first_ending();
+        }
+        let own = self.own;
+        self.join(own, block, Penalty { until_ms, strikes });
+        let held = self.imposed_by(own, block).expect("just joined");
+        self.dirty.push(PenaltyEntry { block, until_ms: held.until_ms, strikes: held.strikes });
+        self.last(block).expect("just joined")
+    }
+
+    /// Takes in a penalty `origin` sent at `now_ms`, within `bounds`.
+    pub fn merge_from(
+        &mut self,
+        origin: Fingerprint,
+        entry: &PenaltyEntry,
+        bounds: PeerBounds,
+        now_ms: u64,
+    ) -> Taken {
+        let penalty = Penalty {
+            until_ms: entry.until_ms.min(now_ms.saturating_add(bounds.penalty_max_ms)),
+            strikes: entry.strikes.min(bounds.max_strikes),
+        };
+        let held = self.imposed_by(origin, entry.block);
+        if held.is_some_and(|h| h.join(penalty) == h) {
+            return Taken::Unchanged;
+        }
+        let minute = now_ms / 60_000;
+        let rate = self.rates.entry(origin).or_insert((minute, 0));
+        if rate.0 != minute {
+            *rate = (minute, 0);
+        }
+        if rate.1 >= bounds.per_minute || (held.is_none() && self.map.len() >= self.cap) {
+            return Taken::Dropped;
+        }
+        rate.1 += 1;
+        self.join(origin, entry.block, penalty);
+        Taken::Changed
+    }
+
+    /// Takes in a penalty from disk, unless its origin is revoked.
+    pub fn restore(&mut self, stored: &StoredPenalty, revoked: &[Fingerprint]) -> bool {
+        if revoked.contains(&stored.origin) {
+            return false;
+        }
+        let entry = &stored.entry;
+        self.join(stored.origin, entry.block, Penalty { until_ms: entry.until_ms, strikes: entry.strikes });
+        true
+    }
+
+    fn join(&mut self, origin: Fingerprint, block: WireBlock, penalty: Penalty) {
+        let imposed = self.map.entry(block).or_default();
+        match imposed.iter_mut().find(|(o, _)| *o == origin) {
+            Some((_, held)) => {
+                let joined = held.join(penalty);
+                self.unsaved |= joined != *held;
+                *held = joined;
+            }
+            None => {
+                imposed.push((origin, penalty));
+                self.unsaved = true;
+            }
+        }
+    }
+
+    fn imposed_by(&self, origin: Fingerprint, block: WireBlock) -> Option<Penalty> {
+        self.map.get(&block)?.iter().find(|(o, _)| *o == origin).map(|(_, p)| *p)
+    }
+
+    fn evict_first_ending(&mut self) {
+        let first = self.map.iter().min_by_key(|(_, imposed)| joined(imposed).until_ms).map(|(b, _)| *b);
+        if let Some(block) = first {
+            self.map.remove(&block);
+            self.unsaved = true;
+        }
+    }
+
+    /// Forgets every penalty `origin` imposed (revoked, or gone for good).
+    pub fn forget_origin(&mut self, origin: Fingerprint) -> usize {
+        let mut forgotten = 0;
+        self.map.retain(|_, imposed| {
+            let before = imposed.len();
+            imposed.retain(|(o, _)| *o != origin);
+            forgotten += before - imposed.len();
+            !imposed.is_empty()
+        });
+        self.rates.remove(&origin);
+        self.unsaved |= forgotten > 0;
+        forgotten
     }
 
     /// The last penalty of `block`, in force or ended, while it is remembered.
     pub fn last(&self, block: WireBlock) -> Option<Penalty> {
-        self.map.get(&block).copied()
+        self.map.get(&block).map(|imposed| joined(imposed))
     }
 
     /// The penalty on `block` if it is in force at `now_ms`.
     pub fn active(&self, block: WireBlock, now_ms: u64) -> Option<Penalty> {
-        self.map.get(&block).copied().filter(|p| p.until_ms > now_ms)
+        self.last(block).filter(|p| p.until_ms > now_ms)
     }
 
+    /// This node's own penalties changed since the last call.
     pub fn take_changes(&mut self) -> Vec<PenaltyEntry> {
         std::mem::take(&mut self.dirty)
     }
 
-    /// Every penalty still worth remembering (in force, or strikes to keep).
-    pub fn all(&self, now_ms: u64) -> Vec<PenaltyEntry> {
+    /// This node's own penalties still worth remembering: what it tells a
+    /// peer that connects.
+    pub fn own(&self, now_ms: u64) -> Vec<PenaltyEntry> {
+        let own = self.own;
+        self.stored(now_ms).into_iter().filter(|s| s.origin == own).map(|s| s.entry).collect()
+    }
+
+    /// The penalties in force at `now_ms`, joined per block.
+    pub fn in_force(&self, now_ms: u64) -> Vec<PenaltyEntry> {
         self.map
             .iter()
-            .filter(|(_, p)| p.until_ms + STRIKE_MEMORY_MS > now_ms)
-            .map(|(&block, p)| PenaltyEntry { block, until_ms: p.until_ms, strikes: p.strikes })
+            .map(|(&block, imposed)| (block, joined(imposed)))
+            .filter(|(_, p)| p.until_ms > now_ms)
+            .map(|(block, p)| PenaltyEntry { block, until_ms: p.until_ms, strikes: p.strikes })
             .collect()
     }
 
-    /// The penalties in force at `now_ms`.
-    pub fn in_force(&self, now_ms: u64) -> Vec<PenaltyEntry> {
-        self.all(now_ms).into_iter().filter(|p| p.until_ms > now_ms).collect()
+    /// Every penalty still worth remembering, with its origin.
+    pub fn stored(&self, now_ms: u64) -> Vec<StoredPenalty> {
+        self.map
+            .iter()
+            .flat_map(|(&block, imposed)| {
+                imposed.iter().map(move |&(origin, p)| StoredPenalty {
+                    origin,
+                    entry: PenaltyEntry { block, until_ms: p.until_ms, strikes: p.strikes },
+                })
+            })
+            .filter(|s| s.entry.until_ms + STRIKE_MEMORY_MS > now_ms)
+            .collect()
     }
 
     /// A snapshot for disk if anything changed since the last one.
-    pub fn unsaved(&mut self, now_ms: u64) -> Option<Vec<PenaltyEntry>> {
-        std::mem::take(&mut self.unsaved).then(|| self.all(now_ms))
+    pub fn unsaved(&mut self, now_ms: u64) -> Option<Vec<StoredPenalty>> {
+        std::mem::take(&mut self.unsaved).then(|| self.stored(now_ms))
     }
 
     /// Forgets penalties whose strikes have expired.
     pub fn sweep(&mut self, now_ms: u64) {
-        self.map.retain(|_, p| p.until_ms + STRIKE_MEMORY_MS > now_ms);
+        self.map.retain(|_, imposed| {
+            imposed.retain(|(_, p)| p.until_ms + STRIKE_MEMORY_MS > now_ms);
+            !imposed.is_empty()
+        });
     }
+
+    /// Blocks with a penalty remembered.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+fn joined(imposed: &[(Fingerprint, Penalty)]) -> Penalty {
+    imposed.iter().fold(Penalty { until_ms: 0, strikes: 0 }, |acc, (_, p)| acc.join(*p))
 }
 
 #[cfg(test)]
@@ -90,22 +285,105 @@ mod tests {
     use super::*;
 
     const B: WireBlock = WireBlock { net: 0xC000_0200, prefix: 24 };
+    const OWN: Fingerprint = [0; 16];
+    const PEER: Fingerprint = [1; 16];
+    const OTHER: Fingerprint = [2; 16];
+
+    fn entry(until_ms: u64, strikes: u8) -> PenaltyEntry {
+        PenaltyEntry { block: B, until_ms, strikes }
+    }
 
     #[test]
-    fn merging_is_a_join() {
-        let mut a = Penalties::default();
-        let e1 = PenaltyEntry { block: B, until_ms: 100, strikes: 1 };
-        let e2 = PenaltyEntry { block: B, until_ms: 50, strikes: 3 };
-        assert!(a.merge(&e1) && a.merge(&e2));
-        assert!(!a.merge(&e1), "idempotent");
-        let mut b = Penalties::default();
-        b.merge(&e2);
-        b.merge(&e1);
-        assert_eq!(a.active(B, 0), b.active(B, 0));
+    fn merging_is_a_join_per_origin() {
+        let bounds = PeerBounds::default();
+        let mut a = Penalties::new(OWN, 100);
+        assert_eq!(a.merge_from(PEER, &entry(100, 1), bounds, 0), Taken::Changed);
+        assert_eq!(a.merge_from(OTHER, &entry(50, 3), bounds, 0), Taken::Changed);
+        assert_eq!(a.merge_from(PEER, &entry(100, 1), bounds, 0), Taken::Unchanged, "idempotent");
+        let mut b = Penalties::new(OWN, 100);
+        b.merge_from(OTHER, &entry(50, 3), bounds, 0);
+        b.merge_from(PEER, &entry(100, 1), bounds, 0);
+        assert_eq!(a.active(B, 0), b.active(B, 0), "in any order");
         assert_eq!(a.active(B, 0), Some(Penalty { until_ms: 100, strikes: 3 }));
         assert_eq!(a.active(B, 100), None, "over at its end");
         assert_eq!(a.last(B), Some(Penalty { until_ms: 100, strikes: 3 }), "but remembered");
         a.sweep(100 + STRIKE_MEMORY_MS);
         assert_eq!(a.last(B), None, "for a day");
+    }
+
+    #[test]
+    fn a_peer_imposes_no_more_than_its_bounds() {
+        let bounds = PeerBounds { penalty_max_ms: 1_000, max_strikes: 4, per_minute: 10 };
+        let mut p = Penalties::new(OWN, 1_000);
+        p.merge_from(PEER, &entry(u64::MAX, 200), bounds, 5_000);
+        assert_eq!(p.active(B, 5_000), Some(Penalty { until_ms: 6_000, strikes: 4 }));
+        // Ten new penalties a minute, then the rest of the minute is dropped.
+        let many =
+            |n: u64| PenaltyEntry { block: WireBlock { net: n, prefix: 24 }, until_ms: 5_500, strikes: 1 };
+        let taken: Vec<Taken> = (1..=20).map(|n| p.merge_from(PEER, &many(n), bounds, 5_000)).collect();
+        assert_eq!(taken.iter().filter(|t| **t == Taken::Changed).count(), 9, "one was used above");
+        assert_eq!(p.merge_from(OTHER, &many(100), bounds, 5_000), Taken::Changed, "per origin");
+        assert_eq!(p.merge_from(PEER, &many(200), bounds, 60_000), Taken::Changed, "the next minute");
+    }
+
+    #[test]
+    fn an_origins_penalties_go_with_it_and_the_others_stay() {
+        let bounds = PeerBounds::default();
+        let mut p = Penalties::new(OWN, 100);
+        p.merge_from(PEER, &entry(1_000, 1), bounds, 0);
+        p.merge_from(OTHER, &entry(500, 1), bounds, 0);
+        assert_eq!(p.forget_origin(PEER), 1);
+        assert_eq!(p.active(B, 0), Some(Penalty { until_ms: 500, strikes: 1 }));
+        assert_eq!(p.forget_origin(OTHER), 1);
+        assert_eq!(p.active(B, 0), None);
+    }
+
+    #[test]
+    fn a_revoked_origin_is_not_restored_from_disk() {
+        let mut p = Penalties::new(OWN, 100);
+        p.extend(B, 1_000, 1);
+        p.merge_from(
+            PEER,
+            &PenaltyEntry { block: WireBlock { net: 7, prefix: 24 }, ..entry(2_000, 1) },
+            PeerBounds::default(),
+            0,
+        );
+        let disk = p.unsaved(0).unwrap();
+        assert_eq!(disk.len(), 2);
+        let mut restarted = Penalties::new(OWN, 100);
+        let restored = disk.iter().filter(|s| restarted.restore(s, &[PEER])).count();
+        assert_eq!(restored, 1);
+        assert!(restarted.active(B, 0).is_some());
+        assert!(restarted.active(WireBlock { net: 7, prefix: 24 }, 0).is_none());
+    }
+
+    #[test]
+    fn only_own_penalties_are_told_to_peers() {
+        let mut p = Penalties::new(OWN, 100);
+        p.extend(B, 1_000, 1);
+        p.merge_from(
+            PEER,
+            &PenaltyEntry { block: WireBlock { net: 7, prefix: 24 }, ..entry(2_000, 1) },
+            PeerBounds::default(),
+            0,
+        );
+        assert_eq!(p.own(0), vec![entry(1_000, 1)]);
+        assert_eq!(p.take_changes(), vec![entry(1_000, 1)]);
+    }
+
+    #[test]
+    fn a_million_penalties_keep_the_table_at_its_cap() {
+        let bounds = PeerBounds { per_minute: u32::MAX, ..PeerBounds::default() };
+        let mut p = Penalties::new(OWN, 10_000);
+        for n in 0..1_000_000u64 {
+            let e = PenaltyEntry { block: WireBlock { net: n, prefix: 24 }, until_ms: 1_000 + n, strikes: 1 };
+            p.merge_from(PEER, &e, bounds, 0);
+        }
+        assert_eq!(p.len(), 10_000, "a peer's beyond the cap are dropped");
+        for n in 0..2_000u64 {
+            p.extend(WireBlock { net: 2_000_000 + n, prefix: 24 }, 10_000_000, 1);
+        }
+        assert_eq!(p.len(), 10_000, "own ones push out the first ending");
+        assert!(p.active(WireBlock { net: 2_001_999, prefix: 24 }, 0).is_some());
     }
 }

@@ -8,8 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use magicmx_proto::wire::{PenaltyEntry, WireBlock};
 use magicmx_proto::SourceBlock;
 
-use crate::counts::{BlockView, Caps, Counts, Kind, Periods, Rates};
-use crate::penalties::{Penalties, Penalty};
+use crate::counts::{BlockView, Caps, Counts, Fingerprint, Kind, Periods, Rates};
+use crate::penalties::{Penalties, Penalty, StoredPenalty};
 
 pub struct Tally {
     pub(crate) counts: Mutex<Counts>,
@@ -38,7 +38,7 @@ impl Tally {
     pub fn new(periods: Periods, max_tracked: usize) -> Tally {
         Tally {
             counts: Mutex::new(Counts::new([0; 16], periods)),
-            penalties: Mutex::new(Penalties::default()),
+            penalties: Mutex::new(Penalties::new([0; 16], max_tracked)),
             max_tracked,
         }
     }
@@ -99,17 +99,24 @@ impl Tally {
         self.penalties.lock().unwrap().in_force(now_ms)
     }
 
-    /// Penalties as they should be on disk, if they changed since last asked.
-    pub fn penalties_to_save(&self, now_ms: u64) -> Option<Vec<PenaltyEntry>> {
+    /// Penalties as they should be on disk, with their origins, if they
+    /// changed since last asked.
+    pub fn penalties_to_save(&self, now_ms: u64) -> Option<Vec<StoredPenalty>> {
         self.penalties.lock().unwrap().unsaved(now_ms)
     }
 
-    /// Takes in penalties from disk.
-    pub fn restore_penalties(&self, entries: &[PenaltyEntry]) {
+    /// Takes in penalties from disk, but none imposed by a `revoked` origin;
+    /// how many were taken.
+    pub fn restore_penalties(&self, stored: &[StoredPenalty], revoked: &[Fingerprint]) -> usize {
         let mut penalties = self.penalties.lock().unwrap();
-        for entry in entries {
-            penalties.merge(entry);
-        }
+        stored.iter().filter(|s| penalties.restore(s, revoked)).count()
+    }
+
+    /// Sets this node's fingerprint in the mesh, the origin of its own
+    /// counts and penalties.
+    pub fn set_own(&self, own: Fingerprint) {
+        self.counts.lock().unwrap().set_own(own);
+        self.penalties.lock().unwrap().set_own(own);
     }
 
     /// Forgets what has decayed; sheds the weakest registers over the budget.

@@ -101,6 +101,11 @@ pub fn load(
     transport
         .max_idle_timeout(Some(idle.try_into().map_err(|_| Error::Tls("idle time-out too long".into()))?));
     transport.keep_alive_interval(Some(idle / 3));
+    // What one connection can make this node buffer: 16 MiB unread in all,
+    // 16 streams open at once (one frame each).
+    transport.receive_window(quinn::VarInt::from_u32(16 * 1024 * 1024));
+    transport.stream_receive_window(quinn::VarInt::from_u32(4 * 1024 * 1024));
+    transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(16));
     let transport = Arc::new(transport);
 
     let quic_server =

@@ -1,9 +1,17 @@
 //! QUIC between nodes (quinn): one endpoint per node, serving and dialling.
 //! SWIM packets go out as datagrams (SWIM expects loss); counts go on a uni
 //! stream each (reliable). Every new outgoing connection first carries the
-//! node's whole state (the "greeting"), so whatever died with an old
-//! connection is made good. Each incoming frame is handed on with the
-//! authenticated fingerprint of the peer that sent it.
+//! node's whole state (the "greeting", in frames of bounded size), so
+//! whatever died with an old connection is made good. Each incoming frame is
+//! handed on with the authenticated fingerprint of the peer that sent it and
+//! the address it came from; the transport also remembers which fingerprint
+//! each address proved by a handshake, so that only members who did count.
+//!
+//! What peers can make this node hold is bounded: a peer reads one frame at
+//! a time per connection (at most [`MAX_FRAME`]), at most
+//! [`CONNECTIONS_PER_PEER`] connections per certificate are served, and
+//! frames waiting to be processed hold at most [`INBOX_BYTES`] in all; a
+//! peer past that waits, and QUIC's flow control slows it down.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,7 +21,7 @@ use std::time::Duration;
 
 use magicmx_proto::wire::MAX_FRAME;
 use quinn::{Connection, Endpoint};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::counts::Fingerprint;
 use crate::pki::MESH_NAME;
@@ -30,13 +38,28 @@ pub struct Stats {
     pub frames_dropped: AtomicU64,
     /// Handshakes refused (wrong CA, expired, revoked, no certificate).
     pub handshakes_refused: AtomicU64,
+    /// Connections closed because their peer had [`CONNECTIONS_PER_PEER`] already.
+    pub connections_refused: AtomicU64,
+    /// The most bytes of frames ever waiting in the inbox at once.
+    pub inbox_peak_bytes: AtomicU64,
 }
 
-/// A frame from a peer: who sent it (certificate fingerprint) and its bytes.
-pub type Inbound = (Fingerprint, Vec<u8>);
+/// Frames received and not yet processed hold at most this many bytes.
+pub const INBOX_BYTES: usize = 64 * 1024 * 1024;
+/// Connections served at once per peer certificate.
+pub const CONNECTIONS_PER_PEER: usize = 4;
 
-/// Makes the frame sent first on every new connection.
-pub type Greeting = Box<dyn Fn() -> Arc<Vec<u8>> + Send + Sync>;
+/// A frame from a peer: who sent it (certificate fingerprint), from where,
+/// and its bytes, which count against the inbox's budget until dropped.
+pub struct Inbound {
+    pub peer: Fingerprint,
+    pub from: SocketAddr,
+    pub bytes: Vec<u8>,
+    _budget: OwnedSemaphorePermit,
+}
+
+/// Makes the frames sent first on every new connection, in order.
+pub type Greeting = Box<dyn Fn() -> Vec<Arc<Vec<u8>>> + Send + Sync>;
 
 /// How a frame travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +81,8 @@ pub struct Transport {
     /// One dial at a time per address; the others wait for its connection.
     dialing: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>>,
     greeting: Mutex<Option<Greeting>>,
+    /// The certificate each address proved, by a handshake either way.
+    authenticated: Arc<Mutex<HashMap<SocketAddr, Fingerprint>>>,
     pub stats: Arc<Stats>,
 }
 
@@ -77,13 +102,16 @@ impl Transport {
             isolated: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             dialing: Mutex::new(HashMap::new()),
             greeting: Mutex::new(None),
+            authenticated: Arc::new(Mutex::new(HashMap::new())),
             stats: Arc::new(Stats::default()),
         });
         let shared = AcceptShared {
             inbox,
+            budget: Arc::new(Semaphore::new(INBOX_BYTES)),
             stats: transport.stats.clone(),
             inbound: transport.inbound.clone(),
             isolated: transport.isolated.clone(),
+            authenticated: transport.authenticated.clone(),
         };
         tokio::spawn(accept_loop(endpoint, shared));
         Ok(transport)
@@ -91,6 +119,25 @@ impl Transport {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.endpoint.local_addr().expect("bound endpoint")
+    }
+
+    /// The certificate fingerprint `addr` proved in a handshake, if any.
+    pub fn authenticated(&self, addr: SocketAddr) -> Option<Fingerprint> {
+        self.authenticated.lock().unwrap().get(&addr).copied()
+    }
+
+    /// Forgets what `addr` proved (its node has left for good).
+    pub fn forget_authenticated(&self, addr: SocketAddr) {
+        self.authenticated.lock().unwrap().remove(&addr);
+    }
+
+    /// Dials `to` if there is no connection yet; the fingerprint it proved.
+    pub async fn authenticate(&self, to: SocketAddr) -> Option<Fingerprint> {
+        if self.isolated.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.connection(to).await?;
+        self.authenticated(to)
     }
 
     /// Sets what every new connection carries first.
@@ -150,10 +197,13 @@ impl Transport {
         };
         match tokio::time::timeout(Duration::from_secs(2), connecting).await {
             Ok(Ok(conn)) => {
+                if let Some(fingerprint) = peer_fingerprint(&conn) {
+                    self.authenticated.lock().unwrap().insert(to, fingerprint);
+                }
                 self.connections.lock().unwrap().insert(to, conn.clone());
                 let greeting = self.greeting.lock().unwrap().as_ref().map(|make| make());
-                if let Some(greeting) = greeting {
-                    self.send_on(&conn, to, &greeting, Delivery::Stream).await;
+                for frame in greeting.unwrap_or_default() {
+                    self.send_on(&conn, to, &frame, Delivery::Stream).await;
                 }
                 Some(conn)
             }
@@ -199,11 +249,15 @@ async fn send_stream(conn: &Connection, frame: &[u8]) -> Result<(), String> {
 }
 
 /// What the accept loop shares with the transport.
+#[derive(Clone)]
 struct AcceptShared {
     inbox: mpsc::Sender<Inbound>,
+    /// Bytes of frames waiting in the inbox ([`INBOX_BYTES`]).
+    budget: Arc<Semaphore>,
     stats: Arc<Stats>,
     inbound: Arc<Mutex<Vec<Connection>>>,
     isolated: Arc<std::sync::atomic::AtomicBool>,
+    authenticated: Arc<Mutex<HashMap<SocketAddr, Fingerprint>>>,
 }
 
 async fn accept_loop(endpoint: Endpoint, shared: AcceptShared) {
@@ -212,14 +266,14 @@ async fn accept_loop(endpoint: Endpoint, shared: AcceptShared) {
             incoming.refuse();
             continue;
         }
-        let (inbox, stats, inbound) = (shared.inbox.clone(), shared.stats.clone(), shared.inbound.clone());
+        let shared = shared.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             let conn = match incoming.await {
                 Ok(conn) => conn,
                 // This side refused the peer (its certificate, mostly).
                 Err(error @ quinn::ConnectionError::TransportError(_)) => {
-                    stats.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                    shared.stats.handshakes_refused.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(peer = %remote, %error, "mesh peer refused at the handshake");
                     return;
                 }
@@ -230,15 +284,24 @@ async fn accept_loop(endpoint: Endpoint, shared: AcceptShared) {
                 }
             };
             let Some(peer) = peer_fingerprint(&conn) else {
-                stats.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                shared.stats.handshakes_refused.fetch_add(1, Ordering::Relaxed);
                 return;
             };
             {
-                let mut inbound = inbound.lock().unwrap();
+                let mut inbound = shared.inbound.lock().unwrap();
                 inbound.retain(|c| c.close_reason().is_none());
+                let open = inbound.iter().filter(|c| peer_fingerprint(c) == Some(peer)).count();
+                if open >= CONNECTIONS_PER_PEER {
+                    drop(inbound);
+                    shared.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(peer = %remote, "mesh peer has too many connections; closed");
+                    conn.close(0u32.into(), b"too many connections");
+                    return;
+                }
                 inbound.push(conn.clone());
             }
-            serve(conn, peer, inbox, stats).await;
+            shared.authenticated.lock().unwrap().insert(remote, peer);
+            serve(conn, peer, remote, &shared).await;
         });
     }
 }
@@ -249,8 +312,10 @@ fn peer_fingerprint(conn: &Connection) -> Option<Fingerprint> {
     certs.first().map(|c| fingerprint(c))
 }
 
-/// Reads frames from one authenticated peer until the connection ends.
-async fn serve(conn: Connection, peer: Fingerprint, inbox: mpsc::Sender<Inbound>, stats: Arc<Stats>) {
+/// Reads frames from one authenticated peer until the connection ends, one
+/// at a time, each waiting for room in the inbox.
+async fn serve(conn: Connection, peer: Fingerprint, from: SocketAddr, shared: &AcceptShared) {
+    let stats = &shared.stats;
     loop {
         let frame = tokio::select! {
             stream = conn.accept_uni() => match stream {
@@ -271,7 +336,12 @@ async fn serve(conn: Connection, peer: Fingerprint, inbox: mpsc::Sender<Inbound>
         };
         stats.bytes_received.fetch_add(frame.len() as u64, Ordering::Relaxed);
         stats.frames_received.fetch_add(1, Ordering::Relaxed);
-        if inbox.send((peer, frame)).await.is_err() {
+        let cost = u32::try_from(frame.len().max(1)).unwrap_or(u32::MAX);
+        let Ok(budget) = shared.budget.clone().acquire_many_owned(cost).await else { return };
+        let waiting = INBOX_BYTES - shared.budget.available_permits();
+        stats.inbox_peak_bytes.fetch_max(waiting as u64, Ordering::Relaxed);
+        let inbound = Inbound { peer, from, bytes: frame, _budget: budget };
+        if shared.inbox.send(inbound).await.is_err() {
             return;
         }
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use magicmx_gossip::transport::{Delivery, Transport};
 use magicmx_gossip::{pki, tls, Caps, Kind, Mesh, MeshSettings};
-use magicmx_proto::wire::{encode, CountEntry, Counts, Frame};
+use magicmx_proto::wire::{encode, CountEntry, Counts, Frame, PenaltyEntry, WireBlock};
 use magicmx_proto::SourceBlock;
 
 const INTERVAL: Duration = Duration::from_millis(200);
@@ -23,9 +23,16 @@ fn settings(dir: &Path, ca_key: &str, name: &str) -> MeshSettings {
 }
 
 async fn mesh(dir: &Path, n: usize) -> (String, Vec<Mesh>) {
+    mesh_with(dir, n, |_| {}).await
+}
+
+/// A mesh of `n` whose first node's settings `tweak` changes.
+async fn mesh_with(dir: &Path, n: usize, tweak: impl FnOnce(&mut MeshSettings)) -> (String, Vec<Mesh>) {
     let ca = pki::new_ca(1).unwrap();
     std::fs::write(dir.join("ca.pem"), &ca.cert).unwrap();
-    let first = Mesh::start(settings(dir, &ca.key, "n0")).await.unwrap();
+    let mut first = settings(dir, &ca.key, "n0");
+    tweak(&mut first);
+    let first = Mesh::start(first).await.unwrap();
     let seed = first.local_addr();
     let mut nodes = vec![first];
     for i in 1..n {
@@ -56,6 +63,33 @@ fn block(n: u8) -> SourceBlock {
     SourceBlock::of_default(format!("203.0.113.{n}").parse().unwrap())
 }
 
+fn now_ms() -> u64 {
+    magicmx_gossip::tally::now_ms()
+}
+
+/// A transport holding a valid certificate of the mesh, speaking the wire
+/// format, but no member.
+fn hostile(dir: &Path, ca_key: &str, name: &str) -> Arc<Transport> {
+    transport_for(&settings(dir, ca_key, name))
+}
+
+/// A transport with the certificate of `bad`.
+fn transport_for(bad: &MeshSettings) -> Arc<Transport> {
+    let config = tls::load(&bad.ca_cert, &bad.cert, &bad.key, vec![], Duration::from_secs(10)).unwrap();
+    let (inbox, frames) = tokio::sync::mpsc::channel(16);
+    // What comes back is read and thrown away.
+    tokio::spawn(async move {
+        let mut frames = frames;
+        while frames.recv().await.is_some() {}
+    });
+    Transport::bind("127.0.0.1:0".parse().unwrap(), config, inbox).unwrap()
+}
+
+fn counts_frame(entries: Vec<CountEntry>, penalties: Vec<PenaltyEntry>) -> Arc<Vec<u8>> {
+    let frame = Counts { round: 1, full: false, more: false, base_ms: now_ms(), entries, penalties };
+    Arc::new(encode(&Frame::Counts(frame)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_peer_is_capped_or_dropped_and_honest_nodes_keep_their_limits() {
     let dir = tempfile::tempdir().unwrap();
@@ -81,6 +115,7 @@ async fn a_hostile_peer_is_capped_or_dropped_and_honest_nodes_keep_their_limits(
     let inflated = Frame::Counts(Counts {
         round: 1,
         full: false,
+        more: false,
         base_ms: now,
         entries: vec![entry(1.0e6)],
         penalties: vec![],
@@ -88,6 +123,7 @@ async fn a_hostile_peer_is_capped_or_dropped_and_honest_nodes_keep_their_limits(
     let nonsense = Frame::Counts(Counts {
         round: 2,
         full: false,
+        more: false,
         base_ms: now,
         entries: vec![entry(f32::NAN), entry(-3.0), entry(f32::INFINITY)],
         penalties: vec![],
@@ -152,4 +188,137 @@ async fn a_node_cut_off_keeps_its_share_and_converges_after_the_heal() {
     let rates: Vec<f64> = nodes.iter().map(|m| m.rate(b, Caps::NONE).recipients).collect();
     assert!(converged, "every node sees both sides' counts after the heal: {rates:?}");
     assert_eq!(nodes[2].heard_share(), (2, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_cannot_prove_its_address_counts_nowhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_key, nodes) = mesh(dir.path(), 2).await;
+    // A node with a valid certificate claiming an address where nobody
+    // answers (as SWIM gossip naming a ghost would).
+    let mut ghost = settings(dir.path(), &ca_key, "ghost");
+    ghost.seeds = vec![nodes[0].local_addr()];
+    ghost.advertise = Some("127.0.0.99:9".parse().unwrap());
+    let ghost = Mesh::start(ghost).await.unwrap();
+    assert!(
+        wait(Duration::from_secs(20), || nodes[0].unverified() >= 1).await,
+        "SWIM names the ghost to node 0"
+    );
+    tokio::time::sleep(INTERVAL * 10).await;
+    assert_eq!(nodes[0].heard_share(), (1, 1), "the share counts the proved member only");
+    assert!(
+        nodes[0].peers().iter().all(|p| p.addr.ip().to_string() != "127.0.0.99"),
+        "the ghost's address is no mesh address: {:?}",
+        nodes[0].peers()
+    );
+    ghost.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_peer_imposes_penalties_only_within_its_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_key, nodes) = mesh(dir.path(), 2).await;
+    let hostile = hostile(dir.path(), &ca_key, "hostile");
+    let victim = magicmx_gossip::tally::wire_block(block(7));
+    let forever = PenaltyEntry { block: victim, until_ms: u64::MAX, strikes: 200 };
+    let mut penalties = vec![forever];
+    penalties.extend((1..=1_500u64).map(|n| PenaltyEntry {
+        block: WireBlock { net: 0x0A00_0000 + (n << 8), prefix: 24 },
+        until_ms: now_ms() + 60_000,
+        strikes: 1,
+    }));
+    hostile.send(nodes[0].local_addr(), counts_frame(vec![], penalties), Delivery::Stream).await;
+    assert!(
+        wait(Duration::from_secs(10), || nodes[0].dropped_penalties() >= 501).await,
+        "past 1,000 a minute the peer's penalties are dropped: {}",
+        nodes[0].dropped_penalties()
+    );
+    let now = now_ms();
+    let held = nodes[0].tally().penalty(block(7), now).expect("taken, within bounds");
+    assert!(held.until_ms <= now + 24 * 3600 * 1000, "cut to penalty_max: {held:?}");
+    assert!(held.strikes <= 8, "strikes cut: {held:?}");
+    hostile.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn penalties_leave_with_a_member_gone_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, nodes) = mesh_with(dir.path(), 2, |s| s.forget_after = Duration::from_secs(2)).await;
+    let now = now_ms();
+    nodes[1].tally().penalise(block(9), now + 3_600_000, 1);
+    assert!(
+        wait(Duration::from_secs(10), || nodes[0].tally().penalty(block(9), now_ms()).is_some()).await,
+        "node 0 learns node 1's penalty"
+    );
+    nodes[1].shutdown();
+    let forgotten = wait(Duration::from_secs(60), || {
+        nodes[0].heard_share() == (0, 0) && nodes[0].tally().penalty(block(9), now_ms()).is_none()
+    })
+    .await;
+    assert!(forgotten, "node 1 is forgotten with its penalty: {:?}", nodes[0].heard_share());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_tracking_a_million_blocks_brings_a_new_peer_up_to_date() {
+    const BLOCKS: u32 = 1_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_key, nodes) = mesh_with(dir.path(), 1, |s| s.max_tracked = 3_000_000).await;
+    let now = now_ms();
+    for n in 0..BLOCKS {
+        let block = SourceBlock::of_default(std::net::Ipv4Addr::from(n << 8).into());
+        nodes[0].tally().record(block, Kind::Recipient, now);
+    }
+    let mut late = settings(dir.path(), &ca_key, "late");
+    late.seeds = vec![nodes[0].local_addr()];
+    late.max_tracked = 3_000_000;
+    let late = Mesh::start(late).await.unwrap();
+    let caught_up = wait(Duration::from_secs(120), || late.tally().tracked().0 >= BLOCKS as usize).await;
+    assert!(caught_up, "the newcomer holds {} of {BLOCKS} blocks", late.tally().tracked().0);
+    assert_eq!(late.stats().frames_dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
+    late.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_peer_is_held_to_its_connections_and_the_inbox_to_its_bytes() {
+    use magicmx_gossip::transport::{CONNECTIONS_PER_PEER, INBOX_BYTES};
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_key, nodes) = mesh(dir.path(), 2).await;
+    let target = nodes[0].local_addr();
+    // Frames of 100,000 entries (about 3 MiB), each slow to merge.
+    let entries: Vec<CountEntry> = (0..100_000u64)
+        .map(|n| CountEntry {
+            block: WireBlock { net: 0x0B00_0000 + (n << 8), prefix: 24 },
+            recipients: 1.0,
+            connections: 1.0,
+            age_ms: 0,
+            seq: 0,
+            open: vec![],
+        })
+        .collect();
+    let frame = counts_frame(entries, vec![]);
+    // One certificate, six connections, ten frames each.
+    let flooder = settings(dir.path(), &ca_key, "flooder");
+    let floods: Vec<_> = (0..CONNECTIONS_PER_PEER + 2)
+        .map(|_| {
+            let (transport, frame) = (transport_for(&flooder), frame.clone());
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    transport.send(target, frame.clone(), Delivery::Stream).await;
+                }
+                transport
+            })
+        })
+        .collect();
+    let _ = floods;
+    let stats = nodes[0].stats();
+    let _ = wait(Duration::from_secs(30), || stats.frames_received.load(Relaxed) >= 40).await;
+    assert!(stats.inbox_peak_bytes.load(Relaxed) <= INBOX_BYTES as u64);
+    assert!(
+        wait(Duration::from_secs(10), || stats.connections_refused.load(Relaxed) >= 2).await,
+        "connections past {CONNECTIONS_PER_PEER} for one certificate are closed"
+    );
+    // The honest peer is still heard.
+    nodes[1].record(block(3), Kind::Recipient);
+    assert!(wait(Duration::from_secs(30), || nodes[0].rate(block(3), Caps::NONE).recipients > 0.9).await);
 }

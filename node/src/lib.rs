@@ -108,7 +108,18 @@ impl Node {
         let dns = Arc::new(Dns::new(&settings.dns)?);
         let outbound = Outbound::new(dns.clone(), settings.delivery.clone(), smtp_addrs.clone())?;
         let tally = Arc::new(Tally::new(Periods::default(), settings.max_tracked));
-        tally.restore_penalties(&queue.load_penalties()?);
+        // Penalties imposed by a node since revoked are not taken back.
+        let revoked: Vec<[u8; 16]> = settings
+            .mesh
+            .iter()
+            .flat_map(|m| &m.revoked)
+            .map(|fp| fp[..16].try_into().expect("16 of 32 bytes"))
+            .collect();
+        let stored = queue.load_penalties()?;
+        let restored = tally.restore_penalties(&stored, &revoked);
+        if restored < stored.len() {
+            tracing::info!(dropped = stored.len() - restored, "penalties imposed by revoked nodes dropped");
+        }
         let mesh = match &settings.mesh {
             Some(mesh) => Some(
                 Mesh::start_with(mesh.clone(), tally.clone())

@@ -95,12 +95,9 @@ impl UnansweredMessages {
     }
 
     /// Messages remembered as unanswered.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.by_fingerprint.lock().unwrap().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The unanswered message this one repeats, taken off the list.

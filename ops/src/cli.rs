@@ -161,6 +161,11 @@ enum MeshCommand {
         #[arg(long, default_value_t = 365)]
         days: i64,
     },
+    /// Print a node certificate's SHA-256 fingerprint, as `mesh.revoked` takes it.
+    Fingerprint {
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -230,6 +235,9 @@ pub fn main() -> ExitCode {
             report(crate::pki_files::issue(&ca, &name, &out, days).map(|()| {
                 println!("node {name}: {}/node.pem, node.key and mesh-ca.pem", out.display());
             }))
+        }
+        Command::Mesh(MeshCommand::Fingerprint { cert }) => {
+            report(crate::pki_files::fingerprint(&cert).map(|fp| println!("{fp}")))
         }
     }
 }

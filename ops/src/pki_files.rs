@@ -47,6 +47,17 @@ pub fn issue(ca_dir: &Path, name: &str, out: &Path, days: i64) -> anyhow::Result
     Ok(())
 }
 
+/// The SHA-256 fingerprint of the (first) certificate in the PEM file
+/// `cert`, as hex pairs joined by colons (as `openssl x509 -fingerprint
+/// -sha256` prints it, and as `mesh.revoked` takes it).
+pub fn fingerprint(cert: &Path) -> anyhow::Result<String> {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_file(cert)
+        .with_context(|| format!("{}: no PEM certificate", cert.display()))?;
+    let digest = magicmx_gossip::tls::sha256(&der);
+    Ok(digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"))
+}
+
 fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
     let mut file = fs::OpenOptions::new()
         .write(true)

@@ -5,11 +5,15 @@
 use serde::{Deserialize, Serialize};
 
 /// The first byte of every frame. Version 2 added a register's `seq` and
-/// its open transactions; nodes of version 1 and 2 do not understand each
-/// other (upgrade the whole mesh together).
-pub const VERSION: u8 = 2;
-/// Largest frame accepted (a full state of ~200,000 blocks).
+/// its open transactions; version 3 sends the whole state in pieces
+/// (`more`) and only the sender's own penalties. Nodes of different
+/// versions do not understand each other (upgrade the whole mesh together).
+pub const VERSION: u8 = 3;
+/// Largest frame accepted.
 pub const MAX_FRAME: usize = 4 * 1024 * 1024;
+/// Entries per frame when the whole state is sent (about 1 MiB a frame,
+/// well under [`MAX_FRAME`] even with open transactions).
+pub const STATE_CHUNK: usize = 16_384;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Frame {
@@ -24,8 +28,10 @@ pub enum Frame {
 pub struct Counts {
     /// The sender's round number, increasing.
     pub round: u64,
-    /// True when this is the sender's whole state (to a newly seen peer).
+    /// True when this is (a piece of) the sender's whole state (to a newly seen peer).
     pub full: bool,
+    /// More pieces of this state follow: the round is not complete yet.
+    pub more: bool,
     /// Unix milliseconds; entry times are offsets below it.
     pub base_ms: u64,
     pub entries: Vec<CountEntry>,
@@ -126,6 +132,7 @@ mod tests {
         let frame = Frame::Counts(Counts {
             round: 7,
             full: false,
+            more: false,
             base_ms: 1_795_000_000_000,
             entries: vec![entry.clone(); 100],
             penalties: vec![],

@@ -8,7 +8,7 @@ use magicmx::config::Config;
 use magicmx_gossip::Caps;
 use magicmx_node::Node;
 use magicmx_proto::SourceBlock;
-use magicmx_tests::{magicmx, specs, wait_for_mesh, NodeProcess, Spec};
+use magicmx_tests::{magicmx, specs, wait_for_mesh, wait_until, NodeProcess, Spec};
 
 #[test]
 fn the_cli_makes_a_ca_node_certificates_and_a_checkable_node_directory() {
@@ -88,3 +88,71 @@ async fn wait(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     }
     done()
 }
+
+/// The first reply line a client from `source` gets at `node`.
+fn greeting_from(source: &str, node: std::net::SocketAddr) -> String {
+    let stream = magicmx_tests::connect_from(source, node);
+    magicmx_tests::RawClient::from_stream(stream).reply()
+}
+
+#[test]
+fn restarting_the_nodes_after_revoking_one_leaves_none_of_its_penalties() {
+    let root = tempfile::tempdir().unwrap();
+    let specs = specs(root.path(), 3, true, "recipients_per_hour = 3");
+    let nodes: Vec<NodeProcess> = specs.iter().map(Spec::start).collect();
+    assert!(wait_for_mesh(&nodes, Duration::from_secs(30)), "the mesh formed");
+
+    // A sender from 127.0.91.0/24 goes over its limit at n2 until n2 penalises the block.
+    let spammer = "127.0.91.1";
+    let penalised = (0..20).any(|n| {
+        let out = magicmx_tests::python(SEND_ONE, &[&specs[2].smtp.to_string(), spammer, &n.to_string()]);
+        out.starts_with("421")
+    });
+    assert!(penalised, "n2 penalised the block");
+    // n0 and n1 learn the penalty, and save it with its origin.
+    for spec in &specs[..2] {
+        let refused = wait_until(Duration::from_secs(10), || {
+            greeting_from(spammer, spec.smtp_addr()).starts_with("421")
+        });
+        assert!(refused, "{} refuses the block n2 penalised", spec.name);
+    }
+    std::thread::sleep(Duration::from_secs(6));
+
+    // n2's certificate is revoked; every node restarts, n0 without the revocation (the control).
+    let (ok, fingerprint) =
+        magicmx(&["mesh", "fingerprint", "--cert", specs[2].dir.join("node.pem").to_str().unwrap()]);
+    assert!(ok && fingerprint.trim().len() == 95, "{fingerprint}");
+    for node in nodes {
+        node.stop();
+    }
+    let revoked = format!("gossip_interval = \"200ms\"\nrevoked = [\"{}\"]\n", fingerprint.trim());
+    let config = specs[1].config().replace("gossip_interval = \"200ms\"\n", &revoked);
+    let n1 = NodeProcess::start(&specs[1].dir, &config, specs[1].smtp_addr());
+    let n0 = specs[0].start();
+    assert!(greeting_from(spammer, specs[0].smtp_addr()).starts_with("421"), "kept across a restart");
+    assert!(
+        greeting_from(spammer, specs[1].smtp_addr()).starts_with("220"),
+        "none of n2's penalties is left"
+    );
+    assert!(n1.log_text().contains("penalties imposed by revoked nodes dropped"), "{}", n1.log_text());
+    drop(n0);
+}
+
+/// One message to one recipient from SOURCE at the node on PORT: the reply
+/// code that ended it (the greeting's refusal, RCPT's, or the message's).
+const SEND_ONE: &str = r#"
+import smtplib, sys
+port, source, n = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+try:
+    s = smtplib.SMTP("127.0.0.1", port, source_address=(source, 0), timeout=30)
+except smtplib.SMTPConnectError as e:
+    print(e.smtp_code)
+    sys.exit(0)
+s.ehlo("spam.test")
+s.mail("spam@spam.test")
+code, _ = s.rcpt("bob%s@example.test" % n)
+if code == 250:
+    code, _ = s.data(b"Subject: spam\r\n\r\nbuy\r\n")
+print(code)
+s.quit()
+"#;

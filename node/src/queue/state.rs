@@ -2,7 +2,7 @@
 //! force (so they survive restarts) and the trust list added at run time.
 //! These writes are rare and never on the flood path.
 
-use magicmx_proto::wire::PenaltyEntry;
+use magicmx_gossip::penalties::StoredPenalty;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -22,8 +22,9 @@ pub struct TrustRecord {
 }
 
 impl Queue {
-    /// Replaces the stored penalties (blocking: call from a blocking task).
-    pub fn save_penalties(&self, penalties: &[PenaltyEntry]) -> Result<()> {
+    /// Replaces the stored penalties, each with its origin (blocking: call
+    /// from a blocking task).
+    pub fn save_penalties(&self, penalties: &[StoredPenalty]) -> Result<()> {
         let bytes = postcard::to_stdvec(penalties)?;
         let txn = self.db().begin_write()?;
         txn.open_table(PENALTIES)?.insert(0, bytes.as_slice())?;
@@ -31,18 +32,20 @@ impl Queue {
         Ok(())
     }
 
-    pub fn load_penalties(&self) -> Result<Vec<PenaltyEntry>> {
+    /// The stored penalties. Those of an earlier release, kept without their
+    /// origins, are dropped (the mesh imposes them again if still due).
+    pub fn load_penalties(&self) -> Result<Vec<StoredPenalty>> {
         let txn = self.db().begin_read()?;
         let table = match txn.open_table(PENALTIES) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
             Err(e) => return Err(e.into()),
         };
-        let value = table.get(0)?;
-        Ok(match value {
-            Some(v) => postcard::from_bytes(v.value())?,
-            None => vec![],
-        })
+        let Some(value) = table.get(0)? else { return Ok(vec![]) };
+        Ok(postcard::from_bytes(value.value()).unwrap_or_else(|error| {
+            tracing::warn!(%error, "stored penalties of an earlier release dropped");
+            vec![]
+        }))
     }
 
     pub fn put_trust(&self, cidr: &str, record: &TrustRecord) -> Result<()> {

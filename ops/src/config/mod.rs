@@ -294,6 +294,15 @@ impl Config {
         settings.advertise = m.advertise;
         settings.interval = m.gossip_interval;
         settings.max_tracked = m.max_tracked;
+        settings.forget_after = m.forget_after;
+        let t = &self.throttle;
+        // Strikes past the one whose doubling reaches penalty_max change nothing.
+        let doublings = (t.penalty_max.as_secs_f64() / t.penalty.as_secs_f64()).log2().ceil().max(0.0) as u8;
+        settings.peer_bounds = magicmx_gossip::penalties::PeerBounds {
+            penalty_max_ms: t.penalty_max.as_millis() as u64,
+            max_strikes: doublings.saturating_add(1).min(17),
+            per_minute: m.peer_penalties_per_minute,
+        };
         settings.revoked = m.revoked.iter().filter_map(|fp| magicmx_gossip::tls::parse_revoked(fp)).collect();
         for seed in &m.seeds {
             match std::net::ToSocketAddrs::to_socket_addrs(seed.as_str()) {

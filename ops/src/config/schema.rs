@@ -133,6 +133,11 @@ pub struct MeshSection {
     pub revoked: Vec<String>,
     /// Count registers kept at most, over all peers.
     pub max_tracked: usize,
+    /// A peer down this long has left for good: forgotten with its counts and penalties.
+    #[serde(deserialize_with = "values::duration")]
+    pub forget_after: Duration,
+    /// New penalties taken from one peer a minute, at most.
+    pub peer_penalties_per_minute: u32,
 }
 
 impl Default for MeshSection {
@@ -148,6 +153,8 @@ impl Default for MeshSection {
             magic_mx_names: vec![],
             revoked: vec![],
             max_tracked: 1_000_000,
+            forget_after: Duration::from_secs(3600),
+            peer_penalties_per_minute: 1000,
         }
     }
 }
