@@ -257,6 +257,19 @@ impl Counts {
         });
     }
 
+    /// Gives back `recipients` of this node's transaction `id` (a recipient
+    /// refused after it was reserved); the transaction goes when none are left.
+    pub fn release(&mut self, block: WireBlock, id: u32, recipients: u16, now_ms: u64) {
+        self.update_own(block, now_ms, |_, open| {
+            if let Some(at) = open.iter().position(|t| t.id == id) {
+                open[at].recipients = open[at].recipients.saturating_sub(recipients);
+                if open[at].recipients == 0 {
+                    open.swap_remove(at);
+                }
+            }
+        });
+    }
+
     /// The DATA of this node's transaction `id` ended at `now_ms`; returns that time.
     pub fn seal(&mut self, block: WireBlock, id: u32, now_ms: u64) -> u64 {
         let mut sealed = now_ms;
@@ -351,8 +364,17 @@ impl Counts {
         Merged::Applied
     }
 
-    /// Every origin's register for `block` as of `now_ms`.
+    /// Every origin's register for `block` as of `now_ms`, this node's own
+    /// marked as such (uncapped).
     pub fn view(&self, block: WireBlock, now_ms: u64) -> BlockView {
+        let own = self.origins[usize::from(SELF)];
+        self.view_as(block, Some(own), now_ms)
+    }
+
+    /// Every origin's register for `block` as of `now_ms`, as `asker` sees
+    /// it: its own register uncapped (`is_self`), everyone else's capped by
+    /// the judge; with no asker, every one capped.
+    pub fn view_as(&self, block: WireBlock, asker: Option<Fingerprint>, now_ms: u64) -> BlockView {
         let mut view = BlockView::default();
         for origin in 0..self.origins.len() as Origin {
             let key = Key { net: block.net, origin, prefix: block.prefix };
@@ -361,9 +383,10 @@ impl Counts {
                 .open
                 .get(&key)
                 .map_or(vec![], |open| open.iter().filter(|t| !t.is_stale(now_ms)).copied().collect());
+            let fingerprint = self.origins[usize::from(origin)];
             view.origins.push(OriginView {
-                fingerprint: self.origins[usize::from(origin)],
-                is_self: origin == SELF,
+                fingerprint,
+                is_self: asker == Some(fingerprint),
                 taken: self.decayed(register, now_ms),
                 open,
             });
@@ -416,7 +439,17 @@ impl Counts {
             .collect()
     }
 
-    fn own_entry(&self, block: WireBlock, now_ms: u64) -> Option<CountEntry> {
+    /// The blocks this node has a register of its own for.
+    pub fn own_blocks(&self) -> Vec<WireBlock> {
+        self.registers
+            .keys()
+            .filter(|k| k.origin == SELF)
+            .map(|k| WireBlock { net: k.net, prefix: k.prefix })
+            .collect()
+    }
+
+    /// This node's register for `block`, as an entry stamped against `now_ms`.
+    pub fn own_entry(&self, block: WireBlock, now_ms: u64) -> Option<CountEntry> {
         let key = Key { net: block.net, origin: SELF, prefix: block.prefix };
         let register = self.registers.get(&key)?;
         let age = |ms: u64| now_ms.saturating_sub(ms).min(u64::from(u32::MAX)) as u32;

@@ -1,9 +1,12 @@
 //! magicmx-gossip: the mesh. Nodes authenticate each other with mutual TLS
-//! inside QUIC, keep membership with SWIM (foca), and share per-block counts
-//! as a CRDT so that the whole mesh throttles a source block as one.
+//! inside QUIC, keep membership with SWIM (foca), and gather each block's
+//! counts (a CRDT) at the block's homes, which answer for it, so that the
+//! whole mesh throttles a source block as one.
 //! `README.md` beside this crate says why it is built this way.
 
 pub mod counts;
+pub mod engine;
+pub mod homes;
 pub mod identity;
 mod mesh;
 pub mod penalties;
@@ -16,7 +19,9 @@ pub mod transport;
 use std::net::SocketAddr;
 
 pub use counts::{Caps, Kind, Periods, Rates};
-pub use mesh::{Mesh, MeshSettings, PeerStatus, Round};
+pub use engine::{Answer, Engine, EngineSettings, Judge};
+pub use magicmx_proto::wire::Question;
+pub use mesh::{Mesh, MeshSettings, PeerStatus};
 pub use penalties::Penalty;
 pub use tally::Tally;
 pub use transport::Stats;

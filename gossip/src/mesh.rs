@@ -1,7 +1,7 @@
-//! The running mesh of one node: membership (SWIM), the shared counts, the
-//! rounds that send this node's changes to every live peer (in order, one
-//! sender task per peer), and the barrier that waits until every live peer
-//! has reported past an instant.
+//! The running mesh of one node, the tokio shell around the [`Engine`]:
+//! membership (SWIM), the rounds, the frames the engine hands out sent to
+//! their peers (in order, one sender task per peer), the frames peers send
+//! handed in, and the questions to a block's home awaited.
 //!
 //! A member SWIM names counts only once it has proved its identity: a
 //! mutual-TLS handshake at its address showed the certificate it claims.
@@ -13,19 +13,19 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use magicmx_proto::wire::{decode, encode, CountEntry, Counts as CountsFrame, Frame, PenaltyEntry};
+use magicmx_proto::wire::{decode, encode, Frame, Question};
 use magicmx_proto::SourceBlock;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::counts::{Caps, Fingerprint, Kind, Merged, Periods, Rates};
+use crate::counts::{Caps, Fingerprint, Kind, Periods, Rates};
+use crate::engine::{Answer, Asked, Engine, EngineSettings, EngineStats, Lenient};
 use crate::identity::NodeId;
-use crate::penalties::{PeerBounds, Taken};
+use crate::penalties::PeerBounds;
 use crate::swim::{self, Input};
-use crate::tally::{now_ms, Tally};
+use crate::tally::{now_ms, wire_block, Tally};
 use crate::transport::{Delivery, Inbound, Transport};
 use crate::Error;
 
@@ -71,6 +71,16 @@ impl MeshSettings {
             forget_after: Duration::from_secs(3600),
         }
     }
+
+    /// The engine's part of these settings.
+    pub fn engine_settings(&self) -> EngineSettings {
+        EngineSettings {
+            periods: self.periods,
+            max_tracked: self.max_tracked,
+            peer_bounds: self.peer_bounds,
+            ask_timeout_ms: (self.interval.as_millis() as u64 * 2).max(500),
+        }
+    }
 }
 
 /// A peer as this node sees it.
@@ -79,23 +89,8 @@ pub struct PeerStatus {
     pub name: String,
     pub addr: SocketAddr,
     pub alive: bool,
-    /// Since its last counts frame.
+    /// Since a frame last came from it.
     pub last_heard: Option<Duration>,
-}
-
-/// What [`Mesh::wait_round`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Round {
-    /// Live peers that have reported past the instant waited for.
-    pub heard: usize,
-    /// Live peers.
-    pub expected: usize,
-}
-
-impl Round {
-    pub fn complete(&self) -> bool {
-        self.heard >= self.expected
-    }
 }
 
 struct Peer {
@@ -107,28 +102,17 @@ struct Peer {
     verifying: bool,
     /// Since when it is down.
     down_since: Option<Instant>,
-    /// Its rounds, sent in order by a task of its own (while alive and verified).
+    /// Frames for it, sent in order by a task of its own (while alive and verified).
     outbox: Option<mpsc::Sender<Arc<Vec<u8>>>>,
 }
 
 /// Members named by SWIM and not (yet) verified, at most; more are ignored.
 const MAX_UNVERIFIED: usize = 1024;
 
-/// When a peer was last heard, and the latest time its frames reported
-/// (its clock): everything it did before that has reached this node.
-#[derive(Debug, Clone, Copy)]
-struct Heard {
-    at: Instant,
-    through_ms: u64,
-}
-
 /// Frames waiting for one peer's sender task; beyond this the peer is too
 /// slow to follow, its connection is dropped and the next one starts with
-/// the whole state.
-const OUTBOX: usize = 64;
-
-/// Bytes of entries per frame of the whole state (well under `MAX_FRAME`).
-const STATE_BYTES: usize = 1024 * 1024;
+/// the greeting.
+const OUTBOX: usize = 256;
 
 pub(crate) struct Shared {
     pub settings: MeshSettings,
@@ -136,12 +120,10 @@ pub(crate) struct Shared {
     pub transport: Arc<Transport>,
     tally: Arc<Tally>,
     peers: Mutex<HashMap<Fingerprint, Peer>>,
-    heard: Mutex<HashMap<Fingerprint, Heard>>,
-    heard_changed: Notify,
-    round: AtomicU64,
-    pub rejected_entries: AtomicU64,
-    /// Penalties from peers dropped by [`PeerBounds`].
-    pub dropped_penalties: AtomicU64,
+    /// When each peer was last heard from.
+    heard: Mutex<HashMap<Fingerprint, Instant>>,
+    /// Questions to a home, waiting for its answer.
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
 }
 
 /// A node's handle on the mesh; cheap to clone.
@@ -153,13 +135,14 @@ pub struct Mesh {
 
 impl Mesh {
     /// Loads the certificates, binds the gossip port, and joins through the
-    /// seeds, with a tally of its own.
+    /// seeds, with a tally of its own that judges leniently (every question
+    /// answered yes): for the transport's own tests and benchmarks.
     pub async fn start(settings: MeshSettings) -> Result<Mesh, Error> {
-        let tally = Arc::new(Tally::new(settings.periods, settings.max_tracked));
+        let tally = Arc::new(Tally::new(settings.engine_settings(), Arc::new(Lenient)));
         Mesh::start_with(settings, tally).await
     }
 
-    /// The same, sharing `tally` (the node's) with the mesh.
+    /// The same, sharing `tally` (the node's, with its judge) with the mesh.
     pub async fn start_with(settings: MeshSettings, tally: Arc<Tally>) -> Result<Mesh, Error> {
         let tls = crate::tls::load(
             &settings.ca_cert,
@@ -169,8 +152,6 @@ impl Mesh {
             (settings.interval * 20).max(Duration::from_secs(5)),
         )?;
         let fingerprint = tls.fingerprint;
-        // Transactions are ordered by (time, origin fingerprint, id) on every
-        // node alike: this node's own registers carry its real fingerprint.
         tally.set_own(fingerprint);
         let (inbox, inbound) = mpsc::channel(4096);
         let transport =
@@ -181,17 +162,14 @@ impl Mesh {
             tally,
             peers: Mutex::new(HashMap::new()),
             heard: Mutex::new(HashMap::new()),
-            heard_changed: Notify::new(),
-            round: AtomicU64::new(0),
-            rejected_entries: AtomicU64::new(0),
-            dropped_penalties: AtomicU64::new(0),
+            waiting: Mutex::new(HashMap::new()),
             own: own.clone(),
             transport,
             settings,
         });
         let greeter = Arc::downgrade(&shared);
-        shared.transport.set_greeting(Box::new(move || match greeter.upgrade() {
-            Some(shared) => shared.full_state_frames(),
+        shared.transport.set_greeting(Box::new(move |peer| match greeter.upgrade() {
+            Some(shared) => shared.greeting(peer),
             None => Vec::new(),
         }));
         let (swim, swim_task) = swim::spawn(shared.clone(), own, swim::config(8));
@@ -228,9 +206,40 @@ impl Mesh {
         self.shared.tally.record(block, kind, now_ms());
     }
 
-    /// The mesh-wide taken rates of `block` now (see [`Tally::rate`]).
+    /// The taken rates of `block` as held here now (see [`Tally::rate`]).
     pub fn rate(&self, block: SourceBlock, caps: Caps) -> Rates {
         self.shared.tally.rate(block, caps, now_ms())
+    }
+
+    /// The homes of `block` (fingerprints), primary first.
+    pub fn homes(&self, block: SourceBlock) -> Vec<Fingerprint> {
+        self.shared.tally.engine().homes(wire_block(block))
+    }
+
+    /// Asks the home of `block` (this node's register going with the
+    /// question) and waits for its answer; a home that does not answer is
+    /// replaced by the next, and with none answering this node judges alone.
+    pub async fn ask(&self, block: SourceBlock, question: Question) -> Answer {
+        let (tx, rx) = oneshot::channel();
+        {
+            let tally = &self.shared.tally;
+            let mut engine = tally.engine();
+            match engine.ask(wire_block(block), question, now_ms()) {
+                Asked::Now(answer) => {
+                    self.shared.flush(&mut engine);
+                    return answer;
+                }
+                Asked::Later(id) => {
+                    self.shared.waiting.lock().unwrap().insert(id, tx);
+                    self.shared.flush(&mut engine);
+                }
+            }
+        }
+        match rx.await {
+            Ok(answer) => answer,
+            // The mesh stopped: judge alone.
+            Err(_) => self.shared.tally.answer_alone(block, question, now_ms()),
+        }
     }
 
     /// Live peers and known peers (live or down), verified ones only: the
@@ -240,24 +249,6 @@ impl Mesh {
         let verified = peers.values().filter(|p| p.verified);
         let (alive, known) = verified.fold((0, 0), |(a, k), p| (a + usize::from(p.alive), k + 1));
         (alive, known)
-    }
-
-    /// Waits until every live peer has sent a frame stamped after `since_ms`
-    /// (Unix milliseconds, its clock), so that whatever it did up to then has
-    /// arrived here, or until `timeout` passes; says how many were heard.
-    pub async fn wait_round(&self, since_ms: u64, timeout: Duration) -> Round {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let changed = self.shared.heard_changed.notified();
-            let round = self.shared.round_since(since_ms);
-            if round.complete() {
-                return round;
-            }
-            tokio::select! {
-                _ = changed => {}
-                _ = tokio::time::sleep_until(deadline) => return self.shared.round_since(since_ms),
-            }
-        }
     }
 
     /// The peers this node knows, live or down, that proved who they are.
@@ -274,7 +265,7 @@ impl Mesh {
                 name: p.id.name.clone(),
                 addr: p.id.addr,
                 alive: p.alive,
-                last_heard: heard.get(fp).map(|h| h.at.elapsed()),
+                last_heard: heard.get(fp).map(|at| at.elapsed()),
             })
             .collect();
         peers.sort_by(|a, b| a.name.cmp(&b.name));
@@ -285,14 +276,20 @@ impl Mesh {
         &self.shared.transport.stats
     }
 
+    /// The engine's counters: questions asked and answered, entries and
+    /// penalties from peers dropped.
+    pub fn engine_stats(&self) -> EngineStats {
+        self.shared.tally.engine().stats()
+    }
+
     /// Count entries from peers that were dropped as nonsense.
     pub fn rejected_entries(&self) -> u64 {
-        self.shared.rejected_entries.load(Ordering::Relaxed)
+        self.engine_stats().rejected_entries
     }
 
     /// Penalties from peers dropped as over their bounds.
     pub fn dropped_penalties(&self) -> u64 {
-        self.shared.dropped_penalties.load(Ordering::Relaxed)
+        self.engine_stats().dropped_penalties
     }
 
     /// Members SWIM names that have not proved who they are.
@@ -320,6 +317,50 @@ impl Shared {
         self.peers.lock().unwrap().values().filter(|p| p.alive && p.verified).map(|p| p.id.clone()).collect()
     }
 
+    /// Sends what the engine has for peers, and hands answers to who waits.
+    fn flush(&self, engine: &mut Engine) {
+        let answers = self.tally.drain(engine);
+        if !answers.is_empty() {
+            let mut waiting = self.waiting.lock().unwrap();
+            for (id, answer) in answers {
+                if let Some(tx) = waiting.remove(&id) {
+                    let _ = tx.send(answer);
+                }
+            }
+        }
+        let peers = self.peers.lock().unwrap();
+        while let Some((to, frame)) = engine.poll_transmit() {
+            let Some(peer) = peers.get(&to) else { continue };
+            let Some(outbox) = &peer.outbox else { continue };
+            if outbox.try_send(Arc::new(encode(&frame))).is_err() {
+                // Too far behind: what it missed comes with the next connection's greeting.
+                tracing::warn!(peer = %peer.id.addr, "gossip peer too slow; reconnecting");
+                self.transport.forget(peer.id.addr);
+            }
+        }
+    }
+
+    /// Tells the engine who the members are now.
+    fn members_changed(&self) {
+        let members: Vec<(Fingerprint, bool)> = self
+            .peers
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|p| p.verified)
+            .map(|p| (p.id.fingerprint, p.alive))
+            .collect();
+        let mut engine = self.tally.engine();
+        engine.set_members(&members, now_ms());
+        self.flush(&mut engine);
+    }
+
+    /// What a peer that has just connected is told first.
+    fn greeting(&self, peer: Fingerprint) -> Vec<Arc<Vec<u8>>> {
+        let frames = self.tally.engine().greeting(peer, now_ms());
+        frames.iter().map(|f| Arc::new(encode(f))).collect()
+    }
+
     pub(crate) fn member_up(self: &Arc<Self>, id: NodeId) {
         let mut peers = self.peers.lock().unwrap();
         let unverified = peers.values().filter(|p| !p.verified).count();
@@ -329,11 +370,11 @@ impl Shared {
             return;
         }
         // A restarted peer: the connection to its old process is dead. The
-        // next send dials anew, and a new connection starts with our whole
-        // state. What its old process had open is gone with it.
-        if known.is_some_and(|p| p.id.bump != id.bump) {
+        // next send dials anew, and a new connection starts with the
+        // greeting. What its old process had open is gone with it.
+        let restarted = known.is_some_and(|p| p.id.bump != id.bump);
+        if restarted {
             self.transport.forget(id.addr);
-            self.tally.counts.lock().unwrap().forget_open(id.fingerprint);
         }
         let verified = known.is_some_and(|p| p.verified && p.id.addr == id.addr);
         peers.insert(
@@ -348,6 +389,9 @@ impl Shared {
             },
         );
         drop(peers);
+        if restarted {
+            self.tally.engine().forget_open(id.fingerprint);
+        }
         if verified || self.transport.authenticated(id.addr) == Some(id.fingerprint) {
             self.verified(&id);
         } else {
@@ -383,6 +427,7 @@ impl Shared {
     /// A frame came from `peer` at `from`: a member claiming that address
     /// and certificate has proved itself.
     fn heard_from(self: &Arc<Self>, peer: Fingerprint, from: SocketAddr) {
+        self.heard.lock().unwrap().insert(peer, Instant::now());
         let claimed = self
             .peers
             .lock()
@@ -395,20 +440,24 @@ impl Shared {
         }
     }
 
-    /// `id` proved itself: it counts, and gets this node's rounds.
+    /// `id` proved itself: it counts, and gets this node's frames.
     fn verified(&self, id: &NodeId) {
-        let mut peers = self.peers.lock().unwrap();
-        let Some(peer) = peers.get_mut(&id.fingerprint).filter(|p| p.id == *id && p.alive) else { return };
-        if peer.verified {
-            return;
+        {
+            let mut peers = self.peers.lock().unwrap();
+            let Some(peer) = peers.get_mut(&id.fingerprint).filter(|p| p.id == *id && p.alive) else {
+                return;
+            };
+            if peer.verified {
+                return;
+            }
+            peer.verified = true;
+            peer.outbox = Some(self.peer_sender(id.addr));
         }
-        peer.verified = true;
-        peer.outbox = Some(self.peer_sender(id.addr));
         tracing::info!(peer = %id.name, addr = %id.addr, "mesh peer up");
+        self.members_changed();
     }
 
-    /// A task that sends one peer's frames in the order they were queued:
-    /// the barrier relies on a frame arriving after everything sent before it.
+    /// A task that sends one peer's frames in the order they were queued.
     fn peer_sender(&self, addr: SocketAddr) -> mpsc::Sender<Arc<Vec<u8>>> {
         let (outbox, mut frames) = mpsc::channel::<Arc<Vec<u8>>>(OUTBOX);
         let transport = self.transport.clone();
@@ -420,62 +469,25 @@ impl Shared {
         outbox
     }
 
-    /// This node's whole state, as the greeting of a new connection: its own
-    /// registers and penalties, in frames of about 1 MiB at most.
-    fn full_state_frames(&self) -> Vec<Arc<Vec<u8>>> {
-        let now = now_ms();
-        let entries = self.tally.counts.lock().unwrap().own_state(now);
-        let penalties = self.tally.penalties.lock().unwrap().own(now);
-        let mut frames = Vec::new();
-        let mut entries = entries.into_iter().peekable();
-        let mut penalties = penalties.into_iter().peekable();
-        loop {
-            let (mut chunk, mut size) = (Vec::new(), 0);
-            while let Some(entry) = entries.next_if(|_| size < STATE_BYTES) {
-                size += 32 + 16 * entry.open.len();
-                chunk.push(entry);
-            }
-            let mut chunk_penalties = Vec::new();
-            while let Some(penalty) = penalties.next_if(|_| size < STATE_BYTES) {
-                size += 24;
-                chunk_penalties.push(penalty);
-            }
-            let more = entries.peek().is_some() || penalties.peek().is_some();
-            frames.push(self.counts_frame(true, more, now, chunk, chunk_penalties));
-            if !more {
-                return frames;
-            }
-        }
-    }
-
     pub(crate) fn member_down(&self, id: &NodeId) {
+        let mut changed = false;
         if let Some(peer) = self.peers.lock().unwrap().get_mut(&id.fingerprint) {
             if peer.id.bump <= id.bump {
                 if peer.verified {
                     tracing::info!(peer = %id.name, addr = %id.addr, "mesh peer down");
                 }
+                changed = peer.verified && peer.alive;
                 peer.alive = false;
                 peer.down_since.get_or_insert_with(Instant::now);
                 peer.outbox = None;
                 self.transport.forget(id.addr);
-                // Its open transactions are decided where this node cannot hear.
-                self.tally.counts.lock().unwrap().forget_open(id.fingerprint);
             }
         }
-    }
-
-    /// A counts frame stamped `base_ms`: the same instant the entries were
-    /// taken at, so that the frame holds every change made before its stamp.
-    fn counts_frame(
-        &self,
-        full: bool,
-        more: bool,
-        base_ms: u64,
-        entries: Vec<CountEntry>,
-        penalties: Vec<PenaltyEntry>,
-    ) -> Arc<Vec<u8>> {
-        let round = self.round.fetch_add(1, Ordering::Relaxed);
-        Arc::new(encode(&Frame::Counts(CountsFrame { round, full, more, base_ms, entries, penalties })))
+        if changed {
+            // Its open transactions are decided where this node cannot hear.
+            self.tally.engine().forget_open(id.fingerprint);
+            self.members_changed();
+        }
     }
 
     /// Forgets members down longer than `forget_after`: their place, their
@@ -494,27 +506,19 @@ impl Shared {
             }
             gone
         };
-        for id in gone {
+        for id in &gone {
             self.heard.lock().unwrap().remove(&id.fingerprint);
             self.transport.forget_authenticated(id.addr);
-            let registers = self.tally.counts.lock().unwrap().forget_origin(id.fingerprint);
-            let penalties = self.tally.penalties.lock().unwrap().forget_origin(id.fingerprint);
+            let (registers, penalties) = self.tally.engine().forget(id.fingerprint);
             tracing::info!(peer = %id.name, addr = %id.addr, registers, penalties, "mesh peer gone for good; forgotten");
         }
-    }
-
-    fn round_since(&self, since_ms: u64) -> Round {
-        let live = self.live_peers();
-        let heard = self.heard.lock().unwrap();
-        let count = live
-            .iter()
-            .filter(|p| heard.get(&p.fingerprint).is_some_and(|h| h.through_ms > since_ms))
-            .count();
-        Round { heard: count, expected: live.len() }
+        if !gone.is_empty() {
+            self.members_changed();
+        }
     }
 }
 
-/// Decodes what peers send: SWIM to foca, counts into the CRDT.
+/// Hands what peers send to foca (SWIM) and to the engine.
 async fn receive(
     shared: Arc<Shared>,
     mut inbound: mpsc::Receiver<Inbound>,
@@ -526,78 +530,30 @@ async fn receive(
             Ok(Frame::Swim(packet)) => {
                 let _ = swim.send(Input::Packet(packet));
             }
-            Ok(Frame::Counts(frame)) => {
-                let mut rejected = 0;
-                {
-                    let mut counts = shared.tally.counts.lock().unwrap();
-                    let Some(origin) = counts.origin(peer) else { continue };
-                    for entry in &frame.entries {
-                        if counts.merge(origin, frame.base_ms, entry) == Merged::Rejected {
-                            rejected += 1;
-                        }
-                    }
-                }
-                if !frame.penalties.is_empty() {
-                    let (bounds, now) = (shared.settings.peer_bounds, now_ms());
-                    let mut penalties = shared.tally.penalties.lock().unwrap();
-                    let dropped = frame
-                        .penalties
-                        .iter()
-                        .filter(|p| penalties.merge_from(peer, p, bounds, now) == Taken::Dropped)
-                        .count();
-                    if dropped > 0 {
-                        shared.dropped_penalties.fetch_add(dropped as u64, Ordering::Relaxed);
-                        tracing::warn!(peer = %hex(&peer), dropped, "penalties from a peer over its bounds dropped");
-                    }
-                }
-                if rejected > 0 {
-                    shared.rejected_entries.fetch_add(rejected, Ordering::Relaxed);
-                    tracing::warn!(peer = %hex(&peer), rejected, "nonsense counts from a peer dropped");
-                }
-                // A round counts as heard once its last piece is in.
-                if !frame.more {
-                    let mut heard = shared.heard.lock().unwrap();
-                    let through_ms = heard.get(&peer).map_or(0, |h| h.through_ms).max(frame.base_ms);
-                    heard.insert(peer, Heard { at: Instant::now(), through_ms });
-                }
-                shared.heard_changed.notify_waiters();
+            Ok(frame) => {
+                let mut engine = shared.tally.engine();
+                engine.handle(peer, frame, now_ms());
+                shared.flush(&mut engine);
             }
             Err(error) => {
-                shared.transport.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                shared.transport.stats.frames_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(peer = %hex(&peer), %error, "gossip frame dropped");
             }
         }
     }
 }
 
-/// Every interval: this node's changes (or an empty heartbeat) to every live peer.
+/// Every interval: the engine's round (registers to their homes, penalties
+/// to every member, late questions asked again), and gone members forgotten.
 async fn rounds(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(shared.settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         shared.forget_gone();
-        let now = now_ms();
-        let entries = shared.tally.counts.lock().unwrap().take_changes(now);
-        let penalties = shared.tally.penalties.lock().unwrap().take_changes();
-        let outboxes: Vec<(SocketAddr, mpsc::Sender<Arc<Vec<u8>>>)> = shared
-            .peers
-            .lock()
-            .unwrap()
-            .values()
-            .filter_map(|p| Some((p.id.addr, p.outbox.clone()?)))
-            .collect();
-        if outboxes.is_empty() {
-            continue;
-        }
-        let frame = shared.counts_frame(false, false, now, entries, penalties);
-        for (addr, outbox) in outboxes {
-            if outbox.try_send(frame.clone()).is_err() {
-                // Too far behind: what it missed comes with the next connection's greeting.
-                tracing::warn!(peer = %addr, "gossip peer too slow; reconnecting");
-                shared.transport.forget(addr);
-            }
-        }
+        let mut engine = shared.tally.engine();
+        engine.tick(now_ms());
+        shared.flush(&mut engine);
     }
 }
 

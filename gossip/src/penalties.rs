@@ -266,6 +266,14 @@ impl Penalties {
         });
     }
 
+    /// Bytes of the table's allocations.
+    pub fn table_bytes(&self) -> usize {
+        let per_block = std::mem::size_of::<(WireBlock, Vec<(Fingerprint, Penalty)>)>() + 1;
+        let imposed: usize =
+            self.map.values().map(|v| v.capacity() * std::mem::size_of::<(Fingerprint, Penalty)>()).sum();
+        self.map.capacity() * per_block + imposed
+    }
+
     /// Blocks with a penalty remembered.
     pub fn len(&self) -> usize {
         self.map.len()

@@ -58,8 +58,9 @@ pub struct Inbound {
     _budget: OwnedSemaphorePermit,
 }
 
-/// Makes the frames sent first on every new connection, in order.
-pub type Greeting = Box<dyn Fn() -> Vec<Arc<Vec<u8>>> + Send + Sync>;
+/// Makes the frames sent first on every new connection to a peer (given
+/// its fingerprint), in order.
+pub type Greeting = Box<dyn Fn(Fingerprint) -> Vec<Arc<Vec<u8>>> + Send + Sync>;
 
 /// How a frame travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,11 +198,10 @@ impl Transport {
         };
         match tokio::time::timeout(Duration::from_secs(2), connecting).await {
             Ok(Ok(conn)) => {
-                if let Some(fingerprint) = peer_fingerprint(&conn) {
-                    self.authenticated.lock().unwrap().insert(to, fingerprint);
-                }
+                let fingerprint = peer_fingerprint(&conn)?;
+                self.authenticated.lock().unwrap().insert(to, fingerprint);
                 self.connections.lock().unwrap().insert(to, conn.clone());
-                let greeting = self.greeting.lock().unwrap().as_ref().map(|make| make());
+                let greeting = self.greeting.lock().unwrap().as_ref().map(|make| make(fingerprint));
                 for frame in greeting.unwrap_or_default() {
                     self.send_on(&conn, to, &frame, Delivery::Stream).await;
                 }

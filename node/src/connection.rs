@@ -158,7 +158,7 @@ where
                             let reserved = transaction
                                 .reserved
                                 .get_or_insert_with(|| shared.throttle.transaction(client_ip));
-                            if let Some(refusal) = shared.throttle.recipient(reserved, now_ms()) {
+                            if let Some(refusal) = shared.throttle.recipient(reserved, now_ms()).await {
                                 reply = refusal;
                             }
                         }

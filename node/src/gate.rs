@@ -11,7 +11,6 @@ use magicmx_proto::smtp::Reply;
 use magicmx_proto::SourceBlock;
 
 use crate::bounded::BoundedMap;
-use crate::limits::Verdict as Limit;
 use crate::replies;
 use crate::throttle::Throttle;
 use crate::trust::TrustList;
@@ -55,9 +54,7 @@ impl Gate {
         if let Some(penalty) = throttle.penalty(block, now_ms) {
             return self.refuse(block, penalty, now_ms);
         }
-        if throttle.connection(block, now_ms) == Limit::Over {
-            let limit = throttle.limits().connections(throttle.share());
-            let penalty = throttle.penalise(block, now_ms, &format!("over {limit:.0} connections a minute"));
+        if let Some(penalty) = throttle.connection(block, now_ms) {
             return self.refuse(block, penalty, now_ms);
         }
         Verdict::Pass

@@ -31,7 +31,7 @@ pub mod trust;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use magicmx_gossip::{Mesh, Periods, Tally};
+use magicmx_gossip::{EngineSettings, Mesh, Tally};
 use magicmx_proto::smtp::SessionConfig;
 use throttle::Throttle;
 use tokio::sync::mpsc;
@@ -107,7 +107,20 @@ impl Node {
         let (delivery, wake) = mpsc::unbounded_channel();
         let dns = Arc::new(Dns::new(&settings.dns)?);
         let outbound = Outbound::new(dns.clone(), settings.delivery.clone(), smtp_addrs.clone())?;
-        let tally = Arc::new(Tally::new(Periods::default(), settings.max_tracked));
+        // The tally judges with the limits: at this node for the blocks it
+        // is home for (all of them, alone), and for what it cannot ask.
+        let limits = Arc::new(settings.throttle.limits());
+        let engine = match &settings.mesh {
+            Some(mesh) => mesh.engine_settings(),
+            None => EngineSettings { max_tracked: settings.max_tracked, ..EngineSettings::default() },
+        };
+        let peer_bounds = magicmx_gossip::penalties::PeerBounds {
+            penalty_max_ms: settings.throttle.penalty_max.as_millis() as u64,
+            ..engine.peer_bounds
+        };
+        let ask_timeout_ms = settings.throttle.hold.as_millis() as u64;
+        let engine = EngineSettings { ask_timeout_ms, peer_bounds, ..engine };
+        let tally = Arc::new(Tally::new(engine, limits.clone()));
         // Penalties imposed by a node since revoked are not taken back.
         let revoked: Vec<[u8; 16]> = settings
             .mesh
@@ -130,8 +143,7 @@ impl Node {
         };
         let trust = TrustList::load(&settings.trusted, queue.clone())?;
         let prefixes = (settings.ipv4_prefix, settings.ipv6_prefix);
-        let limits = settings.throttle.limits();
-        let throttle = Throttle::new(limits, settings.throttle.hold, prefixes, tally, mesh.clone());
+        let throttle = Throttle::new(limits, prefixes, tally, mesh.clone());
         let gate = gate::Gate::new(settings.throttle.polite_refusals);
         let traps = listener::bind(&settings.trap_listen).await?;
         let stats = Arc::new(stats::Stats::default());

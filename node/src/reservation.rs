@@ -1,7 +1,7 @@
-//! A transaction's recipients, reserved in the shared counts from its first
-//! accepted RCPT until the hold's verdict: while open they count against the
-//! block at every node, and once settled they are taken (250) or forgotten
-//! (refused, or the client left). Dropped undecided, it is forgotten.
+//! A transaction's recipients, reserved in this node's register from its
+//! first accepted RCPT until the hold's verdict: while open they count
+//! against the block at its homes, and once settled they are taken (250) or
+//! forgotten (refused, or the client left). Dropped undecided, it is forgotten.
 
 use std::sync::Arc;
 
@@ -39,6 +39,14 @@ impl Reservation {
     pub(crate) fn add(&mut self, now_ms: u64) {
         self.tally.reserve(self.block, self.id, 1, now_ms);
         self.recipients += 1;
+    }
+
+    /// Gives back the recipient just reserved (it was refused).
+    pub(crate) fn give_back_one(&mut self, now_ms: u64) {
+        if self.recipients > 0 {
+            self.tally.release(self.block, self.id, 1, now_ms);
+            self.recipients -= 1;
+        }
     }
 
     /// The end of DATA: from now on the transaction waits for its verdict,

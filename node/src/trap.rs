@@ -6,19 +6,19 @@
 //! An honest MTA gets this far only when every better MX refused or
 //! deferred it: the magic MX throttled it (421, 451), and the real MX's
 //! policy service sent it back to the magic MX (450). Such a sender came
-//! through the mesh moments ago, so the trap waits one gossip round for the
-//! mesh's counts and spares a block the mesh has just seen (`limits`); a
-//! block already penalised is not penalised again.
+//! through the mesh moments ago, so the trap asks the block's home, which
+//! holds every node's count for it, and spares a block the mesh has just
+//! seen (`limits`); a block already penalised is not penalised again.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use magicmx_gossip::tally::now_ms;
+use magicmx_gossip::Question;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 use crate::gate::Verdict;
-use crate::limits::came_through_the_mesh;
 use crate::replies;
 use crate::Shared;
 
@@ -51,16 +51,13 @@ async fn hit(shared: &Shared, ip: IpAddr) -> Verdict {
     if let Some(verdict) = penalised(now_ms()) {
         return if verdict == Verdict::Drop { verdict } else { closing };
     }
-    // A sender the mesh refused moments ago: its count may still be on its way.
-    let since = now_ms();
-    if let Some(mesh) = throttle.mesh() {
-        mesh.wait_round(since, throttle.hold_timeout()).await;
-    }
+    // A sender the mesh refused moments ago: the block's home has its count.
+    let seen = throttle.ask(block, Question::Seen, now_ms()).await;
     let now = now_ms();
     if let Some(verdict) = penalised(now) {
         return if verdict == Verdict::Drop { verdict } else { closing };
     }
-    if came_through_the_mesh(&throttle.view(block, now)) {
+    if seen.yes {
         tracing::info!(%block, client = %ip, "trap hit by a sender the mesh throttled: not penalised");
         return closing;
     }

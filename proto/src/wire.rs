@@ -5,22 +5,58 @@
 use serde::{Deserialize, Serialize};
 
 /// The first byte of every frame. Version 2 added a register's `seq` and
-/// its open transactions; version 3 sends the whole state in pieces
-/// (`more`) and only the sender's own penalties. Nodes of different
-/// versions do not understand each other (upgrade the whole mesh together).
-pub const VERSION: u8 = 3;
+/// its open transactions; version 3 sent only the sender's own penalties;
+/// version 4 sends registers to their blocks' homes only, and asks a home
+/// for verdicts (`Ask`, `Answer`). Nodes of different versions do not
+/// understand each other (upgrade the whole mesh together).
+pub const VERSION: u8 = 4;
 /// Largest frame accepted.
 pub const MAX_FRAME: usize = 4 * 1024 * 1024;
-/// Entries per frame when the whole state is sent (about 1 MiB a frame,
-/// well under [`MAX_FRAME`] even with open transactions).
-pub const STATE_CHUNK: usize = 16_384;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Frame {
     /// A SWIM membership packet (foca's own encoding).
     Swim(Vec<u8>),
-    /// The sender's own per-block counters that changed (or all of them).
+    /// The sender's own per-block counters that changed (to the blocks'
+    /// homes), and penalties it imposed (to every member).
     Counts(Counts),
+    /// A question to a block's home.
+    Ask(Ask),
+    /// The home's answer.
+    Answer(Answer),
+}
+
+/// A question to the home of a block, with the asker's register for it (so
+/// the home judges with it in).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ask {
+    /// The asker's id for the question, echoed in the answer.
+    pub id: u64,
+    /// Unix milliseconds; the entry's times are offsets below it.
+    pub base_ms: u64,
+    pub block: WireBlock,
+    pub question: Question,
+    /// The asker's register for the block, if it has one.
+    pub entry: Option<CountEntry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Question {
+    /// RCPT: does the recipient just reserved (in the entry) fit?
+    Recipient,
+    /// End of DATA: is transaction `id` (sealed, in the entry) taken?
+    Sealed { id: u32 },
+    /// Has the block come through the mesh lately?
+    Seen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub id: u64,
+    /// Within the limit (or, for `Seen`, seen).
+    pub yes: bool,
+    /// The penalty the home imposed or holds on the block, if any.
+    pub penalty: Option<PenaltyEntry>,
 }
 
 /// One round of an origin's counters.
@@ -28,14 +64,10 @@ pub enum Frame {
 pub struct Counts {
     /// The sender's round number, increasing.
     pub round: u64,
-    /// True when this is (a piece of) the sender's whole state (to a newly seen peer).
-    pub full: bool,
-    /// More pieces of this state follow: the round is not complete yet.
-    pub more: bool,
     /// Unix milliseconds; entry times are offsets below it.
     pub base_ms: u64,
     pub entries: Vec<CountEntry>,
-    /// Penalties imposed or learnt since the last round (all, when `full`).
+    /// Penalties the sender imposed since its last round (all of them, to a new peer).
     pub penalties: Vec<PenaltyEntry>,
 }
 
@@ -131,8 +163,6 @@ mod tests {
         };
         let frame = Frame::Counts(Counts {
             round: 7,
-            full: false,
-            more: false,
             base_ms: 1_795_000_000_000,
             entries: vec![entry.clone(); 100],
             penalties: vec![],

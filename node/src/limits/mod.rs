@@ -5,12 +5,15 @@
 //! penalty lasts, and when a sender told to come back will be taken.
 //!
 //! Its inputs are a [`BlockView`] (every origin's register for the block, as
-//! the mesh shares it), the share of the mesh this node hears, and the time,
-//! all from the caller; `gate.rs`, `throttle.rs` and `hold.rs` are the thin
-//! shells that read them, log, and word the replies. Like governor's GCRA it
-//! answers with a verdict, and a penalty's end is its "not until".
+//! the block's home holds them), the share of the mesh that node hears, and
+//! the time, all from the caller. The mesh's engine applies it at a block's
+//! home through [`magicmx_gossip::Judge`] (`judge.rs`); `gate.rs`,
+//! `throttle.rs` and `hold.rs` are the thin shells that ask, log, and word
+//! the replies. Like governor's GCRA it answers with a verdict, and a
+//! penalty's end is its "not until".
 
 mod admission;
+mod judge;
 mod penalty;
 mod usage;
 
@@ -72,7 +75,7 @@ impl Limits {
     }
 
     /// May one more recipient be reserved? (The view holds what the
-    /// transaction has reserved so far.)
+    /// transaction has reserved so far, not the one asked for.)
     pub fn recipient(&self, view: &BlockView, share: f64) -> Verdict {
         within(self.usage(view).recipients + 1.0, self.recipients(share))
     }
