@@ -179,6 +179,9 @@ pub struct Counts {
     origin_index: HashMap<Fingerprint, Origin>,
     /// Indices of origins forgotten, to be given to the next new ones.
     free: Vec<Origin>,
+    /// Origins whose node restarted: their registers stay until they decay
+    /// (the counts they made still count), under a name of their own.
+    retired: Vec<Fingerprint>,
     periods: Periods,
 }
 
@@ -191,6 +194,7 @@ impl Counts {
             origins: vec![own],
             origin_index: HashMap::from([(own, SELF)]),
             free: Vec::new(),
+            retired: Vec::new(),
             periods,
         }
     }
@@ -224,6 +228,23 @@ impl Counts {
         };
         self.origin_index.insert(fingerprint, origin);
         Some(origin)
+    }
+
+    /// A peer restarted: its new process starts its registers afresh, so the
+    /// old ones are kept apart, under a retired name, and keep counting
+    /// until they decay; what it had open is dropped.
+    pub fn retire_origin(&mut self, fingerprint: Fingerprint) {
+        let Some(origin) = self.origin_index.get(&fingerprint).copied().filter(|&o| o != SELF) else {
+            return;
+        };
+        self.open.retain(|key, _| key.origin != origin);
+        let mut retired = fingerprint;
+        retired[15] ^= 0xA5;
+        retired[..8].copy_from_slice(&(self.retired.len() as u64 ^ u64::MAX).to_le_bytes());
+        self.origin_index.remove(&fingerprint);
+        self.origin_index.insert(retired, origin);
+        self.origins[usize::from(origin)] = retired;
+        self.retired.push(retired);
     }
 
     /// Forgets a peer that left the mesh for good: its registers, its open
@@ -426,7 +447,8 @@ impl Counts {
 
     /// This node's registers changed since the last call, stamped against `now_ms`.
     pub fn take_changes(&mut self, now_ms: u64) -> Vec<CountEntry> {
-        let dirty: Vec<WireBlock> = self.dirty.drain().collect();
+        let mut dirty: Vec<WireBlock> = self.dirty.drain().collect();
+        dirty.sort_unstable();
         dirty.into_iter().filter_map(|block| self.own_entry(block, now_ms)).collect()
     }
 
@@ -439,13 +461,16 @@ impl Counts {
             .collect()
     }
 
-    /// The blocks this node has a register of its own for.
+    /// The blocks this node has a register of its own for, in order.
     pub fn own_blocks(&self) -> Vec<WireBlock> {
-        self.registers
+        let mut blocks: Vec<WireBlock> = self
+            .registers
             .keys()
             .filter(|k| k.origin == SELF)
             .map(|k| WireBlock { net: k.net, prefix: k.prefix })
-            .collect()
+            .collect();
+        blocks.sort_unstable();
+        blocks
     }
 
     /// This node's register for `block`, as an entry stamped against `now_ms`.
@@ -488,6 +513,20 @@ impl Counts {
             let rates = periods.decay(r.rates(), now_ms.saturating_sub(r.updated_ms()));
             rates.recipients >= FORGET_BELOW || rates.connections >= FORGET_BELOW || open.contains_key(key)
         });
+        // Retired origins whose registers have all decayed go.
+        if !self.retired.is_empty() {
+            let live: HashSet<Origin> = self.registers.keys().map(|k| k.origin).collect();
+            let gone: Vec<Fingerprint> = self
+                .retired
+                .iter()
+                .filter(|fp| self.origin_index.get(*fp).is_some_and(|o| !live.contains(o)))
+                .copied()
+                .collect();
+            for fp in gone {
+                self.forget_origin(fp);
+                self.retired.retain(|r| *r != fp);
+            }
+        }
         before - self.registers.len()
     }
 

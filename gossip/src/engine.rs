@@ -26,7 +26,7 @@
 //! node's own register, and sent to the homes with the round; the primary
 //! home judges the mesh-wide rate as registers arrive.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use magicmx_proto::wire::{
@@ -39,6 +39,9 @@ use crate::penalties::{PeerBounds, Penalties, Penalty, StoredPenalty, Taken};
 
 /// Bytes of entries per frame (well under `MAX_FRAME`).
 const FRAME_BYTES: usize = 1024 * 1024;
+
+/// Hearing this share of the mesh, a node enforces whole limits.
+pub const FULL_SHARE_AT: f64 = 0.95;
 
 /// The node's rules, applied by a home to a block's registers.
 pub trait Judge: Send + Sync {
@@ -172,8 +175,9 @@ pub struct Engine {
     pending: HashMap<u64, Pending>,
     next_id: u64,
     round: u64,
-    /// Registers to send to a member that became their home, at the next round.
-    rehomed: HashMap<Fingerprint, Vec<CountEntry>>,
+    /// Until then this node has just started and holds no one's registers
+    /// yet: it asks another home even for blocks it is the home of.
+    warm_until_ms: u64,
     /// Live members, for penalties.
     live: Vec<Fingerprint>,
     transmits: VecDeque<(Fingerprint, Frame)>,
@@ -195,7 +199,7 @@ impl Engine {
             pending: HashMap::new(),
             next_id: 1,
             round: 0,
-            rehomed: HashMap::new(),
+            warm_until_ms: 0,
             live: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -216,6 +220,13 @@ impl Engine {
         self.own
     }
 
+    /// This node has just started: until `until_ms` (long enough for the
+    /// members to notice it and send it their registers) it answers none of
+    /// its own questions as a home while another home can.
+    pub fn warm_until(&mut self, until_ms: u64) {
+        self.warm_until_ms = until_ms;
+    }
+
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
     }
@@ -224,41 +235,62 @@ impl Engine {
         self.stats
     }
 
-    /// The share of the mesh this node hears: 1 alone or with every member up.
+    /// The share of each limit this node enforces: the share of the mesh it
+    /// hears, `(1 + alive) / (1 + known)`, or all of it when it hears at
+    /// least [`FULL_SHARE_AT`] — so a few nodes down do not cut every
+    /// block's limit, and the parts of a split mesh still add up to at most
+    /// 1.05 limits (1 on the side that hears 95 %, at most 0.05 on the other).
     pub fn share(&self) -> f64 {
-        (1 + self.alive) as f64 / (1 + self.known) as f64
+        let heard = (1 + self.alive) as f64 / (1 + self.known) as f64;
+        if heard >= FULL_SHARE_AT {
+            1.0
+        } else {
+            heard
+        }
     }
 
     /// The members that proved who they are, each live or not. Registers
-    /// whose homes changed go to their new homes with the next round.
+    /// whose homes changed go to their new homes at once.
     pub fn set_members(&mut self, members: &[(Fingerprint, bool)], now_ms: u64) {
         self.known = members.len();
         self.live = members.iter().filter(|(_, alive)| *alive).map(|(fp, _)| *fp).collect();
         self.alive = self.live.len();
         let ring = Ring::new(std::iter::once(self.own).chain(self.live.iter().copied()));
         let old = std::mem::replace(&mut self.ring, ring);
+        let mut rehomed: BTreeMap<Fingerprint, Vec<CountEntry>> = BTreeMap::new();
         for block in self.counts.own_blocks() {
             let before = old.homes(block);
             for home in self.ring.homes(block) {
                 if home != self.own && !before.contains(&home) {
                     if let Some(entry) = self.counts.own_entry(block, now_ms) {
-                        self.rehomed.entry(home).or_default().push(entry);
+                        rehomed.entry(home).or_default().push(entry);
                     }
                 }
+            }
+        }
+        // At once, ahead of any question this node asks the new homes.
+        for (home, entries) in rehomed {
+            for frame in self.frames(now_ms, entries, vec![]) {
+                self.transmits.push_back((home, frame));
             }
         }
     }
 
     /// A member left for good: its registers and penalties go.
     pub fn forget(&mut self, member: Fingerprint) -> (usize, usize) {
-        self.rehomed.remove(&member);
         (self.counts.forget_origin(member), self.penalties.forget_origin(member))
     }
 
-    /// A member restarted or went down: what it had open is decided where
-    /// this node cannot hear.
+    /// A member went down: what it had open is decided where this node
+    /// cannot hear.
     pub fn forget_open(&mut self, member: Fingerprint) {
         self.counts.forget_open(member);
+    }
+
+    /// A member restarted: its new process counts afresh, and the counts of
+    /// its old one stay (apart) until they decay.
+    pub fn restarted(&mut self, member: Fingerprint) {
+        self.counts.retire_origin(member);
     }
 
     /// The homes of `block`, primary first.
@@ -306,8 +338,9 @@ impl Engine {
 
     /// Asks the home of `block`; this node's own register goes with the question.
     pub fn ask(&mut self, block: WireBlock, question: Question, now_ms: u64) -> Asked {
+        let warming = now_ms < self.warm_until_ms;
         let homes = self.ring.homes(block);
-        match homes.first() {
+        match homes.iter().find(|&&h| !(warming && h == self.own)) {
             Some(&home) if home != self.own => {
                 let id = self.next_id;
                 self.next_id += 1;
@@ -331,8 +364,18 @@ impl Engine {
         self.decide(self.own, block, question, now_ms)
     }
 
+    /// Asks `home`; the other homes get the register at once too, so that
+    /// one of them taking over from a crashed primary knows every
+    /// reservation the primary knew.
     fn send_ask(&mut self, home: Fingerprint, id: u64, block: WireBlock, question: Question, now_ms: u64) {
         let entry = self.counts.own_entry(block, now_ms);
+        for other in self.ring.homes(block) {
+            if other != home && other != self.own {
+                let entries = entry.clone().into_iter().collect();
+                let copy = CountsFrame { round: self.round, base_ms: now_ms, entries, penalties: vec![] };
+                self.transmits.push_back((other, Frame::Counts(copy)));
+            }
+        }
         let ask = Ask { id, base_ms: now_ms, block, question, entry };
         self.transmits.push_back((home, Frame::Ask(ask)));
     }
@@ -474,7 +517,8 @@ impl Engine {
     /// One round: registers changed since the last go to their homes, new
     /// penalties to every live member; homes late to answer are replaced.
     pub fn tick(&mut self, now_ms: u64) {
-        let mut to: HashMap<Fingerprint, Vec<CountEntry>> = std::mem::take(&mut self.rehomed);
+        // In a fixed order (of members), so that runs of the simulator repeat.
+        let mut to: BTreeMap<Fingerprint, Vec<CountEntry>> = BTreeMap::new();
         for entry in self.counts.take_changes(now_ms) {
             for home in self.ring.homes(entry.block) {
                 if home != self.own {

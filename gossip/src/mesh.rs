@@ -153,6 +153,10 @@ impl Mesh {
         )?;
         let fingerprint = tls.fingerprint;
         tally.set_own(fingerprint);
+        // Until the members have noticed this node and sent it their
+        // registers, it is no one's home for its own questions.
+        let warmup = (settings.interval * 4).max(Duration::from_secs(2));
+        tally.engine().warm_until(now_ms() + warmup.as_millis() as u64);
         let (inbox, inbound) = mpsc::channel(4096);
         let transport =
             Transport::bind(settings.listen, tls, inbox).map_err(|e| Error::Bind(settings.listen, e))?;
@@ -390,7 +394,7 @@ impl Shared {
         );
         drop(peers);
         if restarted {
-            self.tally.engine().forget_open(id.fingerprint);
+            self.tally.engine().restarted(id.fingerprint);
         }
         if verified || self.transport.authenticated(id.addr) == Some(id.fingerprint) {
             self.verified(&id);

@@ -53,7 +53,7 @@ pub struct PeerBounds {
 
 impl Default for PeerBounds {
     fn default() -> Self {
-        PeerBounds { penalty_max_ms: 24 * 3600 * 1000, max_strikes: 8, per_minute: 1000 }
+        PeerBounds { penalty_max_ms: 24 * 3600 * 1000, max_strikes: 8, per_minute: 10_000 }
     }
 }
 

@@ -216,7 +216,7 @@ async fn a_hostile_peer_imposes_penalties_only_within_its_bounds() {
     let victim = magicmx_gossip::tally::wire_block(block(7));
     let forever = PenaltyEntry { block: victim, until_ms: u64::MAX, strikes: 200 };
     let mut penalties = vec![forever];
-    penalties.extend((1..=1_500u64).map(|n| PenaltyEntry {
+    penalties.extend((1..=10_500u64).map(|n| PenaltyEntry {
         block: WireBlock { net: 0x0A00_0000 + (n << 8), prefix: 24 },
         until_ms: now_ms() + 60_000,
         strikes: 1,
@@ -224,7 +224,7 @@ async fn a_hostile_peer_imposes_penalties_only_within_its_bounds() {
     hostile.send(nodes[0].local_addr(), counts_frame(vec![], penalties), Delivery::Stream).await;
     assert!(
         wait(Duration::from_secs(10), || nodes[0].dropped_penalties() >= 501).await,
-        "past 1,000 a minute the peer's penalties are dropped: {}",
+        "past 10,000 a minute the peer's penalties are dropped: {}",
         nodes[0].dropped_penalties()
     );
     let now = now_ms();

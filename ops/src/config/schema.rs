@@ -154,7 +154,7 @@ impl Default for MeshSection {
             revoked: vec![],
             max_tracked: 1_000_000,
             forget_after: Duration::from_secs(3600),
-            peer_penalties_per_minute: 1000,
+            peer_penalties_per_minute: 10_000,
         }
     }
 }

@@ -1,0 +1,55 @@
+//! `mesh-sim`: runs the mesh simulator for each (N, K) asked and prints a
+//! Markdown table of the figures (see `BENCHMARKS.md`).
+//!
+//! ```text
+//! cargo run --release -p magicmx-mesh-sim -- [--nodes 10,100,1000] [--blocks 10000,100000,1000000]
+//!     [--seed 1] [--warmup-s 3600] [--measure-s 60] [--drain-s 1800]
+//!     [--crash-share 0.01] [--partition-share 0]
+//! ```
+
+use magicmx_mesh_sim::{simulate, Config, Report};
+
+fn list(value: &str) -> Vec<usize> {
+    value.split(',').map(|v| v.trim().parse().expect("a number")).collect()
+}
+
+fn main() {
+    let mut nodes = vec![10, 100, 1000];
+    let mut blocks = vec![10_000, 100_000, 1_000_000];
+    let mut tweaks: Vec<(String, String)> = Vec::new();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        let [flag, value] = pair else { panic!("flags come with a value: {pair:?}") };
+        match flag.as_str() {
+            "--nodes" => nodes = list(value),
+            "--blocks" => blocks = list(value),
+            _ => tweaks.push((flag.clone(), value.clone())),
+        }
+    }
+    println!("{}", Report::HEADER);
+    for &n in &nodes {
+        for &k in &blocks {
+            let mut cfg = Config::mix(n, k);
+            for (flag, value) in &tweaks {
+                if flag == "--partition-share" || flag == "--crash-share" {
+                    let share: f64 = value.parse().expect("a fraction");
+                    if flag == "--partition-share" {
+                        cfg.partition_share = share;
+                    } else {
+                        cfg.crash_share = share;
+                    }
+                    continue;
+                }
+                let v: u64 = value.parse().expect("a number");
+                match flag.as_str() {
+                    "--seed" => cfg.seed = v,
+                    "--warmup-s" => cfg.warmup_s = v,
+                    "--measure-s" => cfg.measure_s = v,
+                    "--drain-s" => cfg.drain_s = v,
+                    other => panic!("unknown flag {other}"),
+                }
+            }
+            println!("{}", simulate(&cfg).row());
+        }
+    }
+}
