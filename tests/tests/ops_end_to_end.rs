@@ -123,6 +123,30 @@ fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
 }
 
 #[test]
+fn questions_to_the_blocks_homes_show_in_metrics() {
+    let root = tempfile::tempdir().unwrap();
+    let specs = specs(root.path(), 2, true, "");
+    let nodes: Vec<_> = specs.iter().map(Spec::start).collect();
+    assert!(magicmx_tests::wait_for_mesh(&nodes, Duration::from_secs(30)), "the mesh formed");
+    // Ten blocks, each sending one message to node 0: each block's primary
+    // home is one of the two nodes, so node 0 answers some questions itself
+    // and asks node 1 the others.
+    for b in 0..10 {
+        python(SEND, &[&specs[0].smtp.to_string(), &format!("127.0.{}.1", 150 + b)]);
+    }
+    let (at_0, at_1) = (metrics(&specs[0]), metrics(&specs[1]));
+    let get = |m: &std::collections::HashMap<String, f64>, outcome: &str| {
+        *m.get(&format!("magicmx_mesh_questions_total{{outcome={outcome}}}")).unwrap_or(&0.0)
+    };
+    let (here, away) = (get(&at_0, "answered_here"), get(&at_0, "asked_away"));
+    assert_eq!(here + away, 20.0, "two questions a message (RCPT, end of DATA): {at_0:?}");
+    assert!(here > 0.0 && away > 0.0, "both nodes are homes of some blocks: {here} / {away}");
+    assert_eq!(get(&at_1, "answered_for_others"), away, "node 1 answered what node 0 asked it");
+    assert_eq!(get(&at_0, "timed_out"), 0.0);
+    assert_eq!(*at_0.get("magicmx_mesh_dropped_total{what=penalties}").unwrap_or(&-1.0), 0.0);
+}
+
+#[test]
 fn the_node_runs_at_its_configured_nice_level() {
     let root = tempfile::tempdir().unwrap();
     let spec = waiting_node(root.path());

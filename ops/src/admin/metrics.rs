@@ -41,6 +41,10 @@ struct Gossip {
     bytes: [(&'static str, u64); 2],
     frames: [(&'static str, u64); 3],
     handshakes_refused: u64,
+    /// Questions to blocks' homes, by how they were answered.
+    questions: [(&'static str, u64); 5],
+    /// Entries and penalties from peers dropped.
+    dropped: [(&'static str, u64); 2],
 }
 
 impl Snapshot {
@@ -49,7 +53,16 @@ impl Snapshot {
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         let gossip = admin.node.mesh().map(|mesh| {
             let g = mesh.stats();
+            let e = mesh.engine_stats();
             Gossip {
+                questions: [
+                    ("answered_here", e.answered_here),
+                    ("asked_away", e.asked_away),
+                    ("answered_for_others", e.answered_for_others),
+                    ("timed_out", e.timeouts),
+                    ("judged_alone", e.judged_alone),
+                ],
+                dropped: [("entries", e.rejected_entries), ("penalties", e.dropped_penalties)],
                 bytes: [("sent", load(&g.bytes_sent)), ("received", load(&g.bytes_received))],
                 frames: [
                     ("sent", load(&g.frames_sent)),
@@ -170,6 +183,20 @@ impl Collector for Snapshot {
                 "Mesh handshakes refused.",
                 MetricType::Counter,
                 &single_counter(g.handshakes_refused),
+            )?;
+            family(
+                e,
+                "magicmx_mesh_questions",
+                "Questions about blocks: answered here (this node is the home), asked of a home, answered for other nodes, timed out at a home, judged alone (no home answered).",
+                MetricType::Counter,
+                &counters("outcome", &g.questions),
+            )?;
+            family(
+                e,
+                "magicmx_mesh_dropped",
+                "Count entries (nonsense) and penalties (over the peer's bounds) from peers, dropped.",
+                MetricType::Counter,
+                &counters("what", &g.dropped),
             )?;
         }
         let alive = s.peers.iter().filter(|p| p.alive).count() as i64;
