@@ -1,5 +1,6 @@
 //! A node's identity in SWIM (foca): its name, gossip address, certificate
-//! fingerprint, and a bump that makes a restarted node a new incarnation.
+//! fingerprint, the start of its process, and a bump that makes it a new
+//! incarnation in SWIM (raised when it rejoins after being declared down).
 
 use std::net::SocketAddr;
 
@@ -12,7 +13,12 @@ pub struct NodeId {
     pub name: String,
     pub addr: SocketAddr,
     pub fingerprint: Fingerprint,
-    /// Start time in milliseconds, raised on renewal: the newest wins.
+    /// When the node's process started, in milliseconds: a new value means
+    /// a restarted process, whose counts start afresh. It stays the same when
+    /// SWIM renews the identity.
+    pub started_ms: u64,
+    /// The SWIM incarnation: the start time, raised on each renewal (a node
+    /// declared down while cut off rejoins with a higher one); the newest wins.
     pub bump: u64,
 }
 
@@ -20,7 +26,7 @@ impl NodeId {
     /// A stand-in for a seed known only by address; foca learns the real
     /// identity from its answer.
     pub fn seed(addr: SocketAddr) -> NodeId {
-        NodeId { name: String::new(), addr, fingerprint: [0; 16], bump: 0 }
+        NodeId { name: String::new(), addr, fingerprint: [0; 16], started_ms: 0, bump: 0 }
     }
 }
 

@@ -161,7 +161,14 @@ impl Mesh {
         let transport =
             Transport::bind(settings.listen, tls, inbox).map_err(|e| Error::Bind(settings.listen, e))?;
         let advertise = settings.advertise.unwrap_or_else(|| transport.local_addr());
-        let own = NodeId { name: settings.name.clone(), addr: advertise, fingerprint, bump: now_ms() };
+        let started_ms = now_ms();
+        let own = NodeId {
+            name: settings.name.clone(),
+            addr: advertise,
+            fingerprint,
+            started_ms,
+            bump: started_ms,
+        };
         let shared = Arc::new(Shared {
             tally,
             peers: Mutex::new(HashMap::new()),
@@ -375,8 +382,10 @@ impl Shared {
         }
         // A restarted peer: the connection to its old process is dead. The
         // next send dials anew, and a new connection starts with the
-        // greeting. What its old process had open is gone with it.
-        let restarted = known.is_some_and(|p| p.id.bump != id.bump);
+        // greeting. What its old process had open is gone with it. A peer
+        // that only rejoined after a cut (a new SWIM incarnation of the same
+        // process) keeps its counts: they carry on where they were.
+        let restarted = known.is_some_and(|p| p.id.started_ms != id.started_ms);
         if restarted {
             self.transport.forget(id.addr);
         }
