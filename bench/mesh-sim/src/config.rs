@@ -26,6 +26,10 @@ pub struct Config {
     pub interval_ms: u64,
     /// One-way latency between nodes, uniform in this range.
     pub latency_ms: (u64, u64),
+    /// Share of packets lost: a lost frame is sent again after QUIC's probe
+    /// time-out (three maximum one-way latencies), and the frames behind it
+    /// on the same stream wait for it.
+    pub loss: f64,
     /// Bytes of UDP, IP and QUIC headers added to every frame.
     pub frame_overhead: usize,
     /// Share of the nodes that crash in the window and restart empty.
@@ -54,6 +58,7 @@ impl Config {
             drain_s: 1800,
             interval_ms: 500,
             latency_ms: (5, 50),
+            loss: 0.01,
             frame_overhead: 48,
             crash_share: 0.01,
             partition_share: 0.0,

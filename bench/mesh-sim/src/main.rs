@@ -4,13 +4,23 @@
 //! ```text
 //! cargo run --release -p magicmx-mesh-sim -- [--nodes 10,100,1000] [--blocks 10000,100000,1000000]
 //!     [--seed 1] [--warmup-s 3600] [--measure-s 60] [--drain-s 1800]
-//!     [--crash-share 0.01] [--partition-share 0]
+//!     [--crash-share 0.01] [--partition-share 0] [--loss 0.01]
 //! ```
 
 use magicmx_mesh_sim::{simulate, Config, Report};
 
 fn list(value: &str) -> Vec<usize> {
     value.split(',').map(|v| v.trim().parse().expect("a number")).collect()
+}
+
+/// The setting a fraction flag sets.
+fn fraction<'a>(cfg: &'a mut Config, flag: &str) -> Option<&'a mut f64> {
+    match flag {
+        "--partition-share" => Some(&mut cfg.partition_share),
+        "--crash-share" => Some(&mut cfg.crash_share),
+        "--loss" => Some(&mut cfg.loss),
+        _ => None,
+    }
 }
 
 fn main() {
@@ -31,13 +41,8 @@ fn main() {
         for &k in &blocks {
             let mut cfg = Config::mix(n, k);
             for (flag, value) in &tweaks {
-                if flag == "--partition-share" || flag == "--crash-share" {
-                    let share: f64 = value.parse().expect("a fraction");
-                    if flag == "--partition-share" {
-                        cfg.partition_share = share;
-                    } else {
-                        cfg.crash_share = share;
-                    }
+                if let Some(share) = fraction(&mut cfg, flag) {
+                    *share = value.parse().expect("a fraction");
                     continue;
                 }
                 let v: u64 = value.parse().expect("a number");

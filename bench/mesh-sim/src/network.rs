@@ -1,8 +1,9 @@
 //! The simulated world's time and wires: an event queue ordered by time
 //! (then by the order events were scheduled, so runs repeat exactly), and
-//! a network with latency, nodes that are down, a partition, frames kept in
-//! order between two nodes (as QUIC streams from one sender task are), and
-//! the bytes each node sends and receives.
+//! a network with latency, packet loss (repaired by retransmission, as QUIC
+//! does), nodes that are down, a partition, frames kept in order between two
+//! nodes (as QUIC streams from one sender task are), and the bytes each node
+//! sends and receives.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
@@ -71,6 +72,7 @@ pub struct Network {
     /// Nodes on different sides of a partition cannot reach each other.
     pub side: Vec<u8>,
     latency: (u64, u64),
+    loss: f64,
     overhead: usize,
     /// When the last frame between two nodes arrives (frames stay in order).
     last: HashMap<(u32, u32), u64>,
@@ -81,11 +83,12 @@ pub struct Network {
 }
 
 impl Network {
-    pub fn new(nodes: usize, latency: (u64, u64), overhead: usize) -> Network {
+    pub fn new(nodes: usize, latency: (u64, u64), loss: f64, overhead: usize) -> Network {
         Network {
             up: vec![true; nodes],
             side: vec![0; nodes],
             latency,
+            loss,
             overhead,
             last: HashMap::new(),
             sent: vec![0; nodes],
@@ -111,10 +114,16 @@ impl Network {
         if !self.reachable(from, to) {
             return None;
         }
-        if self.counting {
-            self.sent[from] += (bytes + self.overhead) as u64;
+        // Each loss costs a probe time-out and one more copy on the wire.
+        let mut copies = 1u64;
+        let mut latency = rng.random_range(self.latency.0..=self.latency.1);
+        while self.loss > 0.0 && rng.random_bool(self.loss) {
+            copies += 1;
+            latency += 3 * self.latency.1;
         }
-        let latency = rng.random_range(self.latency.0..=self.latency.1);
+        if self.counting {
+            self.sent[from] += copies * (bytes + self.overhead) as u64;
+        }
         let last = self.last.entry((from as u32, to as u32)).or_insert(0);
         let at = (now + latency).max(*last);
         *last = at;

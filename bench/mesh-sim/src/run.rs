@@ -122,7 +122,7 @@ impl World {
             rng: SmallRng::seed_from_u64(cfg.seed),
             now: 0,
             queue: Queue::default(),
-            net: Network::new(cfg.nodes, cfg.latency_ms, cfg.frame_overhead),
+            net: Network::new(cfg.nodes, cfg.latency_ms, cfg.loss, cfg.frame_overhead),
             nodes: Vec::new(),
             fps,
             index,

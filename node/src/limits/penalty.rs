@@ -6,6 +6,13 @@
 //! moment a person-to-person message fits again, so that "come back after
 //! T" is true. While a penalty is in force, asking again does not lengthen
 //! it or add a strike: strikes grow only with abuse after a penalty ends.
+//!
+//! A node that hears only part of the mesh (a split) judges with its part of
+//! each limit and cannot tell how much of the whole limit is left: its
+//! penalties last their plain length. Waiting until a message fits under its
+//! part could take hours, and the penalty would follow the block across the
+//! whole mesh when the split heals, refusing a sender still within its
+//! limit. Meanwhile the part it hears still refuses what is over its share.
 
 use magicmx_gossip::counts::BlockView;
 use magicmx_gossip::penalties::STRIKE_MEMORY_MS;
@@ -28,7 +35,8 @@ impl Limits {
             _ => 1,
         };
         let doubled = self.penalty.saturating_mul(1u32 << (strikes - 1).min(16)).min(self.penalty_max);
-        let until_ms = (now_ms + doubled.as_millis() as u64).max(self.comeback_ms(view, share, now_ms));
+        let comeback_ms = if share < 1.0 { now_ms } else { self.comeback_ms(view, share, now_ms) };
+        let until_ms = (now_ms + doubled.as_millis() as u64).max(comeback_ms);
         Penalty { until_ms, strikes }
     }
 

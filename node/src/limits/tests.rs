@@ -229,6 +229,20 @@ fn a_message_over_what_is_left_gets_what_fits_and_its_retry_the_rest() {
 }
 
 #[test]
+fn a_penalty_imposed_under_part_of_the_mesh_lasts_its_plain_length() {
+    let limits = limits(30.0);
+    let mut mesh = Mesh::new(1);
+    // A third of the mesh heard: a third of the limit, used up.
+    assert_eq!(send(&mut mesh, &limits, 0, 30, 0), 30);
+    let view = mesh.nodes[0].view(BLOCK, 1_000);
+    let whole = limits.next_penalty(None, &view, 1.0, 1_000);
+    let part = limits.next_penalty(None, &view, 1.0 / 3.0, 1_000);
+    assert_eq!(part.until_ms, 1_000 + 15 * MIN, "the plain first penalty, not until 10 fit again");
+    assert!(whole.until_ms >= part.until_ms);
+    assert_eq!(part.strikes, 1);
+}
+
+#[test]
 fn a_sender_told_to_come_back_after_t_is_taken_at_t() {
     for limit in [4.0, 10.0, 30.0, 300.0] {
         let limits = limits(limit);
