@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use magicmx_proto::smtp::Reply;
+use crate::replies::Refusal;
 use magicmx_proto::{Address, Domain};
 
 use crate::route::smtp::ClientForwarding;
@@ -26,16 +26,15 @@ impl Domains {
         Domains { served, postmaster, hostname: Domain::parse(hostname).ok() }
     }
 
-    /// The reply to RCPT TO for this recipient.
-    pub fn verdict(&self, recipient: &Address) -> Reply {
+    /// Whether this node takes mail for `recipient` at all.
+    pub fn verdict(&self, recipient: &Address) -> Result<(), Refusal> {
         let Some((_, address)) = self.route_for(recipient) else {
-            let text = format!("Relay access denied: {} is not served here", recipient.domain);
-            return Reply::new(550, "5.7.1", text);
+            return Err(Refusal::RelayDenied { domain: recipient.domain.to_string() });
         };
         if address.has_routing_characters() {
-            return Reply::new(550, "5.7.1", "Relay access denied: routing characters in the local part");
+            return Err(Refusal::RoutingCharacters);
         }
-        Reply::new(250, "2.1.5", "Recipient OK")
+        Ok(())
     }
 
     /// The TLS policy for delivering to a served domain's recipient.
@@ -75,7 +74,7 @@ mod tests {
     }
 
     fn code(d: &Domains, rcpt: &str) -> u16 {
-        d.verdict(&Address::parse(rcpt).unwrap()).code
+        d.verdict(&Address::parse(rcpt).unwrap()).map_or_else(|r| r.reply().code, |()| 250)
     }
 
     #[test]

@@ -16,17 +16,22 @@ pub enum Error {
     /// A queue record could not be encoded or decoded.
     #[error("queue record: {0}")]
     Record(postcard::Error),
-    /// A group commit failed; none of its writes took effect.
+    /// A group commit failed; none of its writes took effect. Shared by
+    /// every writer in the group, so the cause is shared too.
     #[error("queue commit failed: {0}")]
-    Commit(String),
+    Commit(std::sync::Arc<Error>),
+    /// A task doing a blocking write panicked or was cancelled; its write
+    /// may or may not have taken effect, nothing else is affected.
+    #[error("a blocking task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
     /// The queue's writer thread is gone (the node is shutting down).
     #[error("queue writer stopped")]
     QueueClosed,
     #[error("cannot listen on {addr}: {error}")]
     Listen { addr: SocketAddr, error: std::io::Error },
-    /// The mesh could not start (certificates, gossip port).
+    /// The mesh could not start (certificates, gossip port); the node did not start.
     #[error("mesh: {0}")]
-    Mesh(String),
+    Mesh(#[from] magicmx_gossip::Error),
     /// The DNS resolver could not be set up.
     #[error("DNS resolver: {0}")]
     Dns(String),

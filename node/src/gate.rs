@@ -7,23 +7,22 @@
 use std::net::IpAddr;
 
 use magicmx_gossip::Penalty;
-use magicmx_proto::smtp::Reply;
 use magicmx_proto::SourceBlock;
 
 use crate::bounded::BoundedMap;
-use crate::replies;
+use crate::replies::Refusal;
 use crate::throttle::Throttle;
 use crate::trust::TrustList;
 
 /// The gate's verdict on a new connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     /// Serve it; nothing counted.
     Trusted,
     /// Serve it; counted.
     Pass,
     /// Answer this and close.
-    Refuse(Reply),
+    Refuse(Refusal),
     /// Close without a word.
     Drop,
 }
@@ -73,7 +72,7 @@ impl Gate {
         if given > self.polite {
             return Verdict::Drop;
         }
-        Verdict::Refuse(replies::penalised(block, penalty.until_ms, now_ms))
+        Verdict::Refuse(Refusal::Penalised { block, until_ms: penalty.until_ms, now_ms })
     }
 
     /// Forgets refusal counts of penalties that are over.

@@ -7,8 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use magicmx_gossip::tally::now_ms;
-
 use crate::Shared;
 
 const SWEEP: Duration = Duration::from_secs(5);
@@ -20,17 +18,16 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         tokio::select! {
             _ = shared.throttle.penalised.notified() => {}
             _ = sample.tick() => {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                shared.stats.sample(now.as_secs());
+                shared.stats.sample(shared.clock.now() / 1000);
                 continue;
             }
             _ = sweep.tick() => {
-                let now = now_ms();
+                let now = shared.clock.now();
                 shared.throttle.tally().sweep(now);
                 shared.gate.sweep(now);
                 shared.trust.sweep(now);
                 shared.checks.callouts.sweep(now);
-                shared.unanswered.forget_old(&shared.queue, crate::intake::unix_now());
+                shared.unanswered.forget_old(&shared.queue, now / 1000);
                 let queue = shared.queue.clone();
                 if let Ok(Err(error)) = tokio::task::spawn_blocking(move || queue.compact_if_drained()).await {
                     tracing::warn!(%error, "cannot compact the queue database");
@@ -38,10 +35,10 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
         }
         // Penalties learnt from peers change the tally too: check each time.
-        if let Some(penalties) = shared.throttle.tally().penalties_to_save(now_ms()) {
+        if let Some(penalties) = shared.throttle.tally().penalties_to_save(shared.clock.now()) {
             let queue = shared.queue.clone();
             let saved = tokio::task::spawn_blocking(move || queue.save_penalties(&penalties)).await;
-            if let Ok(Err(error)) | Err(error) = saved.map_err(|e| crate::Error::Commit(e.to_string())) {
+            if let Ok(Err(error)) | Err(error) = saved.map_err(crate::Error::from) {
                 tracing::error!(%error, "cannot save penalties");
             }
         }

@@ -7,16 +7,17 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use magicmx_proto::smtp::{received_header, Message, ReceivedInfo, Reply, Session};
 use time::OffsetDateTime;
 
 use crate::checks::Findings;
+use crate::clock::Millis;
 use crate::deliver::Job;
 use crate::queue::{
     Arrival, Body, Envelope, Queue, QueueId, RecipientState, RecipientStatus, Source, SpoolFile, Unanswered,
 };
+use crate::replies::{self, Refusal};
 use crate::resend;
 use crate::stats::Stats;
 use crate::Shared;
@@ -29,10 +30,6 @@ use crate::Shared;
 pub(crate) struct AfterReply(Option<Box<dyn FnOnce(bool) + Send>>);
 
 impl AfterReply {
-    fn none() -> AfterReply {
-        AfterReply(None)
-    }
-
     fn new(work: impl FnOnce(bool) + Send + 'static) -> AfterReply {
         AfterReply(Some(Box::new(work)))
     }
@@ -55,11 +52,17 @@ impl Drop for AfterReply {
 
 /// What settles a message's unanswered note: dropped once the reply is
 /// written; otherwise kept, so that the client's next try is recognised.
-fn settler(shared: &Shared, id: QueueId, fingerprint: Option<[u8; 32]>) -> impl FnOnce(bool) + Send {
+/// `now_s`: the message's arrival, in Unix seconds.
+fn settler(
+    shared: &Shared,
+    id: QueueId,
+    fingerprint: Option<[u8; 32]>,
+    now_s: u64,
+) -> impl FnOnce(bool) + Send {
     let (queue, unanswered) = (shared.queue.clone(), shared.unanswered.clone());
     move |written| match (written, fingerprint) {
         (true, Some(_)) => queue.answered(id),
-        (false, Some(fingerprint)) => unanswered.remember(&queue, fingerprint, id, unix_now()),
+        (false, Some(fingerprint)) => unanswered.remember(&queue, fingerprint, id, now_s),
         (_, None) => {}
     }
 }
@@ -162,8 +165,9 @@ impl Incoming {
     }
 }
 
-/// Queues a message and answers it; with `verify`, after DKIM and DMARC
-/// (not for trusted senders, like the other checks).
+/// Queues a message at `now_ms` and answers it; with `verify`, after DKIM
+/// and DMARC (not for trusted senders, like the other checks). A refusal is
+/// logged here and counted by the caller.
 pub(crate) async fn accept(
     shared: &Shared,
     session: &Session,
@@ -171,15 +175,16 @@ pub(crate) async fn accept(
     incoming: Incoming,
     findings: &Findings,
     verify: bool,
-) -> (Reply, AfterReply) {
+    now_ms: Millis,
+) -> Result<(Reply, AfterReply), Refusal> {
     let client_ip = session.client_ip();
-    let block = shared.block_of(client_ip);
+    let block = shared.throttle.block_of(client_ip);
     let fingerprint =
         message.has_message_id.then(|| resend::fingerprint(&message, &incoming.digest())).flatten();
     let claimed = fingerprint.and_then(|f| shared.unanswered.claim(&f).map(|original| (f, original)));
     if let Some((fingerprint, original)) = claimed {
         // A spool file goes with `incoming`: nothing is queued twice.
-        return second_try(shared, client_ip, &message, original, fingerprint);
+        return Ok(second_try(shared, client_ip, &message, original, fingerprint, now_ms));
     }
     let id = match &incoming {
         Incoming::Spooled(spool) => spool.id(),
@@ -192,10 +197,8 @@ pub(crate) async fn accept(
     let failed = |error: crate::Error| {
         // Written but never queued: not to be delivered.
         shared.queue.spool().remove(id);
-        Stats::add(&shared.stats.tempfailed);
-        shared.stats.refusal("queue_error");
         tracing::error!(queue_id = %id, client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, verdict = "tempfail", %error, "transaction");
-        (queue_error(), AfterReply::none())
+        Err(Refusal::QueueError)
     };
     let source = match incoming.store(&shared.queue, id).await {
         Ok(source) => source,
@@ -208,10 +211,9 @@ pub(crate) async fn accept(
     let authenticity = authenticity.unwrap_or_default();
     if let Some(refusal) = &authenticity.refusal {
         shared.queue.spool().remove(id);
-        Stats::add(&shared.stats.rejected);
-        shared.stats.refusal("dmarc");
-        tracing::info!(client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, authenticity = %authenticity.summary, verdict = "rejected", reply = %refusal.to_string().trim_end(), "transaction");
-        return (refusal.clone(), AfterReply::none());
+        let reply = refusal.reply().to_string();
+        tracing::info!(client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, authenticity = %authenticity.summary, verdict = "rejected", reply = %reply.trim_end(), "transaction");
+        return Err(refusal.clone());
     }
     let info = ReceivedInfo {
         helo: message.helo.clone(),
@@ -225,13 +227,15 @@ pub(crate) async fn accept(
             _ => None,
         },
     };
-    let mut headers = received_header(&info, OffsetDateTime::now_utc());
+    let received_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
+        .unwrap_or_else(|_| OffsetDateTime::now_utc());
+    let mut headers = received_header(&info, received_at);
     let server = &shared.session_config.hostname;
     if let Some(results) = findings.header(server, client_ip, message.sender.as_ref(), &authenticity.results)
     {
         headers.push_str(&results);
     }
-    let now = unix_now();
+    let now = now_ms / 1000;
     let envelope = Envelope {
         sender: message.sender,
         recipients: message
@@ -271,7 +275,7 @@ pub(crate) async fn accept(
         return failed(error);
     }
     Stats::add(&shared.stats.accepted);
-    let settle = settler(shared, id, fingerprint);
+    let settle = settler(shared, id, fingerprint, now);
     let delivery = shared.delivery.clone();
     let checks = format!("{} {}", findings.summary(), authenticity.summary);
     let size = envelope.size;
@@ -281,12 +285,7 @@ pub(crate) async fn accept(
         let _ = delivery.send(Job { id, loaded: Some((envelope, body)) });
         tracing::info!(queue_id = %id, client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, size, checks = %checks.trim_end(), verdict = "accepted", "transaction");
     };
-    (Reply::new(250, "2.0.0", format!("Ok: queued as {id}")), AfterReply::new(after))
-}
-
-/// The queue could not take a message: the sender keeps it.
-pub(crate) fn queue_error() -> Reply {
-    Reply::new(451, "4.3.0", "Temporary failure writing the queue; please try again later")
+    Ok((replies::queued(id), AfterReply::new(after)))
 }
 
 /// The client sends again a message already queued as `original` whose 250
@@ -297,18 +296,15 @@ fn second_try(
     message: &Message,
     original: QueueId,
     fingerprint: [u8; 32],
+    now_ms: Millis,
 ) -> (Reply, AfterReply) {
     Stats::add(&shared.stats.resent);
     let sender = message.sender.as_ref().map(ToString::to_string).unwrap_or_default();
     let rcpts = message.recipients.len();
-    let settle = settler(shared, original, Some(fingerprint));
+    let settle = settler(shared, original, Some(fingerprint), now_ms / 1000);
     let after = move |written| {
         settle(written);
         tracing::info!(queue_id = %original, client = %client_ip, sender = %format!("<{sender}>"), rcpts, verdict = "sent_again", "transaction: a second try of a message whose 250 was lost; not queued twice");
     };
-    (Reply::new(250, "2.0.0", format!("Ok: queued as {original}")), AfterReply::new(after))
-}
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+    (replies::queued(original), AfterReply::new(after))
 }

@@ -3,6 +3,7 @@
 
 pub mod bounded;
 pub mod checks;
+pub mod clock;
 mod connection;
 mod connections;
 mod deliver;
@@ -21,6 +22,7 @@ mod replies;
 mod resend;
 mod reservation;
 pub mod route;
+mod session;
 pub mod settings;
 pub mod stats;
 pub mod throttle;
@@ -31,6 +33,7 @@ pub mod trust;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use clock::{Clock, SystemClock};
 use magicmx_gossip::{EngineSettings, Mesh, Tally};
 use magicmx_proto::smtp::SessionConfig;
 use throttle::Throttle;
@@ -64,20 +67,15 @@ pub(crate) struct Shared {
     pub delivery: mpsc::UnboundedSender<deliver::Job>,
     pub dns: Arc<Dns>,
     pub outbound: Outbound,
-    pub mesh: Option<Mesh>,
+    /// Limits, counts, penalties, and the mesh when there is one.
     pub throttle: Throttle,
     pub gate: gate::Gate,
     pub trust: TrustList,
     pub checks: checks::Checks,
     pub stats: Arc<stats::Stats>,
     pub started: std::time::Instant,
-}
-
-impl Shared {
-    /// The source block a client address counts under.
-    pub fn block_of(&self, ip: std::net::IpAddr) -> magicmx_proto::SourceBlock {
-        magicmx_proto::SourceBlock::of(ip, self.settings.ipv4_prefix, self.settings.ipv6_prefix)
-    }
+    /// The time every decision is taken at.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// A running node. Dropping it leaves its tasks running; call
@@ -95,7 +93,8 @@ impl Node {
         std::fs::create_dir_all(&settings.data_dir)
             .map_err(|error| Error::Io { path: settings.data_dir.clone(), error })?;
         let queue = Queue::open(&settings.data_dir)?;
-        let unanswered = Arc::new(resend::UnansweredMessages::load(&queue, intake::unix_now())?);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let unanswered = Arc::new(resend::UnansweredMessages::load(&queue, clock.now() / 1000)?);
         let (journal, journaled) = deliver::journal::Journal::open(&settings.data_dir)?;
         deliver::journal::apply(&queue, journaled).await?;
         journal.forget_left_over();
@@ -134,16 +133,12 @@ impl Node {
             tracing::info!(dropped = stored.len() - restored, "penalties imposed by revoked nodes dropped");
         }
         let mesh = match &settings.mesh {
-            Some(mesh) => Some(
-                Mesh::start_with(mesh.clone(), tally.clone())
-                    .await
-                    .map_err(|e| Error::Mesh(e.to_string()))?,
-            ),
+            Some(mesh) => Some(Mesh::start_with(mesh.clone(), tally.clone()).await?),
             None => None,
         };
         let trust = TrustList::load(&settings.trusted, queue.clone())?;
         let prefixes = (settings.ipv4_prefix, settings.ipv6_prefix);
-        let throttle = Throttle::new(limits, prefixes, tally, mesh.clone());
+        let throttle = Throttle::new(limits, prefixes, tally, mesh, clock.clone());
         let gate = gate::Gate::new(settings.throttle.polite_refusals);
         let traps = listener::bind(&settings.trap_listen).await?;
         let stats = Arc::new(stats::Stats::default());
@@ -163,13 +158,13 @@ impl Node {
             delivery,
             dns,
             outbound,
-            mesh,
             throttle,
             gate,
             trust,
             checks,
             stats,
             started: std::time::Instant::now(),
+            clock,
         });
         let mut tasks = vec![
             tokio::spawn(deliver::run(shared.clone(), wake)),
@@ -194,9 +189,24 @@ impl Node {
         self.shared.connections.in_use()
     }
 
-    /// The throttle: limits, counts and penalties.
-    pub fn throttle(&self) -> &Throttle {
-        &self.shared.throttle
+    /// The node's clock: what every decision is taken at.
+    pub fn now(&self) -> clock::Millis {
+        self.shared.clock.now()
+    }
+
+    /// Penalties in force at `now_ms` (this node's and its peers').
+    pub fn penalties_in_force(&self, now_ms: clock::Millis) -> Vec<magicmx_proto::wire::PenaltyEntry> {
+        self.shared.throttle.tally().penalties_in_force(now_ms)
+    }
+
+    /// The `n` blocks with the highest mesh-wide rates this node knows, at `now_ms`.
+    pub fn top_blocks(
+        &self,
+        n: usize,
+        now_ms: clock::Millis,
+    ) -> Vec<(String, magicmx_gossip::counts::Rates)> {
+        let throttle = &self.shared.throttle;
+        throttle.tally().top_blocks(n, throttle.caps(), now_ms)
     }
 
     /// The sources that bypass the throttle.
@@ -243,7 +253,7 @@ impl Node {
 
     /// The node's mesh, when it has one.
     pub fn mesh(&self) -> Option<&Mesh> {
-        self.shared.mesh.as_ref()
+        self.shared.throttle.mesh()
     }
 
     pub fn queue(&self) -> &Queue {
@@ -263,7 +273,7 @@ impl Node {
         for task in &self.tasks {
             task.abort();
         }
-        if let Some(mesh) = &self.shared.mesh {
+        if let Some(mesh) = self.shared.throttle.mesh() {
             mesh.shutdown();
         }
     }

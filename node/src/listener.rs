@@ -7,12 +7,10 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
-use magicmx_gossip::tally::now_ms;
-
 use crate::connection;
 use crate::error::{Error, Result};
 use crate::gate::Verdict;
-use crate::replies;
+use crate::replies::Refusal;
 use crate::stats::Stats;
 use crate::Shared;
 
@@ -39,19 +37,27 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         let client_ip = peer.ip().to_canonical();
         Stats::add(&shared.stats.connections);
-        let verdict = shared.gate.judge(&shared.throttle, &shared.trust, client_ip, now_ms());
-        if matches!(verdict, Verdict::Drop | Verdict::Refuse(_)) {
-            Stats::add(&shared.stats.refused_at_connect);
-            shared.stats.refusal("penalised");
+        let verdict = shared.gate.judge(&shared.throttle, &shared.trust, client_ip, shared.clock.now());
+        match &verdict {
+            Verdict::Refuse(refusal) => {
+                Stats::add(&shared.stats.refused_at_connect);
+                shared.stats.refusal(refusal.label());
+            }
+            // A penalised block past its polite refusals.
+            Verdict::Drop => {
+                Stats::add(&shared.stats.refused_at_connect);
+                shared.stats.refusal("penalised");
+            }
+            Verdict::Trusted | Verdict::Pass => {}
         }
         let trusted = match verdict {
             Verdict::Trusted => true,
             Verdict::Pass => false,
             Verdict::Drop => continue,
-            Verdict::Refuse(reply) => {
+            Verdict::Refuse(refusal) => {
                 tokio::spawn(async move {
                     let mut stream = stream;
-                    let _ = stream.write_all(&reply.to_bytes()).await;
+                    let _ = stream.write_all(&refusal.reply().to_bytes()).await;
                     let _ = stream.shutdown().await;
                 });
                 continue;
@@ -66,10 +72,12 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                     drop(slot);
                 }
                 Err(full) => {
+                    let refusal =
+                        Refusal::TooManyConnections { hostname: shared.session_config.hostname.clone() };
                     Stats::add(&shared.stats.refused_at_connect);
-                    shared.stats.refusal("too_many_connections");
+                    shared.stats.refusal(refusal.label());
                     let mut stream = stream;
-                    let reply = replies::too_many_connections(&shared.session_config.hostname);
+                    let reply = refusal.reply();
                     tracing::info!(client = %peer.ip(), ?full, "connection refused: too many connections");
                     let _ = stream.write_all(&reply.to_bytes()).await;
                     let _ = stream.shutdown().await;

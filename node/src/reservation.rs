@@ -5,9 +5,10 @@
 
 use std::sync::Arc;
 
-use magicmx_gossip::tally::now_ms;
 use magicmx_gossip::Tally;
 use magicmx_proto::SourceBlock;
+
+use crate::clock::Clock;
 
 pub(crate) struct Reservation {
     tally: Arc<Tally>,
@@ -15,11 +16,13 @@ pub(crate) struct Reservation {
     id: u32,
     recipients: u16,
     settled: bool,
+    /// For a transaction dropped undecided.
+    clock: Arc<dyn Clock>,
 }
 
 impl Reservation {
-    pub(crate) fn new(tally: Arc<Tally>, block: SourceBlock, id: u32) -> Reservation {
-        Reservation { tally, block, id, recipients: 0, settled: false }
+    pub(crate) fn new(tally: Arc<Tally>, block: SourceBlock, id: u32, clock: Arc<dyn Clock>) -> Reservation {
+        Reservation { tally, block, id, recipients: 0, settled: false, clock }
     }
 
     pub(crate) fn block(&self) -> SourceBlock {
@@ -70,6 +73,6 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.close(false, now_ms());
+        self.close(false, self.clock.now());
     }
 }

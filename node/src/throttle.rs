@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use magicmx_gossip::tally::block_text;
 use magicmx_gossip::{Answer, Caps, Mesh, Penalty, Question, Tally};
-use magicmx_proto::smtp::Reply;
 use magicmx_proto::SourceBlock;
 use tokio::sync::Notify;
 
+use crate::clock::{Clock, Millis};
 use crate::limits::Limits;
-use crate::replies;
+use crate::replies::{self, Refusal};
 use crate::reservation::Reservation;
 
 pub struct Throttle {
@@ -26,12 +26,20 @@ pub struct Throttle {
     /// Woken when a penalty is imposed (to save penalties to disk).
     pub(crate) penalised: Arc<Notify>,
     next_transaction: AtomicU32,
+    /// For transactions dropped undecided (a client gone mid-session).
+    clock: Arc<dyn Clock>,
 }
 
 impl Throttle {
     /// The throttle over `tally`, whose judge is `limits`; penalties the
     /// tally imposes are logged and wake `penalised`.
-    pub fn new(limits: Arc<Limits>, prefixes: (u8, u8), tally: Arc<Tally>, mesh: Option<Mesh>) -> Throttle {
+    pub fn new(
+        limits: Arc<Limits>,
+        prefixes: (u8, u8),
+        tally: Arc<Tally>,
+        mesh: Option<Mesh>,
+        clock: Arc<dyn Clock>,
+    ) -> Throttle {
         let penalised = Arc::new(Notify::new());
         let wake = penalised.clone();
         tally.on_penalised(Box::new(move |block, penalty, why| {
@@ -39,7 +47,7 @@ impl Throttle {
             tracing::info!(%block, reason = why, until = %replies::when(penalty.until_ms), strikes = penalty.strikes, "block penalised");
             wake.notify_one();
         }));
-        Throttle { limits, prefixes, tally, mesh, penalised, next_transaction: AtomicU32::new(1) }
+        Throttle { limits, prefixes, tally, mesh, penalised, next_transaction: AtomicU32::new(1), clock }
     }
 
     pub fn block_of(&self, ip: IpAddr) -> SourceBlock {
@@ -53,6 +61,11 @@ impl Throttle {
     /// The most one peer's counts may add to a block.
     pub fn caps(&self) -> Caps {
         self.limits.caps()
+    }
+
+    /// The mesh, when this node is part of one.
+    pub fn mesh(&self) -> Option<&Mesh> {
+        self.mesh.as_ref()
     }
 
     pub fn tally(&self) -> &Arc<Tally> {
@@ -86,28 +99,33 @@ impl Throttle {
     /// A new transaction from `ip`: nothing reserved yet.
     pub(crate) fn transaction(&self, ip: IpAddr) -> Reservation {
         let id = self.next_transaction.fetch_add(1, Ordering::Relaxed);
-        Reservation::new(self.tally.clone(), self.block_of(ip), id)
+        Reservation::new(self.tally.clone(), self.block_of(ip), id, self.clock.clone())
     }
 
     /// RCPT: reserves one more recipient and asks the block's home whether
     /// it fits the mesh-wide limit; if not, it is given back and refused
     /// (the home has penalised the block, unless it was already).
-    pub(crate) async fn recipient(&self, transaction: &mut Reservation, now_ms: u64) -> Option<Reply> {
+    pub(crate) async fn recipient(
+        &self,
+        transaction: &mut Reservation,
+        now_ms: Millis,
+    ) -> Result<(), Refusal> {
         transaction.add(now_ms);
         let answer = self.ask(transaction.block(), Question::Recipient, now_ms).await;
         if answer.yes {
-            return None;
+            return Ok(());
         }
-        transaction.give_back_one(magicmx_gossip::tally::now_ms());
-        Some(self.refusal(transaction.block(), answer, now_ms))
+        transaction.give_back_one(now_ms);
+        let (limit, until_ms) = self.over_limit(answer, now_ms);
+        Err(Refusal::OverLimit { block: transaction.block(), limit, until_ms })
     }
 
-    /// The refusal of a recipient or message over the limit, with when to come back.
-    pub(crate) fn refusal(&self, block: SourceBlock, answer: Answer, now_ms: u64) -> Reply {
+    /// Over the limit: the limit this node enforces, and when to come back.
+    pub(crate) fn over_limit(&self, answer: Answer, now_ms: Millis) -> (f64, Millis) {
         let limit = self.limits.recipients(self.share());
         let until_ms = answer.penalty.map_or(now_ms, |p| p.until_ms);
         self.penalised.notify_one();
-        replies::over_recipient_limit(block, limit, until_ms)
+        (limit, until_ms)
     }
 
     /// Penalises `block` for exactly `length` from now (a trap hit).

@@ -13,13 +13,12 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use magicmx_gossip::tally::now_ms;
 use magicmx_gossip::Question;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 use crate::gate::Verdict;
-use crate::replies;
+use crate::replies::Refusal;
 use crate::Shared;
 
 pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
@@ -28,11 +27,11 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
-        shared.stats.refusal("trap");
+        shared.stats.refusal(Refusal::Trap.label());
         let shared = shared.clone();
         tokio::spawn(async move {
-            if let Verdict::Refuse(reply) = hit(&shared, peer.ip().to_canonical()).await {
-                let _ = stream.write_all(&reply.to_bytes()).await;
+            if let Verdict::Refuse(refusal) = hit(&shared, peer.ip().to_canonical()).await {
+                let _ = stream.write_all(&refusal.reply().to_bytes()).await;
                 let _ = stream.shutdown().await;
             }
         });
@@ -41,19 +40,20 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 
 /// What the trap does with a client at `ip`.
 async fn hit(shared: &Shared, ip: IpAddr) -> Verdict {
-    let closing = Verdict::Refuse(replies::trap_closing());
+    let closing = Verdict::Refuse(Refusal::Trap);
     let throttle = &shared.throttle;
-    if shared.trust.is_trusted(ip, now_ms()) {
+    let clock = &shared.clock;
+    if shared.trust.is_trusted(ip, clock.now()) {
         return closing;
     }
     let block = throttle.block_of(ip);
     let penalised = |now| throttle.penalty(block, now).map(|p| shared.gate.refuse(block, p, now));
-    if let Some(verdict) = penalised(now_ms()) {
+    if let Some(verdict) = penalised(clock.now()) {
         return if verdict == Verdict::Drop { verdict } else { closing };
     }
     // A sender the mesh refused moments ago: the block's home has its count.
-    let seen = throttle.ask(block, Question::Seen, now_ms()).await;
-    let now = now_ms();
+    let seen = throttle.ask(block, Question::Seen, clock.now()).await;
+    let now = clock.now();
     if let Some(verdict) = penalised(now) {
         return if verdict == Verdict::Drop { verdict } else { closing };
     }

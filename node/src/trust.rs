@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ipnet::IpNet;
 
 use crate::bounded::BoundedMap;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::queue::{Queue, TrustRecord};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,9 +98,7 @@ impl TrustList {
         let record = TrustRecord { reason: reason.clone(), added };
         let queue = self.queue.clone();
         let key = net.to_string();
-        tokio::task::spawn_blocking(move || queue.put_trust(&key, &record))
-            .await
-            .map_err(|e| Error::Commit(e.to_string()))??;
+        tokio::task::spawn_blocking(move || queue.put_trust(&key, &record)).await??;
         let mut entries = self.entries.write().unwrap();
         entries.retain(|t| t.from_config || t.net != net);
         entries.push(Trusted { net, reason, from_config: false, added });
@@ -120,9 +118,7 @@ impl TrustList {
         }
         let queue = self.queue.clone();
         let key = net.to_string();
-        tokio::task::spawn_blocking(move || queue.remove_trust(&key))
-            .await
-            .map_err(|e| Error::Commit(e.to_string()))??;
+        tokio::task::spawn_blocking(move || queue.remove_trust(&key)).await??;
         self.entries.write().unwrap().retain(|t| t.from_config || t.net != net);
         Ok(Removed::Removed)
     }

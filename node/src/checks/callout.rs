@@ -10,11 +10,11 @@
 
 use std::sync::Arc;
 
-use magicmx_proto::smtp::Reply;
 use magicmx_proto::Address;
 
 use super::counted;
 use crate::bounded::BoundedMap;
+use crate::replies::Refusal;
 use crate::stats::Stats;
 
 const KEEP_GOOD_MS: u64 = 7 * 24 * 3600 * 1000;
@@ -46,14 +46,14 @@ impl Callouts {
     }
 
     /// The cached verdict on `recipient` at `now_ms`, if fresh.
-    pub fn cached(&self, recipient: &Address, now_ms: u64) -> Option<Option<Reply>> {
+    pub fn cached(&self, recipient: &Address, now_ms: u64) -> Option<Option<Refusal>> {
         let key = recipient.to_string().to_ascii_lowercase();
         let (valid, said) = self.cache.get(&key, now_ms)?;
         Some(counted(&self.stats, "callout", "cached", verdict(valid, &said)))
     }
 
     /// Records a probe's answer at `now_ms`; the reply to give.
-    pub fn record(&self, recipient: &Address, probe: Probe, now_ms: u64) -> Option<Reply> {
+    pub fn record(&self, recipient: &Address, probe: Probe, now_ms: u64) -> Option<Refusal> {
         let key = recipient.to_string().to_ascii_lowercase();
         match probe {
             Probe::Valid => {
@@ -65,8 +65,7 @@ impl Callouts {
                 counted(&self.stats, "callout", "invalid", verdict(false, &said))
             }
             Probe::SenderRefused(said) => {
-                let text = format!("Sender address rejected by the recipient's mail server: {said}");
-                counted(&self.stats, "callout", "sender_refused", Some(Reply::new(550, "5.1.0", text)))
+                counted(&self.stats, "callout", "sender_refused", Some(Refusal::CalloutSender { said }))
             }
             Probe::Unknown(why) => {
                 tracing::debug!(%recipient, %why, "call-out inconclusive; recipient accepted");
@@ -90,9 +89,8 @@ impl Callouts {
     }
 }
 
-fn verdict(valid: bool, said: &str) -> Option<Reply> {
-    (!valid)
-        .then(|| Reply::new(550, "5.1.1", format!("Recipient address rejected by its mail server: {said}")))
+fn verdict(valid: bool, said: &str) -> Option<Refusal> {
+    (!valid).then(|| Refusal::CalloutRecipient { said: said.to_string() })
 }
 
 #[cfg(test)]
@@ -116,7 +114,8 @@ mod tests {
     fn a_sender_refusal_is_passed_on_and_not_cached() {
         let callouts = Callouts::new(Arc::new(Stats::default()));
         let rcpt = Address::parse("bob@example.test").unwrap();
-        let reply = callouts.record(&rcpt, Probe::SenderRefused("553 5.7.1 go away".into()), 0).unwrap();
+        let reply =
+            callouts.record(&rcpt, Probe::SenderRefused("553 5.7.1 go away".into()), 0).unwrap().reply();
         assert_eq!((reply.code, reply.status.as_deref()), (550, Some("5.1.0")));
         assert_eq!(callouts.cached(&rcpt, 1), None);
     }

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use magicmx_proto::smtp::Reply;
+use crate::replies::Refusal;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::dmarc::Policy;
 use mail_auth::{
@@ -22,14 +22,14 @@ use crate::settings::CheckMode;
 use crate::stats::Stats;
 
 /// What the verification found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Authenticity {
     /// `Authentication-Results:` parts (`;\r\n\tdkim=…;\r\n\tdmarc=…`).
     pub results: String,
     /// For the transaction log: `dkim=pass dmarc=pass`.
     pub summary: String,
     /// DMARC failed under `p=reject` and the node honours it.
-    pub refusal: Option<Reply>,
+    pub refusal: Option<Refusal>,
 }
 
 pub struct DkimChecker {
@@ -80,8 +80,7 @@ impl DkimChecker {
             stats.check("dmarc", result);
             summary.push_str(&format!(" dmarc={result}"));
             if result == "fail" && dmarc.policy() == Policy::Reject && self.dmarc == CheckMode::Reject {
-                let text = format!("DMARC policy of {} rejects this message", dmarc.domain());
-                refusal = Some(Reply::new(550, "5.7.1", text));
+                refusal = Some(Refusal::Dmarc { domain: dmarc.domain().to_string() });
             }
             results = results.with_dmarc_result(&dmarc);
         }

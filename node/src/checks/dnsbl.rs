@@ -11,7 +11,7 @@
 
 use std::net::IpAddr;
 
-use magicmx_proto::smtp::Reply;
+use crate::replies::Refusal;
 
 use super::counted;
 use crate::dns::{Dns, Failure};
@@ -35,15 +35,11 @@ impl Outcome {
         }
     }
 
-    pub fn reply(&self) -> Option<Reply> {
+    pub fn refusal(&self) -> Option<Refusal> {
         match self {
             Outcome::Unlisted => None,
-            Outcome::Listed(text) => Some(Reply::new(554, "5.7.1", text.clone())),
-            Outcome::Unreachable(list) => Some(Reply::new(
-                451,
-                "4.4.3",
-                format!("Temporary DNS failure checking {list}; try again later"),
-            )),
+            Outcome::Listed(text) => Some(Refusal::Dnsbl { text: text.clone() }),
+            Outcome::Unreachable(list) => Some(Refusal::DnsblUnreachable { list: list.clone() }),
         }
     }
 }

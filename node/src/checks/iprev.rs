@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use magicmx_proto::smtp::Reply;
+use crate::replies::Refusal;
 
 use super::counted;
 use crate::dns::{Dns, Failure};
@@ -19,15 +19,8 @@ pub struct IpRev {
 }
 
 impl IpRev {
-    pub fn reply(&self) -> Reply {
-        match self.result {
-            "temperror" => Reply::new(
-                451,
-                "4.7.25",
-                format!("Reverse DNS lookup failed for now ({}); try again later", self.why),
-            ),
-            _ => Reply::new(550, "5.7.25", format!("Reverse DNS validation failed: {}", self.why)),
-        }
+    pub fn refusal(&self) -> Refusal {
+        Refusal::ReverseDns { temporary: self.result == "temperror", why: self.why.clone() }
     }
 }
 

@@ -12,10 +12,10 @@ pub mod spf;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use magicmx_proto::smtp::Reply;
 use magicmx_proto::Address;
 
 use crate::dns::Dns;
+use crate::replies::Refusal;
 use crate::settings::{CheckMode, CheckSettings};
 use crate::stats::Stats;
 
@@ -161,14 +161,14 @@ impl Checks {
         helo: &str,
         sender: Option<&Address>,
         findings: &mut Findings,
-    ) -> Option<Reply> {
+    ) -> Option<Refusal> {
         if !self.settings.dnsbl.is_empty() {
             let outcome =
                 dnsbl::check(&self.dns, &self.stats, ip, &self.settings.dnsbl, self.settings.dnsbl_threshold)
                     .await;
             findings.dnsbl = Some(outcome.label());
-            if let Some(reply) = outcome.reply() {
-                return Some(reply);
+            if let Some(refusal) = outcome.refusal() {
+                return Some(refusal);
             }
         }
         if self.settings.fcrdns != CheckMode::Off {
@@ -176,20 +176,20 @@ impl Checks {
             let refuse = self.settings.fcrdns == CheckMode::Reject && iprev.result != "pass";
             findings.iprev = Some(iprev.clone());
             if refuse {
-                return Some(iprev.reply());
+                return Some(iprev.refusal());
             }
         }
         if let (Some(sender), true) = (sender, self.settings.sender_domain) {
-            if let Some(reply) = sender::check(&self.dns, &self.stats, sender).await {
-                return Some(reply);
+            if let Some(refusal) = sender::check(&self.dns, &self.stats, sender).await {
+                return Some(refusal);
             }
         }
         if let Some(checker) = &self.spf {
             let spf = checker.check(&self.stats, ip, helo, sender).await;
-            let reply = spf.reply(&self.settings);
+            let refusal = spf.refusal(&self.settings);
             findings.spf = Some(spf);
-            if reply.is_some() {
-                return reply;
+            if refusal.is_some() {
+                return refusal;
             }
         }
         None

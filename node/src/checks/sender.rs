@@ -1,14 +1,14 @@
 //! The sender's domain must be able to take mail (MX or address records):
 //! otherwise no bounce could ever reach it, and no honest sender uses it.
 
-use magicmx_proto::smtp::Reply;
+use crate::replies::Refusal;
 use magicmx_proto::Address;
 
 use super::counted;
 use crate::dns::{Dns, Failure};
 use crate::stats::Stats;
 
-pub async fn check(dns: &Dns, stats: &Stats, sender: &Address) -> Option<Reply> {
+pub async fn check(dns: &Dns, stats: &Stats, sender: &Address) -> Option<Refusal> {
     let domain = sender.domain.as_str();
     if sender.domain.is_literal() {
         return None;
@@ -19,21 +19,13 @@ pub async fn check(dns: &Dns, stats: &Stats, sender: &Address) -> Option<Reply> 
             stats,
             "sender_domain",
             "fail",
-            Some(Reply::new(
-                550,
-                "5.1.8",
-                format!("Sender address rejected: domain {domain} has no MX or address records"),
-            )),
+            Some(Refusal::SenderDomain { domain: domain.to_string() }),
         ),
         Err(Failure::Temporary(_)) | Err(Failure::NotFound) => counted(
             stats,
             "sender_domain",
             "temperror",
-            Some(Reply::new(
-                451,
-                "4.4.3",
-                format!("Sender domain {domain}: temporary DNS failure; try again later"),
-            )),
+            Some(Refusal::SenderDomainDns { domain: domain.to_string() }),
         ),
     }
 }

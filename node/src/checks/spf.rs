@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use magicmx_proto::smtp::Reply;
+use crate::replies::Refusal;
 use magicmx_proto::Address;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{MessageAuthenticator, SpfResult};
@@ -35,23 +35,17 @@ impl Spf {
     }
 
     /// The refusal, if the settings refuse this result.
-    pub fn reply(&self, settings: &CheckSettings) -> Option<Reply> {
+    pub fn refusal(&self, settings: &CheckSettings) -> Option<Refusal> {
         if settings.spf != CheckMode::Reject {
             return None;
         }
         let refuse = matches!(self.result, SpfResult::Fail)
             || (settings.spf_softfail_rejects && matches!(self.result, SpfResult::SoftFail));
         if refuse {
-            let text =
-                format!("SPF {} for {}: this client may not send its mail", self.as_str(), self.domain);
-            return Some(Reply::new(550, "5.7.23", text));
+            return Some(Refusal::Spf { result: self.as_str(), domain: self.domain.clone() });
         }
         if matches!(self.result, SpfResult::TempError) {
-            return Some(Reply::new(
-                451,
-                "4.4.3",
-                format!("SPF check of {} failed for now; try again later", self.domain),
-            ));
+            return Some(Refusal::SpfDns { domain: self.domain.clone() });
         }
         None
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use magicmx_proto::Address;
 use time::OffsetDateTime;
 
-use super::{backoff, now_ms, Job};
+use super::{backoff, Job};
 use crate::dsn;
 use crate::queue::{Arrival, Body, Envelope, QueueId, RecipientState, RecipientStatus};
 use crate::route::outbound::NextHop;
@@ -46,7 +46,7 @@ pub(super) async fn run(shared: &Arc<Shared>, job: Job) -> Option<u64> {
         (Ok(None), _) | (_, Ok(None)) => return None,
         (Err(error), _) | (_, Err(error)) => {
             tracing::error!(queue_id = %id, %error, "cannot read the queued message");
-            return Some(now_ms() + 60_000);
+            return Some(shared.clock.now() + 60_000);
         }
     };
     let original = original_client(&envelope, &body);
@@ -155,7 +155,7 @@ fn record(shared: &Shared, id: QueueId, rcpt: &mut RecipientState, arrived: u64,
             false
         }
         Outcome::Transient(why) => {
-            let age = Duration::from_secs((now_ms() / 1000).saturating_sub(arrived));
+            let age = Duration::from_secs((shared.clock.now() / 1000).saturating_sub(arrived));
             if age >= delivery.expire {
                 Stats::add(&shared.stats.bounced);
                 let why = format!("gave up after {}: {why}", humanize(delivery.expire));
@@ -168,7 +168,7 @@ fn record(shared: &Shared, id: QueueId, rcpt: &mut RecipientState, arrived: u64,
             tracing::info!(queue_id = %id, rcpt = %rcpt.address, status = "deferred", reason = %why, retry_in = %humanize(delay), "delivery");
             rcpt.status = RecipientStatus::Pending {
                 attempts: attempts + 1,
-                next_attempt_ms: now_ms() + delay.as_millis() as u64,
+                next_attempt_ms: shared.clock.now() + delay.as_millis() as u64,
                 last_error: Some(why),
             };
             false
@@ -240,7 +240,7 @@ async fn send_dsn(shared: &Arc<Shared>, id: QueueId, envelope: &Envelope, body: 
     };
     let report = dsn::build(hostname, id, arrived, sender, &failed, &head, OffsetDateTime::now_utc());
     let dsn_id = shared.queue.next_id();
-    let now = now_ms();
+    let now = shared.clock.now();
     let dsn_envelope = Envelope {
         sender: None,
         recipients: vec![RecipientState {

@@ -10,7 +10,7 @@ pub(crate) mod journal;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
 
@@ -28,10 +28,6 @@ pub(crate) struct Job {
 /// How often idle outbound connections are swept.
 const SWEEP: Duration = Duration::from_secs(1);
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
-}
-
 /// Back-off before attempt `attempts + 1`: the first delay, doubled each time, capped.
 pub(crate) fn backoff(first: Duration, max: Duration, attempts: u32) -> Duration {
     first.saturating_mul(1u32 << attempts.min(20)).min(max)
@@ -48,7 +44,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut jobs: mpsc::UnboundedReceiver<J
     let (done, mut finished) = mpsc::unbounded_channel::<(QueueId, Option<u64>)>();
     let mut sweep = tokio::time::interval(SWEEP);
     loop {
-        let now = now_ms();
+        let now = shared.clock.now();
         while permits.available_permits() > 0 {
             match schedule.first() {
                 Some(&(due, id)) if due <= now => {

@@ -295,7 +295,7 @@ fn run_writer(db: Arc<RwLock<Database>>, spool: Spool, mut requests: mpsc::Unbou
                 Err(_) => break,
             }
         }
-        let result = commit(&db.read().unwrap(), &spool, &group);
+        let result = commit(&db.read().unwrap(), &spool, &group).map_err(std::sync::Arc::new);
         // Spooled bodies go once their envelopes are gone for good.
         if let Ok(spooled) = &result {
             for &id in spooled {
@@ -304,7 +304,7 @@ fn run_writer(db: Arc<RwLock<Database>>, spool: Spool, mut requests: mpsc::Unbou
         }
         for request in group.drain(..) {
             if let Some(done) = request.done {
-                let outcome = result.as_ref().map(|_| ()).map_err(|e| Error::Commit(e.to_string()));
+                let outcome = result.as_ref().map(|_| ()).map_err(|e| Error::Commit(e.clone()));
                 let _ = done.send(outcome);
             }
         }

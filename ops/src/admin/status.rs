@@ -96,8 +96,7 @@ pub fn status(admin: &Admin) -> StatusJson {
     let stats = node.stats();
     let queued = node.queue().list().unwrap_or_default();
     let oldest = queued.iter().map(|(_, e)| e.arrived).min().map_or(0, |t| now_secs().saturating_sub(t));
-    let tally = node.throttle().tally();
-    let now_ms = magicmx_gossip::tally::now_ms();
+    let now_ms = node.now();
     let mut history: Vec<HistoryJson> = stats
         .history()
         .into_iter()
@@ -137,7 +136,7 @@ pub fn status(admin: &Admin) -> StatusJson {
                     .collect()
             })
             .unwrap_or_default(),
-        penalised: tally
+        penalised: node
             .penalties_in_force(now_ms)
             .into_iter()
             .map(|p| PenaltyJson {
@@ -146,8 +145,8 @@ pub fn status(admin: &Admin) -> StatusJson {
                 strikes: p.strikes,
             })
             .collect(),
-        top_blocks: tally
-            .top_blocks(20, node.throttle().caps(), now_ms)
+        top_blocks: node
+            .top_blocks(20, now_ms)
             .into_iter()
             .map(|(block, r)| BlockJson {
                 block,

@@ -1,0 +1,56 @@
+//! The end of DATA: the hold decides for the recipients the throttle
+//! counted (`hold.rs`: the block's home is asked once more, with every
+//! node's waiting transactions), then the queue takes the message
+//! (`intake.rs`: on disk before the 250). The reservation is settled by
+//! the outcome: taken, or given back.
+
+use std::time::Instant;
+
+use magicmx_proto::smtp::{Message, Reply, Session};
+
+use super::Transaction;
+use crate::clock::Millis;
+use crate::hold::hold;
+use crate::intake::{self, AfterReply};
+use crate::replies::Refusal;
+use crate::Shared;
+
+/// A message taken: its `250`, and what runs once the 250 is written.
+pub(crate) type Taken = (Reply, AfterReply);
+
+/// The verdict on `message`, the end of `transaction`'s DATA at `now_ms`.
+pub(crate) async fn end_of_data(
+    shared: &Shared,
+    session: &Session,
+    message: Message,
+    transaction: &mut Transaction,
+    now_ms: Millis,
+) -> Result<Taken, Refusal> {
+    // Its body; dropped unqueued, a spool file goes with it.
+    let body = transaction.body.take();
+    // Only recipients the throttle counted are held: none for a trusted
+    // client, nor for mail to postmaster alone.
+    let mut reserved = transaction.reserved.take().filter(|r| r.recipients() > 0);
+    if let Some(reserved) = &mut reserved {
+        let started = Instant::now();
+        let held = hold(&shared.throttle, reserved, now_ms).await;
+        shared.stats.hold(started.elapsed());
+        if let Err(refusal) = held {
+            let block = shared.throttle.block_of(session.client_ip()).to_string();
+            let reply = refusal.reply().to_string();
+            tracing::info!(client = %session.client_ip(), %block, verdict = "rejected", reply = %reply.trim_end(), "transaction");
+            return Err(refusal);
+        }
+    }
+    let verdict = match body {
+        Some(body) => {
+            let verify = !transaction.trusted;
+            intake::accept(shared, session, message, body, &transaction.findings, verify, now_ms).await
+        }
+        None => Err(Refusal::QueueError),
+    };
+    if let Some(reserved) = reserved {
+        reserved.settle(verdict.is_ok(), now_ms);
+    }
+    verdict
+}
