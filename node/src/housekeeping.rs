@@ -27,7 +27,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 shared.gate.sweep(now);
                 shared.trust.sweep(now);
                 shared.checks.callouts.sweep(now);
-                shared.unanswered.forget_old(&shared.queue, now / 1000);
+                shared.intake.unanswered.forget_old(&shared.queue, now / 1000);
                 let queue = shared.queue.clone();
                 if let Ok(Err(error)) = tokio::task::spawn_blocking(move || queue.compact_if_drained()).await {
                     tracing::warn!(%error, "cannot compact the queue database");

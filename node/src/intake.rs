@@ -9,9 +9,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use magicmx_proto::smtp::{received_header, Message, ReceivedInfo, Reply, Session};
+use magicmx_proto::SourceBlock;
 use time::OffsetDateTime;
+use tokio::sync::mpsc;
 
-use crate::checks::Findings;
+use crate::checks::{Checks, Findings};
 use crate::clock::Millis;
 use crate::deliver::Job;
 use crate::queue::{
@@ -20,7 +22,22 @@ use crate::queue::{
 use crate::replies::{self, Refusal};
 use crate::resend;
 use crate::stats::Stats;
-use crate::Shared;
+
+/// What the queue stage uses.
+pub(crate) struct Intake {
+    pub queue: Queue,
+    /// Messages whose 250 may not have reached the client (`resend`).
+    pub unanswered: Arc<resend::UnansweredMessages>,
+    /// For DKIM and DMARC.
+    pub checks: Arc<Checks>,
+    /// This node's name, for `Received:` and `Authentication-Results:`.
+    pub hostname: String,
+    /// IPv4 and IPv6 prefixes of a source block, for the log.
+    pub prefixes: (u8, u8),
+    pub stats: Arc<Stats>,
+    /// Wakes delivery for a message just queued.
+    pub delivery: mpsc::UnboundedSender<Job>,
+}
 
 /// Work that waits until the reply is written: noting the message answered
 /// (or not), waking delivery and the log line. Keeping it out of the way
@@ -54,12 +71,12 @@ impl Drop for AfterReply {
 /// written; otherwise kept, so that the client's next try is recognised.
 /// `now_s`: the message's arrival, in Unix seconds.
 fn settler(
-    shared: &Shared,
+    intake: &Intake,
     id: QueueId,
     fingerprint: Option<[u8; 32]>,
     now_s: u64,
 ) -> impl FnOnce(bool) + Send {
-    let (queue, unanswered) = (shared.queue.clone(), shared.unanswered.clone());
+    let (queue, unanswered) = (intake.queue.clone(), intake.unanswered.clone());
     move |written| match (written, fingerprint) {
         (true, Some(_)) => queue.answered(id),
         (false, Some(fingerprint)) => unanswered.remember(&queue, fingerprint, id, now_s),
@@ -169,7 +186,7 @@ impl Incoming {
 /// and DMARC (not for trusted senders, like the other checks). A refusal is
 /// logged here and counted by the caller.
 pub(crate) async fn accept(
-    shared: &Shared,
+    intake: &Intake,
     session: &Session,
     message: Message,
     incoming: Incoming,
@@ -178,17 +195,17 @@ pub(crate) async fn accept(
     now_ms: Millis,
 ) -> Result<(Reply, AfterReply), Refusal> {
     let client_ip = session.client_ip();
-    let block = shared.throttle.block_of(client_ip);
+    let block = SourceBlock::of(client_ip, intake.prefixes.0, intake.prefixes.1);
     let fingerprint =
         message.has_message_id.then(|| resend::fingerprint(&message, &incoming.digest())).flatten();
-    let claimed = fingerprint.and_then(|f| shared.unanswered.claim(&f).map(|original| (f, original)));
+    let claimed = fingerprint.and_then(|f| intake.unanswered.claim(&f).map(|original| (f, original)));
     if let Some((fingerprint, original)) = claimed {
         // A spool file goes with `incoming`: nothing is queued twice.
-        return Ok(second_try(shared, client_ip, &message, original, fingerprint, now_ms));
+        return Ok(second_try(intake, client_ip, &message, original, fingerprint, now_ms));
     }
     let id = match &incoming {
         Incoming::Spooled(spool) => spool.id(),
-        Incoming::Whole(_) => shared.queue.next_id(),
+        Incoming::Whole(_) => intake.queue.next_id(),
     };
     let size = incoming.size();
     let protocol = message.protocol();
@@ -196,21 +213,21 @@ pub(crate) async fn accept(
     let rcpts = message.recipients.len();
     let failed = |error: crate::Error| {
         // Written but never queued: not to be delivered.
-        shared.queue.spool().remove(id);
+        intake.queue.spool().remove(id);
         tracing::error!(queue_id = %id, client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, verdict = "tempfail", %error, "transaction");
         Err(Refusal::QueueError)
     };
-    let source = match incoming.store(&shared.queue, id).await {
+    let source = match incoming.store(&intake.queue, id).await {
         Ok(source) => source,
-        Err(error) => return failed(crate::Error::Io { path: shared.queue.spool().path(id), error }),
+        Err(error) => return failed(crate::Error::Io { path: intake.queue.spool().path(id), error }),
     };
     let authenticity = match verify {
-        true => shared.checks.authenticity(&source, message.sender.as_ref(), &message.helo, findings).await,
+        true => intake.checks.authenticity(&source, message.sender.as_ref(), &message.helo, findings).await,
         false => None,
     };
     let authenticity = authenticity.unwrap_or_default();
     if let Some(refusal) = &authenticity.refusal {
-        shared.queue.spool().remove(id);
+        intake.queue.spool().remove(id);
         let reply = refusal.reply().to_string();
         tracing::info!(client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, authenticity = %authenticity.summary, verdict = "rejected", reply = %reply.trim_end(), "transaction");
         return Err(refusal.clone());
@@ -219,7 +236,7 @@ pub(crate) async fn accept(
         helo: message.helo.clone(),
         client_ip,
         client_name: None,
-        server: shared.session_config.hostname.clone(),
+        server: intake.hostname.clone(),
         protocol,
         queue_id: id.to_string(),
         single_recipient: match message.recipients.as_slice() {
@@ -230,7 +247,7 @@ pub(crate) async fn accept(
     let received_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
         .unwrap_or_else(|_| OffsetDateTime::now_utc());
     let mut headers = received_header(&info, received_at);
-    let server = &shared.session_config.hostname;
+    let server = &intake.hostname;
     if let Some(results) = findings.header(server, client_ip, message.sender.as_ref(), &authenticity.results)
     {
         headers.push_str(&results);
@@ -271,12 +288,12 @@ pub(crate) async fn accept(
         Source::InMemory(content) => Some(content.clone()),
         Source::Spooled { .. } => None,
     };
-    if let Err(error) = shared.queue.insert(id, &envelope, &arrival, inline, unanswered).await {
+    if let Err(error) = intake.queue.insert(id, &envelope, &arrival, inline, unanswered).await {
         return failed(error);
     }
-    Stats::add(&shared.stats.accepted);
-    let settle = settler(shared, id, fingerprint, now);
-    let delivery = shared.delivery.clone();
+    Stats::add(&intake.stats.accepted);
+    let settle = settler(intake, id, fingerprint, now);
+    let delivery = intake.delivery.clone();
     let checks = format!("{} {}", findings.summary(), authenticity.summary);
     let size = envelope.size;
     let body = Body::new(arrival, source);
@@ -291,17 +308,17 @@ pub(crate) async fn accept(
 /// The client sends again a message already queued as `original` whose 250
 /// it never heard: it hears that 250 now, and nothing is queued twice.
 fn second_try(
-    shared: &Shared,
+    intake: &Intake,
     client_ip: IpAddr,
     message: &Message,
     original: QueueId,
     fingerprint: [u8; 32],
     now_ms: Millis,
 ) -> (Reply, AfterReply) {
-    Stats::add(&shared.stats.resent);
+    Stats::add(&intake.stats.resent);
     let sender = message.sender.as_ref().map(ToString::to_string).unwrap_or_default();
     let rcpts = message.recipients.len();
-    let settle = settler(shared, original, Some(fingerprint), now_ms / 1000);
+    let settle = settler(intake, original, Some(fingerprint), now_ms / 1000);
     let after = move |written| {
         settle(written);
         tracing::info!(queue_id = %original, client = %client_ip, sender = %format!("<{sender}>"), rcpts, verdict = "sent_again", "transaction: a second try of a message whose 250 was lost; not queued twice");

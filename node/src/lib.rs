@@ -52,14 +52,17 @@ use dns::Dns;
 use domains::Domains;
 use route::outbound::Outbound;
 
-/// What every task of a node shares.
+/// What the node's tasks (the accept loops, connections, delivery,
+/// housekeeping) share. The stages a message goes through do not take it
+/// whole: each takes the parts it uses (`session/`, `hold.rs`, `gate.rs`,
+/// and the queue stage its [`intake::Intake`]).
 pub(crate) struct Shared {
     pub settings: NodeSettings,
     pub session_config: Arc<SessionConfig>,
     pub domains: Domains,
     pub queue: Queue,
-    /// Messages whose 250 may not have reached the client (`resend`).
-    pub unanswered: Arc<resend::UnansweredMessages>,
+    /// The queue stage: what taking a message in uses.
+    pub intake: intake::Intake,
     /// Deliveries noted the moment the next hop takes them (`deliver::journal`).
     pub journal: deliver::journal::Journal,
     pub tls: Option<TlsAcceptor>,
@@ -71,7 +74,7 @@ pub(crate) struct Shared {
     pub throttle: Throttle,
     pub gate: gate::Gate,
     pub trust: TrustList,
-    pub checks: checks::Checks,
+    pub checks: Arc<checks::Checks>,
     pub stats: Arc<stats::Stats>,
     pub started: std::time::Instant,
     /// The time every decision is taken at.
@@ -142,7 +145,16 @@ impl Node {
         let gate = gate::Gate::new(settings.throttle.polite_refusals);
         let traps = listener::bind(&settings.trap_listen).await?;
         let stats = Arc::new(stats::Stats::default());
-        let checks = checks::Checks::new(dns.clone(), settings.checks.clone(), stats.clone());
+        let checks = Arc::new(checks::Checks::new(dns.clone(), settings.checks.clone(), stats.clone()));
+        let intake = intake::Intake {
+            queue: queue.clone(),
+            unanswered,
+            checks: checks.clone(),
+            hostname: session_config.hostname.clone(),
+            prefixes,
+            stats: stats.clone(),
+            delivery: delivery.clone(),
+        };
         let shared = Arc::new(Shared {
             domains: Domains::new(&settings.domains, &session_config.hostname),
             connections: ConnectionSlots::new(
@@ -152,7 +164,7 @@ impl Node {
             session_config: Arc::new(session_config),
             settings,
             queue,
-            unanswered,
+            intake,
             journal,
             tls,
             delivery,

@@ -45,7 +45,8 @@ pub(crate) async fn end_of_data(
     let verdict = match body {
         Some(body) => {
             let verify = !transaction.trusted;
-            intake::accept(shared, session, message, body, &transaction.findings, verify, now_ms).await
+            intake::accept(&shared.intake, session, message, body, &transaction.findings, verify, now_ms)
+                .await
         }
         None => Err(Refusal::QueueError),
     };
