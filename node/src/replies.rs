@@ -191,12 +191,9 @@ pub(crate) fn when(ms: Millis) -> String {
 mod tests {
     use super::*;
 
-    /// Every refusal is a 4xx or 5xx with an enhanced status, and its class
-    /// matches the status's (a 4xx never says 5.x.x).
-    #[test]
-    fn every_refusal_has_a_consistent_code_and_status() {
+    fn every_refusal() -> Vec<Refusal> {
         let block = SourceBlock::of_default("192.0.2.1".parse().unwrap());
-        let all = [
+        vec![
             Refusal::Penalised { block, until_ms: 120_000, now_ms: 0 },
             Refusal::TooManyConnections { hostname: "mx".into() },
             Refusal::Trap,
@@ -216,7 +213,14 @@ mod tests {
             Refusal::OverLimitAfterHold { block, limit: 30.0, until_ms: 0 },
             Refusal::Dmarc { domain: "x.test".into() },
             Refusal::QueueError,
-        ];
+        ]
+    }
+
+    /// Every refusal is a 4xx or 5xx with an enhanced status, and its class
+    /// matches the status's (a 4xx never says 5.x.x).
+    #[test]
+    fn every_refusal_has_a_consistent_code_and_status() {
+        let all = every_refusal();
         for refusal in &all {
             let reply = refusal.reply();
             let status = reply.status.clone().unwrap_or_default();
@@ -225,5 +229,20 @@ mod tests {
             assert!(!refusal.label().is_empty());
         }
         assert_eq!(all[0].reply().to_string().lines().next().unwrap().get(..10), Some("421 4.7.0 "));
+    }
+
+    /// The README's table of replies the world sees lists every reply
+    /// written here.
+    #[test]
+    fn the_readme_lists_every_refusal() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let start = readme.find("### Replies the world sees").expect("the table's heading");
+        let table = &readme[start..];
+        let table = &table[..table[4..].find("\n#").map_or(table.len(), |end| end + 4)];
+        for refusal in every_refusal() {
+            let reply = refusal.reply();
+            let said = format!("`{} {}", reply.code, reply.status.unwrap_or_default());
+            assert!(table.contains(&said), "{refusal:?}: {said}` is not in the README's table of replies");
+        }
     }
 }
