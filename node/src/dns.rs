@@ -38,14 +38,14 @@ pub struct Dns {
 impl Dns {
     pub fn new(settings: &DnsSettings) -> Result<Dns> {
         let mut builder = if settings.nameservers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| Error::Dns(e.to_string()))?
+            TokioResolver::builder_tokio().map_err(|e| Error::Dns(Box::new(e)))?
         } else {
             let (config, _) = resolver_config(settings);
             TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
         };
         tune(builder.options_mut(), settings);
         Ok(Dns {
-            resolver: builder.build().map_err(|e| Error::Dns(e.to_string()))?,
+            resolver: builder.build().map_err(|e| Error::Dns(Box::new(e)))?,
             settings: settings.clone(),
         })
     }

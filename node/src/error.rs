@@ -6,10 +6,11 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The queue database could not be opened (another process holds it,
-    /// or the file is damaged or unreadable).
-    #[error("cannot open the queue database {path}: {reason}")]
-    QueueOpen { path: PathBuf, reason: String },
+    /// The queue database could not be opened or compacted at start
+    /// (another process holds it, or the file is damaged or unreadable);
+    /// the node did not start, and the file is as it was.
+    #[error("cannot open the queue database {path}: {error}")]
+    QueueOpen { path: PathBuf, error: redb::Error },
     /// The queue database could not be read or written.
     #[error("queue database: {0}")]
     Store(redb::Error),
@@ -32,9 +33,10 @@ pub enum Error {
     /// The mesh could not start (certificates, gossip port); the node did not start.
     #[error("mesh: {0}")]
     Mesh(#[from] magicmx_gossip::Error),
-    /// The DNS resolver could not be set up.
+    /// The DNS resolver could not be set up (the system's resolver
+    /// configuration); the node did not start.
     #[error("DNS resolver: {0}")]
-    Dns(String),
+    Dns(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("TLS certificate or key {path}: {reason}")]
     Tls { path: PathBuf, reason: String },
     #[error("{path}: {error}")]

@@ -124,7 +124,7 @@ impl Queue {
         let mut db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(&path)
-            .map_err(|e| Error::QueueOpen { path: path.to_path_buf(), reason: e.to_string() })?;
+            .map_err(|e| Error::QueueOpen { path: path.to_path_buf(), error: e.into() })?;
         let txn = db.begin_write()?;
         txn.open_table(ENVELOPES)?;
         txn.open_table(BODIES)?;
@@ -134,7 +134,7 @@ impl Queue {
         txn.commit()?;
         move_contents_to_spool(&db, &spool)?;
         remove_orphans(&db, &spool)?;
-        db.compact().map_err(|e| Error::QueueOpen { path: path.to_path_buf(), reason: e.to_string() })?;
+        db.compact().map_err(|e| Error::QueueOpen { path: path.to_path_buf(), error: e.into() })?;
         let db = Arc::new(RwLock::new(db));
         let last = {
             let txn = db.read().unwrap().begin_read()?;
