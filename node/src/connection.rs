@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::intake;
 use crate::replies;
-use crate::session::{self, Callout, Rcpt, Transaction};
+use crate::session::{self, Callout, Data, Rcpt, Transaction};
 use crate::stats::Stats;
 use crate::Shared;
 
@@ -153,7 +153,9 @@ where
                 Event::Message(message) => {
                     in_data = false;
                     let now = shared.clock.now();
-                    let verdict = session::end_of_data(shared, session, message, transaction, now).await;
+                    let stage =
+                        Data { throttle: &shared.throttle, intake: &shared.intake, stats: &shared.stats };
+                    let verdict = session::end_of_data(stage, session, message, transaction, now).await;
                     let reply = match verdict {
                         Ok((reply, after)) => {
                             after_reply = Some(after);

@@ -11,16 +11,25 @@ use magicmx_proto::smtp::{Message, Reply, Session};
 use super::Transaction;
 use crate::clock::Millis;
 use crate::hold::hold;
-use crate::intake::{self, AfterReply};
+use crate::intake::{self, AfterReply, Intake};
 use crate::replies::Refusal;
-use crate::Shared;
+use crate::stats::Stats;
+use crate::throttle::Throttle;
 
 /// A message taken: its `250`, and what runs once the 250 is written.
 pub(crate) type Taken = (Reply, AfterReply);
 
+/// What the end of DATA uses: the throttle for the hold, the queue stage,
+/// and the hold's latency histogram.
+pub(crate) struct Data<'a> {
+    pub throttle: &'a Throttle,
+    pub intake: &'a Intake,
+    pub stats: &'a Stats,
+}
+
 /// The verdict on `message`, the end of `transaction`'s DATA at `now_ms`.
 pub(crate) async fn end_of_data(
-    shared: &Shared,
+    stage: Data<'_>,
     session: &Session,
     message: Message,
     transaction: &mut Transaction,
@@ -33,10 +42,10 @@ pub(crate) async fn end_of_data(
     let mut reserved = transaction.reserved.take().filter(|r| r.recipients() > 0);
     if let Some(reserved) = &mut reserved {
         let started = Instant::now();
-        let held = hold(&shared.throttle, reserved, now_ms).await;
-        shared.stats.hold(started.elapsed());
+        let held = hold(stage.throttle, reserved, now_ms).await;
+        stage.stats.hold(started.elapsed());
         if let Err(refusal) = held {
-            let block = shared.throttle.block_of(session.client_ip()).to_string();
+            let block = stage.throttle.block_of(session.client_ip()).to_string();
             let reply = refusal.reply().to_string();
             tracing::info!(client = %session.client_ip(), %block, verdict = "rejected", reply = %reply.trim_end(), "transaction");
             return Err(refusal);
@@ -45,8 +54,7 @@ pub(crate) async fn end_of_data(
     let verdict = match body {
         Some(body) => {
             let verify = !transaction.trusted;
-            intake::accept(&shared.intake, session, message, body, &transaction.findings, verify, now_ms)
-                .await
+            intake::accept(stage.intake, session, message, body, &transaction.findings, verify, now_ms).await
         }
         None => Err(Refusal::QueueError),
     };

@@ -23,7 +23,7 @@ use crate::replies::Refusal;
 use crate::reservation::Reservation;
 use crate::stats::Stats;
 
-pub(crate) use data::end_of_data;
+pub(crate) use data::{end_of_data, Data};
 pub(crate) use mail::mail;
 pub(crate) use rcpt::{Callout, Rcpt};
 
