@@ -18,7 +18,9 @@ pub use client::{connect_from, python, RawClient};
 pub use cluster::{certified_nodes, magicmx, specs, wait_for_mesh, Spec};
 pub use dns::{Rec, TestDns, Zone};
 pub use netns::TestHost;
-pub use node::{magicmx_binary, node_config, wait_for_maildir_files, NodeProcess, LOOPBACK_ADMIN};
+pub use node::{
+    magicmx_binary, node_config, wait_for_maildir_files, NodeProcess, CHECKS_OFF, LOOPBACK_ADMIN,
+};
 pub use ports::claim_port;
 pub use postfix::Postfix;
 pub use sink::Sink;

@@ -31,6 +31,9 @@ pub fn magicmx_binary() -> PathBuf {
 
 /// The admin API and policy service on ports of the system's choosing, so
 /// that test nodes running side by side do not fight over 8025 and 10040.
+/// The `[checks]` lines that turn off every check asking DNS (tests without it).
+pub const CHECKS_OFF: &str = "fcrdns = \"off\"\nspf = \"off\"\nsender_domain = false\nverify_recipients = false\ndkim = \"off\"\ndmarc = \"off\"\n";
+
 pub const LOOPBACK_ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\npolicy_listen = \"127.0.0.1:0\"\n";
 
 /// A node configuration for tests: SMTP on `port`, data in `dir`, the given
@@ -48,13 +51,7 @@ greet_pause = "0s"
 {extra}
 
 [checks]
-fcrdns = "off"
-spf = "off"
-sender_domain = false
-verify_recipients = false
-dkim = "off"
-dmarc = "off"
-
+{CHECKS_OFF}
 [[domain]]
 name = "example.test"
 route = "maildir:{maildir}"

@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use magicmx_tests::CHECKS_OFF;
 use magicmx_tests::{claim_port, python, NodeProcess, Sink, TestDns, Zone, LOOPBACK_ADMIN};
 
 /// Sends one message; prints the server's verdict.
@@ -56,13 +57,7 @@ connect_timeout = "2s"
 [checks]
 nameservers = ["{dns}"]
 dns_timeout = "2s"
-fcrdns = "off"
-spf = "off"
-sender_domain = false
-verify_recipients = false
-dkim = "off"
-dmarc = "off"
-
+{CHECKS_OFF}
 [[domain]]
 name = "example.test"
 route = "mx"

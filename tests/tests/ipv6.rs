@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use magicmx_tests::CHECKS_OFF;
 use magicmx_tests::{certified_nodes, wait_until, NodeProcess, World};
 
 const NODES: [(&str, &str); 2] = [("n1", "fd00::1"), ("n2", "fd00::2")];
@@ -42,13 +43,7 @@ gossip_interval = "200ms"
 recipients_per_hour = {LIMIT}
 
 [checks]
-fcrdns = "off"
-spf = "off"
-sender_domain = false
-verify_recipients = false
-dkim = "off"
-dmarc = "off"
-
+{CHECKS_OFF}
 [[domain]]
 name = "example.test"
 route = "maildir:{d}/data/maildir"

@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use magicmx_tests::CHECKS_OFF;
 use magicmx_tests::{
     certified_nodes, magicmx, wait_until, NodeProcess, Postfix, Sink, World, Zone, RESOLVER,
 };
@@ -139,13 +140,7 @@ magic_mx_names = ["mx.mesh.test", "*.mesh.test"]
 {throttle}
 
 [checks]
-fcrdns = "off"
-spf = "off"
-sender_domain = false
-verify_recipients = false
-dkim = "off"
-dmarc = "off"
-nameservers = ["{RESOLVER}"]
+{CHECKS_OFF}nameservers = ["{RESOLVER}"]
 
 [[domain]]
 name = "example.test"
