@@ -346,16 +346,18 @@ mod tests {
         assert_eq!(p.active(B, 0), None);
     }
 
-    #[test]
-    fn a_revoked_origin_is_not_restored_from_disk() {
+    /// This node's penalty on B, and PEER's on another block.
+    fn own_on_b_and_peers_on_7() -> Penalties {
         let mut p = Penalties::new(OWN, 100);
         p.extend(B, 1_000, 1);
-        p.merge_from(
-            PEER,
-            &PenaltyEntry { block: WireBlock { net: 7, prefix: 24 }, ..entry(2_000, 1) },
-            PeerBounds::default(),
-            0,
-        );
+        let peers = PenaltyEntry { block: WireBlock { net: 7, prefix: 24 }, ..entry(2_000, 1) };
+        p.merge_from(PEER, &peers, PeerBounds::default(), 0);
+        p
+    }
+
+    #[test]
+    fn a_revoked_origin_is_not_restored_from_disk() {
+        let mut p = own_on_b_and_peers_on_7();
         let disk = p.unsaved(0).unwrap();
         assert_eq!(disk.len(), 2);
         let mut restarted = Penalties::new(OWN, 100);
@@ -367,14 +369,7 @@ mod tests {
 
     #[test]
     fn only_own_penalties_are_told_to_peers() {
-        let mut p = Penalties::new(OWN, 100);
-        p.extend(B, 1_000, 1);
-        p.merge_from(
-            PEER,
-            &PenaltyEntry { block: WireBlock { net: 7, prefix: 24 }, ..entry(2_000, 1) },
-            PeerBounds::default(),
-            0,
-        );
+        let mut p = own_on_b_and_peers_on_7();
         assert_eq!(p.own(0), vec![entry(1_000, 1)]);
         assert_eq!(p.take_changes(), vec![entry(1_000, 1)]);
     }
