@@ -1,6 +1,8 @@
 //! One outbound SMTP connection: greeting, EHLO (HELO when EHLO is refused),
-//! STARTTLS, and mail transactions with a result per recipient. Commands go
-//! one at a time and every reply is awaited under the RFC 5321 time-outs.
+//! STARTTLS, and mail transactions with a result per recipient. Where the
+//! server offers PIPELINING (RFC 2920), a transaction's MAIL, RCPTs and DATA
+//! go in one write; otherwise commands go one at a time. Every reply is
+//! awaited under the RFC 5321 time-outs.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -82,6 +84,14 @@ pub enum Probed {
     Sender(Reply),
     /// The reply to RCPT.
     Recipient(Reply),
+}
+
+/// The server's replies to a transaction's envelope: MAIL, each RCPT, and
+/// DATA when it was sent.
+struct Envelope {
+    mail: Reply,
+    rcpts: Vec<Reply>,
+    data: Option<Reply>,
 }
 
 /// The server's answer to one whole transaction.
@@ -248,8 +258,11 @@ impl Connection {
             mail.push_str(" SMTPUTF8");
         }
         mail.push_str("\r\n");
-        let command = self.timeouts.command;
-        let reply = self.command(mail.as_bytes(), command).await.map_err(TransactionError::Broken)?;
+        let envelope = match self.caps.pipelining {
+            true => self.envelope_pipelined(&mail, recipients).await,
+            false => self.envelope_one_by_one(&mail, recipients).await,
+        };
+        let Envelope { mail: reply, rcpts, data } = envelope.map_err(TransactionError::Broken)?;
         if reply.is_transient() {
             return Err(TransactionError::SenderDeferred(reply));
         }
@@ -260,21 +273,18 @@ impl Connection {
         }
         let mut outcomes = Vec::with_capacity(recipients.len());
         let mut accepted = Vec::new();
-        for (i, rcpt) in recipients.iter().enumerate() {
-            let line = format!("RCPT TO:<{rcpt}>\r\n");
-            let reply = self.command(line.as_bytes(), command).await.map_err(TransactionError::Broken)?;
+        for (i, reply) in rcpts.iter().enumerate() {
             if reply.is_positive() {
                 accepted.push(i);
                 outcomes.push(Outcome::Delivered(String::new()));
             } else {
-                outcomes.push(self.refusal(&reply));
+                outcomes.push(self.refusal(reply));
             }
         }
-        if accepted.is_empty() {
+        let Some(reply) = data.filter(|_| !accepted.is_empty()) else {
             self.reset().await;
             return Ok(Sent { outcomes, reusable });
-        }
-        let reply = self.command(b"DATA\r\n", command).await.map_err(TransactionError::Broken)?;
+        };
         let final_reply = if reply.code == 354 {
             self.write_body(body).await.map_err(TransactionError::Broken)?;
             self.read_reply(self.timeouts.data).await.map_err(TransactionError::Broken)?
@@ -290,6 +300,52 @@ impl Connection {
             outcomes[i] = result.clone();
         }
         Ok(Sent { outcomes, reusable })
+    }
+
+    /// MAIL, each RCPT and DATA one at a time, each reply awaited: no RCPT
+    /// after a refused MAIL, no DATA without an accepted recipient.
+    async fn envelope_one_by_one(&mut self, mail: &str, recipients: &[Address]) -> Result<Envelope, Broken> {
+        let command = self.timeouts.command;
+        let mail = self.command(mail.as_bytes(), command).await?;
+        let mut envelope = Envelope { mail, rcpts: Vec::new(), data: None };
+        if !envelope.mail.is_positive() {
+            return Ok(envelope);
+        }
+        for rcpt in recipients {
+            let line = format!("RCPT TO:<{rcpt}>\r\n");
+            envelope.rcpts.push(self.command(line.as_bytes(), command).await?);
+        }
+        if envelope.rcpts.iter().any(Reply::is_positive) {
+            envelope.data = Some(self.command(b"DATA\r\n", command).await?);
+        }
+        Ok(envelope)
+    }
+
+    /// MAIL, every RCPT and DATA in one write (RFC 2920, where the server
+    /// offers PIPELINING), then their replies in order. A server that
+    /// answers DATA with 354 though nothing was accepted gets an empty
+    /// message's final dot, so the session stays in step.
+    async fn envelope_pipelined(&mut self, mail: &str, recipients: &[Address]) -> Result<Envelope, Broken> {
+        let command = self.timeouts.command;
+        let mut batch = mail.as_bytes().to_vec();
+        for rcpt in recipients {
+            batch.extend_from_slice(format!("RCPT TO:<{rcpt}>\r\n").as_bytes());
+        }
+        batch.extend_from_slice(b"DATA\r\n");
+        self.write(&batch).await?;
+        let mail = self.read_reply(command).await?;
+        let mut rcpts = Vec::with_capacity(recipients.len());
+        for _ in recipients {
+            rcpts.push(self.read_reply(command).await?);
+        }
+        let data = self.read_reply(command).await?;
+        let usable = mail.is_positive() && rcpts.iter().any(Reply::is_positive);
+        if data.code == 354 && !usable {
+            self.write(b".\r\n").await?;
+            self.read_reply(self.timeouts.data).await?;
+            return Ok(Envelope { mail, rcpts, data: None });
+        }
+        Ok(Envelope { mail, rcpts, data: Some(data) })
     }
 
     /// Hands the original client on before MAIL: XCLIENT where the next hop

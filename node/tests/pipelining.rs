@@ -1,0 +1,149 @@
+//! Delivery to a next hop that offers PIPELINING (RFC 2920): the envelope
+//! (MAIL, every RCPT, DATA) goes in one write and the replies are matched
+//! in order; without PIPELINING, one command at a time. The next hop is a
+//! scripted server on loopback that answers only once it has what it waits
+//! for, so a client that waited for a reply the server withholds would stall
+//! (and the test fails on its time-out).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use magicmx_node::queue::{Arrival, Body};
+use magicmx_node::route::smtp::{Connection, Timeouts, TlsPolicy};
+use magicmx_node::route::Outcome;
+use magicmx_proto::Address;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_secs(5),
+    command: Duration::from_secs(5),
+    data: Duration::from_secs(5),
+};
+
+/// Reads until `wanted` has arrived; everything read.
+async fn read_until(stream: &mut TcpStream, seen: &mut Vec<u8>, wanted: &[u8]) {
+    let mut buf = [0u8; 4096];
+    while !seen.windows(wanted.len()).any(|w| w == wanted) {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("the client sent what the script waits for")
+            .unwrap();
+        assert!(n > 0, "the client closed early; it sent {:?}", String::from_utf8_lossy(seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A next hop: greets, answers EHLO with `ehlo`, then runs `script`: pairs of
+/// (what to wait for, what to answer). What it read is sent back at the end.
+async fn next_hop(
+    ehlo: &'static str,
+    script: Vec<(&'static str, &'static str)>,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        stream.write_all(b"220 hop.test ESMTP\r\n").await.unwrap();
+        read_until(&mut stream, &mut seen, b"\r\n").await;
+        stream.write_all(ehlo.as_bytes()).await.unwrap();
+        seen.clear();
+        for (wait, answer) in script {
+            read_until(&mut stream, &mut seen, wait.as_bytes()).await;
+            stream.write_all(answer.as_bytes()).await.unwrap();
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    (addr, task)
+}
+
+fn body() -> Body {
+    Body::at_hand(Arrival::local(Vec::new(), false), Arc::new(b"Subject: hi\r\n\r\nhello\r\n".to_vec()))
+}
+
+fn addresses(list: &[&str]) -> Vec<Address> {
+    list.iter().map(|a| Address::parse(a).unwrap()).collect()
+}
+
+fn kinds(outcomes: &[Outcome]) -> Vec<&'static str> {
+    outcomes
+        .iter()
+        .map(|o| match o {
+            Outcome::Delivered(_) => "delivered",
+            Outcome::Transient(_) => "transient",
+            Outcome::Permanent(_) => "permanent",
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn with_pipelining_the_envelope_goes_in_one_write_and_replies_match_in_order() {
+    let ehlo = "250-hop.test\r\n250 PIPELINING\r\n";
+    // Nothing is answered until DATA has arrived: the envelope came at once.
+    let script = vec![
+        ("DATA\r\n", "250 2.1.0 ok\r\n550 5.1.1 no such user\r\n250 2.1.5 ok\r\n354 go on\r\n"),
+        ("\r\n.\r\n", "250 2.0.0 queued as 1\r\n"),
+    ];
+    let (addr, hop) = next_hop(ehlo, script).await;
+    let mut conn =
+        Connection::open(addr, "hop.test", "mx.mesh.test", &TlsPolicy::Off, TIMEOUTS).await.unwrap();
+    let sender = Address::parse("alice@client.test").unwrap();
+    let sent = conn
+        .send(Some(&sender), &addresses(&["nobody@example.test", "bob@example.test"]), &body(), None)
+        .await
+        .unwrap_or_else(|_| panic!("the transaction completes"));
+    assert_eq!(kinds(&sent.outcomes), ["permanent", "delivered"]);
+    let seen = hop.await.unwrap();
+    assert!(
+        seen.starts_with("MAIL FROM:<alice@client.test>\r\nRCPT TO:<nobody@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"),
+        "{seen}"
+    );
+}
+
+#[tokio::test]
+async fn with_pipelining_no_accepted_recipient_sends_no_message() {
+    let ehlo = "250-hop.test\r\n250 PIPELINING\r\n";
+    // A server that (wrongly) accepts DATA with no recipient gets an empty
+    // message's dot, so the session stays in step; then RSET.
+    let script = vec![
+        ("DATA\r\n", "250 2.1.0 ok\r\n550 5.1.1 no\r\n354 go on\r\n"),
+        (".\r\n", "554 5.5.1 no valid recipients\r\n"),
+        ("RSET\r\n", "250 2.0.0 ok\r\n"),
+    ];
+    let (addr, hop) = next_hop(ehlo, script).await;
+    let mut conn =
+        Connection::open(addr, "hop.test", "mx.mesh.test", &TlsPolicy::Off, TIMEOUTS).await.unwrap();
+    let sent = conn
+        .send(None, &addresses(&["nobody@example.test"]), &body(), None)
+        .await
+        .unwrap_or_else(|_| panic!("the transaction completes"));
+    assert_eq!(kinds(&sent.outcomes), ["permanent"]);
+    let seen = hop.await.unwrap();
+    assert!(!seen.contains("Subject: hi"), "no content was sent: {seen}");
+}
+
+#[tokio::test]
+async fn without_pipelining_commands_go_one_at_a_time() {
+    let ehlo = "250-hop.test\r\n250 SIZE 1000000\r\n";
+    // Each command is answered as it comes: a client that sent ahead would
+    // have its RCPT in the buffer when MAIL is answered.
+    let script = vec![
+        ("MAIL FROM:<alice@client.test> SIZE=", "250 2.1.0 ok\r\n"),
+        ("RCPT TO:<bob@example.test>\r\n", "250 2.1.5 ok\r\n"),
+        ("DATA\r\n", "354 go on\r\n"),
+        ("\r\n.\r\n", "250 2.0.0 queued as 2\r\n"),
+    ];
+    let (addr, hop) = next_hop(ehlo, script).await;
+    let mut conn =
+        Connection::open(addr, "hop.test", "mx.mesh.test", &TlsPolicy::Off, TIMEOUTS).await.unwrap();
+    let sender = Address::parse("alice@client.test").unwrap();
+    let sent = conn
+        .send(Some(&sender), &addresses(&["bob@example.test"]), &body(), None)
+        .await
+        .unwrap_or_else(|_| panic!("the transaction completes"));
+    assert_eq!(kinds(&sent.outcomes), ["delivered"]);
+    let seen = hop.await.unwrap();
+    let mail_line_end = seen.find("\r\n").unwrap();
+    assert!(seen[..mail_line_end].starts_with("MAIL FROM:"), "{seen}");
+}
