@@ -289,6 +289,12 @@ async fn accept_loop(endpoint: Endpoint, shared: AcceptShared) {
             };
             {
                 let mut inbound = shared.inbound.lock().unwrap();
+                // Cut off while the handshake ran (checked under the lock
+                // `set_isolated` drains: no connection slips past both).
+                if shared.isolated.load(Ordering::Relaxed) {
+                    conn.close(0u32.into(), b"isolated");
+                    return;
+                }
                 inbound.retain(|c| c.close_reason().is_none());
                 let open = inbound.iter().filter(|c| peer_fingerprint(c) == Some(peer)).count();
                 if open >= CONNECTIONS_PER_PEER {
