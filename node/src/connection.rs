@@ -90,7 +90,7 @@ where
                         } else {
                             &shared.stats.rejected
                         });
-                        shared.stats.refusal("message_refused");
+                        shared.stats.refusal(replies::MESSAGE_REFUSED);
                         let block = shared.throttle.block_of(client_ip);
                         let text = reply.to_string();
                         tracing::info!(client = %client_ip, %block, verdict = "rejected", reply = %text.trim_end(), "transaction");

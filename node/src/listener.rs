@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use crate::connection;
 use crate::error::{Error, Result};
 use crate::gate::Verdict;
-use crate::replies::Refusal;
+use crate::replies::{self, Refusal};
 use crate::stats::Stats;
 use crate::Shared;
 
@@ -46,7 +46,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             // A penalised block past its polite refusals.
             Verdict::Drop => {
                 Stats::add(&shared.stats.refused_at_connect);
-                shared.stats.refusal("penalised");
+                shared.stats.refusal(replies::PENALISED);
             }
             Verdict::Trusted | Verdict::Pass => {}
         }

@@ -12,6 +12,14 @@ use time::OffsetDateTime;
 
 use crate::clock::Millis;
 
+/// The label of a connection from a penalised block closed without a word
+/// (past its polite refusals): counted with the `421`s of [`Refusal::Penalised`].
+pub const PENALISED: &str = "penalised";
+
+/// The label of a message the SMTP session refused itself (size, mail
+/// loop, a line too long: the replies `proto` words), no stage involved.
+pub const MESSAGE_REFUSED: &str = "message_refused";
+
 /// Why the node refuses, with what it needs to say so.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Refusal {
@@ -62,7 +70,7 @@ impl Refusal {
     /// The `reason` label of `magicmx_refusals_total`.
     pub fn label(&self) -> &'static str {
         match self {
-            Refusal::Penalised { .. } => "penalised",
+            Refusal::Penalised { .. } => PENALISED,
             Refusal::TooManyConnections { .. } => "too_many_connections",
             Refusal::Trap => "trap",
             Refusal::Dnsbl { .. } => "dnsbl",
