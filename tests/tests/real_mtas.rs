@@ -72,6 +72,9 @@ enum Wiring {
     /// As `magicmx dns-records` prints it: the nodes deliver to a listener
     /// of the mesh's own and hand over the original client with XCLIENT.
     Xclient,
+    /// The same, but that listener trusts the nodes with XFORWARD only
+    /// (logs and filters see the client; restrictions still see the node).
+    Xforward,
 }
 
 /// The parts of `magicmx dns-records`' output, by file (`main.cf`, …).
@@ -174,13 +177,17 @@ impl Deployment {
                 ),
                 String::new(),
             ),
-            Wiring::Xclient => {
+            Wiring::Xclient | Wiring::Xforward => {
                 let toml = &printed["magicmx.toml, on every node: deliver through the mesh's own way in"];
                 let route = toml.lines().find_map(|l| l.strip_prefix("route = \"")?.strip_suffix('"'));
                 std::fs::create_dir_all(&real_mx_etc).unwrap();
                 let cidr = format!("{}/magicmx-nodes.cidr", real_mx_etc.display());
                 std::fs::write(&cidr, &printed[&cidr]).unwrap();
-                (route.unwrap().to_string(), printed["main.cf"].clone(), printed["master.cf"].clone())
+                let mut master_cf = printed["master.cf"].clone();
+                if wiring == Wiring::Xforward {
+                    master_cf = master_cf.replace("smtpd_authorized_xclient_hosts", "smtpd_authorized_xforward_hosts");
+                }
+                (route.unwrap().to_string(), printed["main.cf"].clone(), master_cf)
             }
         };
         let configs: Vec<String> = NODES
@@ -542,4 +549,19 @@ with socket.create_connection((sys.argv[2], 2525), source_address=(sys.argv[1], 
     assert!(said.contains("521"), "{said}");
     assert!(wait_until(Duration::from_secs(5), || mesh.real_mx.log().contains("DENYLISTED [127.0.5.1]")));
     assert_eq!(mesh.in_mailbox("bot-2@bot.test"), 0);
+}
+
+#[test]
+fn where_the_real_mx_offers_only_xforward_its_log_still_names_the_original_client() {
+    let mesh = Deployment::start("xforward", "recipients_per_hour = 30", Wiring::Xforward);
+    mesh.send("xforward-1@client.test", &rcpts(&["bob"]));
+    mesh.wait_sent("xforward-1@client.test", &rcpts(&["bob"]), Duration::from_secs(60));
+    mesh.assert_nothing_bounced();
+    assert!(wait_until(Duration::from_secs(20), || mesh.in_mailbox("xforward-1@client.test") == 1));
+    // The client is the node; XFORWARD adds the sending MTA as orig_client.
+    let log = mesh.real_mx.log();
+    let queued: Vec<&str> =
+        log.lines().filter(|l| l.contains("postfix/magicmx/smtpd") && l.contains(": client=")).collect();
+    assert_eq!(queued.len(), 1, "{log}");
+    assert!(queued[0].contains(&format!("[127.0.0.1], orig_client=unknown[{SENDER}]")), "{}", queued[0]);
 }

@@ -1,15 +1,17 @@
-//! Delivery to a next hop that offers PIPELINING (RFC 2920): the envelope
-//! (MAIL, every RCPT, DATA) goes in one write and the replies are matched
-//! in order; without PIPELINING, one command at a time. The next hop is a
-//! scripted server on loopback that answers only once it has what it waits
-//! for, so a client that waited for a reply the server withholds would stall
-//! (and the test fails on its time-out).
+//! Delivery's dialogue with a next hop, by what the next hop offers.
+//! PIPELINING (RFC 2920): the envelope (MAIL, every RCPT, DATA) goes in one
+//! write and the replies are matched in order; without it, one command at a
+//! time. XCLIENT and XFORWARD (Postfix): the original client is handed on
+//! before MAIL as the domain's settings allow. The next hop is a scripted
+//! server on loopback that answers only once it has what it waits for, so a
+//! client that waited for a reply the server withholds would stall (and the
+//! test fails on its time-out).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use magicmx_node::queue::{Arrival, Body};
-use magicmx_node::route::smtp::{Connection, Timeouts, TlsPolicy};
+use magicmx_node::route::smtp::{ClientForwarding, Connection, OriginalClient, Timeouts, TlsPolicy};
 use magicmx_node::route::Outcome;
 use magicmx_proto::Address;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -146,4 +148,86 @@ async fn without_pipelining_commands_go_one_at_a_time() {
     let seen = hop.await.unwrap();
     let mail_line_end = seen.find("\r\n").unwrap();
     assert!(seen[..mail_line_end].starts_with("MAIL FROM:"), "{seen}");
+}
+
+/// A next hop that offers both XCLIENT and XFORWARD, as Postfix does to a
+/// host in both `smtpd_authorized_*_hosts`.
+const OFFERS_BOTH: &str =
+    "250-hop.test\r\n250-XCLIENT NAME ADDR PROTO HELO\r\n250 XFORWARD NAME ADDR PROTO HELO SOURCE\r\n";
+
+fn original_client() -> OriginalClient {
+    OriginalClient {
+        addr: "192.0.2.7".parse().unwrap(),
+        name: Some("mta.client.test".into()),
+        helo: "mta.client.test".into(),
+        esmtp: true,
+    }
+}
+
+/// Sends one message to a next hop offering both commands, handing on the
+/// original client as `forwarding` allows; what the next hop read, and
+/// whether the connection may carry another message.
+async fn hand_over(
+    forwarding: ClientForwarding,
+    script: Vec<(&'static str, &'static str)>,
+) -> (String, bool) {
+    let (addr, hop) = next_hop(OFFERS_BOTH, script).await;
+    let mut conn =
+        Connection::open(addr, "hop.test", "mx.mesh.test", &TlsPolicy::Off, TIMEOUTS).await.unwrap();
+    let sender = Address::parse("alice@client.test").unwrap();
+    let client = original_client();
+    let sent = conn
+        .send(Some(&sender), &addresses(&["bob@example.test"]), &body(), Some((&client, forwarding)))
+        .await
+        .unwrap_or_else(|_| panic!("the transaction completes"));
+    assert_eq!(kinds(&sent.outcomes), ["delivered"]);
+    (hop.await.unwrap(), sent.reusable)
+}
+
+/// The rest of a transaction after the hand-over, one command at a time.
+const TRANSACTION: [(&str, &str); 4] = [
+    ("MAIL FROM:<alice@client.test>", "250 2.1.0 ok\r\n"),
+    ("RCPT TO:<bob@example.test>\r\n", "250 2.1.5 ok\r\n"),
+    ("DATA\r\n", "354 go on\r\n"),
+    ("\r\n.\r\n", "250 2.0.0 queued\r\n"),
+];
+
+#[tokio::test]
+async fn xclient_hands_over_the_original_client_and_the_session_starts_again_as_its() {
+    let mut script =
+        vec![("XCLIENT ", "220 hop.test ESMTP\r\n"), ("EHLO mta.client.test\r\n", "250 hop.test\r\n")];
+    script.extend(TRANSACTION);
+    let both = ClientForwarding { xclient: true, xforward: true };
+    let (seen, reusable) = hand_over(both, script).await;
+    assert!(
+        seen.starts_with("XCLIENT ADDR=192.0.2.7 NAME=mta.client.test HELO=mta.client.test PROTO=ESMTP\r\nEHLO mta.client.test\r\nMAIL FROM:"),
+        "{seen}"
+    );
+    assert!(!seen.contains("XFORWARD"), "{seen}");
+    assert!(!reusable, "after XCLIENT the session is the client's, not for another message");
+}
+
+#[tokio::test]
+async fn with_xclient_turned_off_for_the_domain_xforward_carries_the_client_for_logs() {
+    let mut script = vec![("XFORWARD ", "250 2.0.0 ok\r\n")];
+    script.extend(TRANSACTION);
+    let xforward_only = ClientForwarding { xclient: false, xforward: true };
+    let (seen, reusable) = hand_over(xforward_only, script).await;
+    assert!(
+        seen.starts_with(
+            "XFORWARD ADDR=192.0.2.7 NAME=mta.client.test HELO=mta.client.test PROTO=ESMTP SOURCE=REMOTE\r\nMAIL FROM:"
+        ),
+        "{seen}"
+    );
+    assert!(!seen.contains("XCLIENT"), "{seen}");
+    assert!(reusable, "XFORWARD leaves the session this node's");
+}
+
+#[tokio::test]
+async fn with_both_turned_off_for_the_domain_nothing_is_handed_over() {
+    let neither = ClientForwarding { xclient: false, xforward: false };
+    let (seen, reusable) = hand_over(neither, TRANSACTION.to_vec()).await;
+    assert!(seen.starts_with("MAIL FROM:<alice@client.test>"), "{seen}");
+    assert!(!seen.contains("XCLIENT") && !seen.contains("XFORWARD"), "{seen}");
+    assert!(reusable);
 }
