@@ -1,7 +1,9 @@
 //! DATA (RFC 5321 §4.1.1.4): reads the message to the lone dot, unstuffs
 //! dots, writes bare CR or LF out as CR LF without letting them end the
-//! message (SMTP smuggling), and refuses messages with over-long lines, too
-//! many octets, or too many `Received:` headers (a mail loop).
+//! message (SMTP smuggling), breaks lines over 1,000 octets as Postfix does
+//! (the message is taken: a 5xx would bounce mail the real MX accepts), and
+//! refuses messages with too many octets or too many `Received:` headers
+//! (a mail loop).
 //!
 //! The content is not kept: it is handed to the caller as it arrives, in
 //! [`Event::Content`] pieces of about [`CHUNK`] octets, to be written to disk
@@ -10,6 +12,8 @@
 //! [`DataBudget`](super::DataBudget) for the time of the DATA: memory is flat
 //! in the size of the message. A message refused at its end was handed out
 //! in part already; the refusal tells the caller to throw those pieces away.
+
+use std::borrow::Cow;
 
 use super::budget::{Reservation, CHUNK};
 use super::event::{Event, Message, Violation};
@@ -30,7 +34,6 @@ pub(super) struct DataReader {
     has_message_id: bool,
     eight_bit: bool,
     oversize: bool,
-    line_too_long: bool,
     /// The last line did not end in CR LF: a dot after it is content.
     after_bare_ending: bool,
     /// A bare CR or LF was written out as CR LF (reported once).
@@ -133,7 +136,7 @@ impl DataReader {
                 self.has_message_id = true;
             }
         }
-        if self.oversize || self.line_too_long {
+        if self.oversize {
             // Refused at the end: nothing more is worth keeping.
             self.buffer.clear();
             return;
@@ -184,24 +187,27 @@ impl Session {
         let (text_line, max_size) = (limits.text_line, limits.max_message_size);
         let own_id = self.config.hostname.as_str();
         let mut progressed = false;
-        while let Some(line) = self.input.next_line(text_line) {
+        while let Some(line) = self.input.next_text_line(text_line) {
             progressed = true;
             let data = &mut self.data;
             let after_bare_ending = std::mem::replace(&mut data.after_bare_ending, !line.ends_in_crlf);
-            if line.too_long {
-                data.line_too_long = true;
-                continue;
-            }
             let bytes = self.input.bytes(&line);
-            if bytes == b"." && !line.bare_line_ending && !after_bare_ending {
+            if !line.continued && bytes == b"." && !line.bare_line_ending && !after_bare_ending {
                 self.finish_data();
                 return true;
             }
             if line.bare_line_ending && !std::mem::replace(&mut data.normalised, true) {
                 self.events.push_back(Event::Violation(Violation::BareLineEnding));
             }
-            let bytes = bytes.strip_prefix(b".").unwrap_or(bytes);
-            for part in bytes.split(|&b| b == b'\r') {
+            // A continued piece is the rest of a line over the limit, written
+            // out as Postfix breaks such a line: CR LF SPACE (in the header
+            // section a folded continuation, in the body a harmless space).
+            // It does not start a line: no end-of-data dot, no dot-stuffing.
+            let text: Cow<[u8]> = match line.continued {
+                true => [b" ", bytes].concat().into(),
+                false => bytes.strip_prefix(b".").unwrap_or(bytes).into(),
+            };
+            for part in text.split(|&b| b == b'\r') {
                 data.take_line(part, own_id, max_size);
             }
             if data.buffer.len() >= CHUNK {
@@ -219,13 +225,7 @@ impl Session {
         // The caller holds the content until its verdict: so does the budget.
         self.data.reservation = std::mem::take(&mut data.reservation);
         let limits = &self.config.limits;
-        let refusal = if data.line_too_long {
-            let text = format!(
-                "Message refused: line longer than {} octets (RFC 5321 §4.5.3.1.6)",
-                limits.text_line
-            );
-            Some(Reply::new(554, "5.5.2", text))
-        } else if data.oversize {
+        let refusal = if data.oversize {
             let text = format!(
                 "Message size exceeds fixed maximum message size ({} octets)",
                 limits.max_message_size

@@ -1,5 +1,6 @@
 //! Splits the client's byte stream into lines, flagging bare CR / bare LF and
-//! lines over the limit, with memory bounded by that limit.
+//! lines over the limit, with memory bounded by that limit. Commands over the
+//! limit are dropped; message text over it is handed out in pieces.
 
 /// One line in the input buffer, without its line ending.
 #[derive(Debug, Clone, Copy)]
@@ -12,6 +13,9 @@ pub(super) struct Line {
     pub ends_in_crlf: bool,
     /// It was longer than the limit; its content was dropped.
     pub too_long: bool,
+    /// The rest of a line of text that went over the limit: not the start of
+    /// a line in the client's stream (see [`Input::next_text_line`]).
+    pub continued: bool,
 }
 
 #[derive(Debug, Default)]
@@ -22,6 +26,8 @@ pub(super) struct Input {
     skipping: bool,
     /// The last byte dropped was a CR (the line may yet end in CR LF).
     skipped_cr: bool,
+    /// A line of text was cut at the limit: the next piece continues it.
+    continuing: bool,
 }
 
 impl Input {
@@ -46,6 +52,7 @@ impl Input {
         self.pos = 0;
         self.skipping = false;
         self.skipped_cr = false;
+        self.continuing = false;
     }
 
     pub fn bytes(&self, line: &Line) -> &[u8] {
@@ -66,10 +73,9 @@ impl Input {
             }
             return None;
         };
-        let start = self.pos;
-        self.pos += i + 1;
         let crlf = if i > 0 { rest[i - 1] == b'\r' } else { self.skipping && self.skipped_cr };
         if std::mem::take(&mut self.skipping) || i + 1 > limit {
+            self.pos += i + 1;
             let at = self.pos;
             return Some(Line {
                 start: at,
@@ -77,11 +83,53 @@ impl Input {
                 bare_line_ending: false,
                 ends_in_crlf: crlf,
                 too_long: true,
+                continued: false,
             });
         }
+        Some(self.line_to(i, crlf))
+    }
+
+    /// The next line of message text, if one is buffered. A line longer than
+    /// `limit` (counting its line ending) is not dropped: it is handed out in
+    /// pieces of `limit - 3` octets, each to be written out as a line of its
+    /// own, the pieces after the first with `continued` set (and room left
+    /// for the space that begins them). This is what Postfix does with such
+    /// a line (it breaks it at 998 octets with CR LF SPACE), and memory stays
+    /// bounded by `limit` all the same.
+    pub fn next_text_line(&mut self, limit: usize) -> Option<Line> {
+        let rest = &self.buf[self.pos..];
+        let continued = std::mem::take(&mut self.continuing);
+        let line = match rest.iter().take(limit).position(|&b| b == b'\n') {
+            Some(i) => self.line_to(i, i > 0 && rest[i - 1] == b'\r'),
+            None if rest.len() >= limit => {
+                let (start, end) = (self.pos, self.pos + limit - 3);
+                self.pos = end;
+                self.continuing = true;
+                let bare_cr = self.buf[start..end].contains(&b'\r');
+                Line { start, end, bare_line_ending: bare_cr, ends_in_crlf: true, too_long: false, continued }
+            }
+            None => {
+                self.continuing = continued;
+                return None;
+            }
+        };
+        Some(Line { continued, ..line })
+    }
+
+    /// The line whose LF is `i` octets on from the read position.
+    fn line_to(&mut self, i: usize, crlf: bool) -> Line {
+        let start = self.pos;
+        self.pos += i + 1;
         let end = if crlf { start + i - 1 } else { start + i };
         let bare_cr = self.buf[start..end].contains(&b'\r');
-        Some(Line { start, end, bare_line_ending: !crlf || bare_cr, ends_in_crlf: crlf, too_long: false })
+        Line {
+            start,
+            end,
+            bare_line_ending: !crlf || bare_cr,
+            ends_in_crlf: crlf,
+            too_long: false,
+            continued: false,
+        }
     }
 }
 
@@ -142,6 +190,40 @@ mod tests {
         input.push(b"\n");
         let line = input.next_line(512).unwrap();
         assert!(line.too_long && !line.ends_in_crlf);
+    }
+
+    fn text_lines(input: &mut Input, limit: usize) -> Vec<(Vec<u8>, bool)> {
+        let mut out = vec![];
+        while let Some(l) = input.next_text_line(limit) {
+            assert!(!l.too_long);
+            out.push((input.bytes(&l).to_vec(), l.continued));
+        }
+        out
+    }
+
+    #[test]
+    fn an_over_long_line_of_text_comes_in_pieces_and_nothing_is_lost() {
+        let mut input = Input::default();
+        let mut long = vec![b'a'; 10];
+        long.extend([b'b'; 10]);
+        long.extend([b'c'; 3]);
+        input.push(&long[..15]);
+        assert_eq!(text_lines(&mut input, 13), vec![(vec![b'a'; 10], false)]);
+        input.push(&long[15..]);
+        input.push(b"\r\n.\r\n");
+        let got = text_lines(&mut input, 13);
+        assert_eq!(got, vec![(vec![b'b'; 10], true), (vec![b'c'; 3], true), (b".".to_vec(), false)]);
+    }
+
+    #[test]
+    fn a_line_of_text_that_fits_with_its_ending_is_not_cut() {
+        let mut input = Input::default();
+        input.push(&[b'a'; 10]);
+        assert!(input.next_text_line(12).is_none(), "waits for its ending");
+        input.push(b"\r\n");
+        let line = input.next_text_line(12).unwrap();
+        assert!(!line.continued && line.ends_in_crlf && !line.bare_line_ending);
+        assert_eq!(input.bytes(&line), &[b'a'; 10]);
     }
 
     #[test]
