@@ -128,6 +128,8 @@ nice = 0
 listen = ["{ip}:25"]
 hostname = "{name}.mesh.test"
 greet_pause = "0s"
+tls_cert = "{d}/../smtp-cert.pem"
+tls_key = "{d}/../smtp-key.pem"
 
 {trap}
 [mesh]
@@ -166,6 +168,11 @@ impl Deployment {
         let world = World::create(tag, root.path(), &zones());
         let names: Vec<&str> = NODES.iter().map(|(n, _)| *n).collect();
         let dirs = certified_nodes(root.path(), &names);
+        // The magic MX offers STARTTLS, as any MX does, with a certificate of
+        // its own name (the sending Postfix encrypts opportunistically).
+        let smtp_cert = rcgen::generate_simple_self_signed(vec!["mx.mesh.test".into()]).unwrap();
+        std::fs::write(root.path().join("smtp-cert.pem"), smtp_cert.cert.pem()).unwrap();
+        std::fs::write(root.path().join("smtp-key.pem"), smtp_cert.signing_key.serialize_pem()).unwrap();
         let real_mx_etc = root.path().join("real-mx/etc");
         let printed = dns_records(&real_mx_etc);
         let (route, main_cf, master_cf) = match wiring {
@@ -229,7 +236,9 @@ smtp_host_lookup = dns
 queue_run_delay = 5s
 minimal_backoff_time = 5s
 maximal_backoff_time = 10s
-smtp_connect_timeout = 5s"
+smtp_connect_timeout = 5s
+smtp_tls_security_level = may
+smtp_tls_loglevel = 1"
             ),
             "",
             None,
@@ -545,6 +554,9 @@ fn wired_as_dns_records_prints_the_real_mx_sees_the_original_client_and_no_bot_g
     assert!(queued.contains(&format!("client=unknown[{SENDER}]")), "{queued}");
     let log = mesh.real_mx.log();
     assert!(log.contains("ALLOWLISTED [127.0.0.1]"), "the node passed postscreen: {log}");
+    // The sender reached the magic MX over STARTTLS.
+    let sent = mesh.sender.log();
+    assert!(sent.contains("TLS connection established to mx.mesh.test["), "{sent}");
     // A bot gets nothing in on either port: 450 on the MX's port 25, and
     // dropped by postscreen on the mesh's listener.
     let bot = bot_to_real_mx(&mesh.world, "127.0.5.1", "bot-2@bot.test");
