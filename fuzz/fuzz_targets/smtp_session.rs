@@ -1,7 +1,8 @@
 //! Fuzzes the SMTP server session: the input is split into chunks fed to the
 //! session as if they arrived from a client, with verdicts, STARTTLS and
 //! time-outs mixed in by control bytes. The session must never panic, never
-//! hand out an event after Close, keep its buffers bounded, and give back
+//! hand out an event after Close, keep its buffers bounded, hand out no line
+//! of content over 998 octets (the next hop may refuse it), and give back
 //! every octet of its memory budget once it is gone.
 
 #![no_main]
@@ -33,6 +34,9 @@ fuzz_target!(|data: &[u8]| {
     let mut closed = false;
     // Content handed out for the message being read.
     let mut content = 0usize;
+    // Octets of content since the last CR LF handed out (across pieces), and
+    // whether the last one was a CR.
+    let (mut line, mut after_cr) = (0usize, false);
     // 0xFF splits chunks; the byte after it steers the next verdicts.
     for chunk in data.split(|&b| b == 0xFF) {
         let (steer, bytes) = chunk.split_first().map(|(s, b)| (*s, b)).unwrap_or((0, chunk));
@@ -47,6 +51,11 @@ fuzz_target!(|data: &[u8]| {
                 Event::Content(piece) => {
                     assert!(piece.len() <= magicmx_proto::smtp::CHUNK + 1000, "a piece of {}", piece.len());
                     content += piece.len();
+                    for &b in &piece {
+                        line = if b == b'\n' && after_cr { 0 } else { line + 1 };
+                        after_cr = b == b'\r';
+                        assert!(line <= 999, "a line of content over 998 octets (and its CR)");
+                    }
                 }
                 Event::Mail(_) | Event::Rcpt(_) | Event::Message(_) => {
                     if let Event::Message(message) = &event {
