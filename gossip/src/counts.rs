@@ -39,6 +39,13 @@ const MAX_OPEN_RECIPIENTS: u16 = 1000;
 pub const OPEN_TTL: Duration = Duration::from_secs(15 * 60);
 /// A transaction sealed this long ago was decided long since (the hold lasts seconds).
 pub const SEALED_TTL: Duration = Duration::from_secs(60);
+/// Registers with transactions open that one origin may make this node
+/// hold: an SMTP server has a few thousand sessions at most, so more is a
+/// broken or hostile peer, and open registers are never shed.
+pub const MAX_OPEN_REGISTERS: usize = 10_000;
+/// An entry stamped later than this past the sender's clock (as measured)
+/// is from the future: refused.
+const FUTURE_SLACK_MS: u64 = 5_000;
 
 /// What is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,8 +135,12 @@ pub struct OriginView {
     pub is_self: bool,
     /// Taken recipients and connections, decayed to the moment of the view.
     pub taken: Rates,
-    /// Its transactions still open (abandoned ones left out).
+    /// Its transactions still open (abandoned ones left out), their times
+    /// on this node's clock.
     pub open: Vec<Open>,
+    /// How much its word counts (its standing; 1 for this node): the judge
+    /// caps what it adds at its cap times this.
+    pub weight: f64,
 }
 
 /// Every origin's register for one block.
@@ -176,6 +187,11 @@ pub struct Counts {
     /// This node's blocks changed since the last round.
     dirty: HashSet<WireBlock>,
     origins: Vec<Fingerprint>,
+    /// Per origin, how far its clock runs ahead of this node's (ms); its
+    /// registers keep its own times, read against `now + offset`.
+    offsets: Vec<i64>,
+    /// Per origin, registers with transactions open (recounted each sweep).
+    open_held: Vec<usize>,
     origin_index: HashMap<Fingerprint, Origin>,
     /// Indices of origins forgotten, to be given to the next new ones.
     free: Vec<Origin>,
@@ -192,6 +208,8 @@ impl Counts {
             open: HashMap::new(),
             dirty: HashSet::new(),
             origins: vec![own],
+            offsets: vec![0],
+            open_held: vec![0],
             origin_index: HashMap::from([(own, SELF)]),
             free: Vec::new(),
             retired: Vec::new(),
@@ -218,16 +236,45 @@ impl Counts {
         let origin = match self.free.pop() {
             Some(origin) => {
                 self.origins[usize::from(origin)] = fingerprint;
+                self.offsets[usize::from(origin)] = 0;
+                self.open_held[usize::from(origin)] = 0;
                 origin
             }
             None => {
                 let origin = Origin::try_from(self.origins.len()).ok().filter(|&o| o < Origin::MAX)?;
                 self.origins.push(fingerprint);
+                self.offsets.push(0);
+                self.open_held.push(0);
                 origin
             }
         };
         self.origin_index.insert(fingerprint, origin);
         Some(origin)
+    }
+
+    /// How far `fingerprint`'s clock runs ahead of this node's, as measured
+    /// (see `clocks.rs`): its times are read through it.
+    pub fn set_offset(&mut self, fingerprint: Fingerprint, offset_ms: i64) {
+        if let Some(&origin) = self.origin_index.get(&fingerprint) {
+            if origin != SELF {
+                self.offsets[usize::from(origin)] = offset_ms;
+            }
+        }
+    }
+
+    /// `now_ms` on `origin`'s clock.
+    fn now_at(&self, origin: Origin, now_ms: u64) -> u64 {
+        now_ms.saturating_add_signed(self.offsets[usize::from(origin)])
+    }
+
+    /// A time on `origin`'s clock, on this node's.
+    fn local(&self, origin: Origin, ms: u64) -> u64 {
+        ms.saturating_add_signed(-self.offsets[usize::from(origin)])
+    }
+
+    /// Origins retired for a restart and still holding registers.
+    pub fn retired(&self) -> usize {
+        self.retired.len()
     }
 
     /// A peer restarted: its new process starts its registers afresh, so the
@@ -345,14 +392,16 @@ impl Counts {
         self.dirty.insert(block);
     }
 
-    /// Takes in one entry of `origin`'s, from a frame stamped `base_ms`.
-    pub fn merge(&mut self, origin: Origin, base_ms: u64, entry: &CountEntry) -> Merged {
+    /// Takes in one entry of `origin`'s, from a frame stamped `base_ms` on
+    /// its clock, at `now_ms` on this node's.
+    pub fn merge(&mut self, origin: Origin, base_ms: u64, entry: &CountEntry, now_ms: u64) -> Merged {
         let valid = |v: f32| v.is_finite() && (0.0..=MAX_RATE).contains(&v);
         if origin == SELF
             || !valid(entry.recipients)
             || !valid(entry.connections)
             || entry.open.len() > MAX_OPEN
             || entry.open.iter().any(|t| t.recipients > MAX_OPEN_RECIPIENTS)
+            || base_ms > self.now_at(origin, now_ms).saturating_add(FUTURE_SLACK_MS)
         {
             return Merged::Rejected;
         }
@@ -366,6 +415,11 @@ impl Counts {
         if self.registers.get(&key).is_some_and(|held| held.version >= incoming.version) {
             return Merged::Stale;
         }
+        let opens = !entry.open.is_empty() && !self.open.contains_key(&key);
+        if opens && self.open_held[usize::from(origin)] >= MAX_OPEN_REGISTERS {
+            return Merged::Rejected;
+        }
+        self.open_held[usize::from(origin)] += usize::from(opens);
         self.registers.insert(key, incoming);
         let open: Vec<Open> = entry
             .open
@@ -400,16 +454,24 @@ impl Counts {
         for origin in 0..self.origins.len() as Origin {
             let key = Key { net: block.net, origin, prefix: block.prefix };
             let Some(register) = self.registers.get(&key) else { continue };
-            let open = self
-                .open
-                .get(&key)
-                .map_or(vec![], |open| open.iter().filter(|t| !t.is_stale(now_ms)).copied().collect());
+            let there = self.now_at(origin, now_ms);
+            let open = self.open.get(&key).map_or(vec![], |open| {
+                open.iter()
+                    .filter(|t| !t.is_stale(there))
+                    .map(|t| Open {
+                        opened_ms: self.local(origin, t.opened_ms),
+                        sealed_ms: t.sealed_ms.map(|s| self.local(origin, s)),
+                        ..*t
+                    })
+                    .collect()
+            });
             let fingerprint = self.origins[usize::from(origin)];
             view.origins.push(OriginView {
                 fingerprint,
                 is_self: asker == Some(fingerprint),
-                taken: self.decayed(register, now_ms),
+                taken: self.periods.decay(register.rates(), there.saturating_sub(register.updated_ms())),
                 open,
+                weight: 1.0,
             });
         }
         view
@@ -429,10 +491,6 @@ impl Counts {
             total.connections += c;
         }
         total
-    }
-
-    fn decayed(&self, register: &Register, now_ms: u64) -> Rates {
-        self.periods.decay(register.rates(), now_ms.saturating_sub(register.updated_ms()))
     }
 
     /// Drops the open transactions of a peer that restarted or left: its
@@ -502,15 +560,21 @@ impl Counts {
     /// Forgets open transactions that were abandoned, and registers that
     /// have decayed to nothing with nothing open; returns how many registers went.
     pub fn sweep(&mut self, now_ms: u64) -> usize {
-        self.open.retain(|_, open| {
-            open.retain(|t| !t.is_stale(now_ms));
+        let offsets = &self.offsets;
+        let there = |origin: Origin| now_ms.saturating_add_signed(offsets[usize::from(origin)]);
+        self.open.retain(|key, open| {
+            open.retain(|t| !t.is_stale(there(key.origin)));
             !open.is_empty()
         });
+        self.open_held.iter_mut().for_each(|n| *n = 0);
+        for key in self.open.keys() {
+            self.open_held[usize::from(key.origin)] += 1;
+        }
         let before = self.registers.len();
         let periods = self.periods;
         let open = &self.open;
         self.registers.retain(|key, r| {
-            let rates = periods.decay(r.rates(), now_ms.saturating_sub(r.updated_ms()));
+            let rates = periods.decay(r.rates(), there(key.origin).saturating_sub(r.updated_ms()));
             rates.recipients >= FORGET_BELOW || rates.connections >= FORGET_BELOW || open.contains_key(key)
         });
         // Retired origins whose registers have all decayed go.
@@ -534,9 +598,12 @@ impl Counts {
     /// (by recipient rate; those with open transactions stay); returns how many went.
     pub fn shed(&mut self, now_ms: u64) -> usize {
         let periods = self.periods;
-        let strength =
-            |r: &Register| periods.decay(r.rates(), now_ms.saturating_sub(r.updated_ms())).recipients;
-        let mut rates: Vec<f64> = self.registers.values().map(strength).collect();
+        let offsets = &self.offsets;
+        let strength = |key: &Key, r: &Register| {
+            let there = now_ms.saturating_add_signed(offsets[usize::from(key.origin)]);
+            periods.decay(r.rates(), there.saturating_sub(r.updated_ms())).recipients
+        };
+        let mut rates: Vec<f64> = self.registers.iter().map(|(k, r)| strength(k, r)).collect();
         if rates.is_empty() {
             return 0;
         }
@@ -545,7 +612,7 @@ impl Counts {
         let median = *median;
         let before = self.registers.len();
         let open = &self.open;
-        self.registers.retain(|key, r| strength(r) > median || open.contains_key(key));
+        self.registers.retain(|key, r| strength(key, r) > median || open.contains_key(key));
         before - self.registers.len()
     }
 
@@ -619,12 +686,12 @@ mod tests {
             open: vec![],
         };
         for bad in [f32::NAN, f32::INFINITY, -1.0, 1.0e9] {
-            assert_eq!(counts.merge(peer, 10, &entry(bad)), Merged::Rejected);
+            assert_eq!(counts.merge(peer, 10, &entry(bad), 10), Merged::Rejected);
         }
         let too_many = OpenEntry { id: 1, recipients: 1, opened_age_ms: 0, sealed_age_ms: None };
         let flooded = CountEntry { open: vec![too_many; MAX_OPEN + 1], ..entry(1.0) };
-        assert_eq!(counts.merge(peer, 10, &flooded), Merged::Rejected);
-        assert_eq!(counts.merge(SELF, 10, &entry(1.0)), Merged::Rejected, "nobody writes our registers");
+        assert_eq!(counts.merge(peer, 10, &flooded, 10), Merged::Rejected);
+        assert_eq!(counts.merge(SELF, 10, &entry(1.0), 10), Merged::Rejected, "nobody writes our registers");
     }
 
     #[test]
@@ -634,7 +701,7 @@ mod tests {
         let from = peer.origin([1; 16]).unwrap();
         let ship = |origin: &mut Counts, peer: &mut Counts, now: u64| {
             for entry in origin.take_changes(now) {
-                assert_eq!(peer.merge(from, now, &entry), Merged::Applied);
+                assert_eq!(peer.merge(from, now, &entry, now), Merged::Applied);
             }
         };
         origin.reserve(BLOCK, 7, 2, 1_000);
@@ -665,9 +732,9 @@ mod tests {
         let first = origin.take_changes(5_000);
         origin.settle(BLOCK, 1, false, 5_000);
         let second = origin.take_changes(5_000);
-        assert_eq!(peer.merge(from, 5_000, &second[0]), Merged::Applied);
-        assert_eq!(peer.merge(from, 5_000, &first[0]), Merged::Stale, "an older write loses");
-        assert_eq!(peer.merge(from, 5_000, &second[0]), Merged::Stale, "a replay changes nothing");
+        assert_eq!(peer.merge(from, 5_000, &second[0], 5_000), Merged::Applied);
+        assert_eq!(peer.merge(from, 5_000, &first[0], 5_000), Merged::Stale, "an older write loses");
+        assert_eq!(peer.merge(from, 5_000, &second[0], 5_000), Merged::Stale, "a replay changes nothing");
         assert!(peer.view(BLOCK, 5_000).origins[0].open.is_empty());
     }
 

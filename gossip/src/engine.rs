@@ -25,6 +25,15 @@
 //! **Connections** are counted where they arrive, judged there against the
 //! node's own register, and sent to the homes with the round; the primary
 //! home judges the mesh-wide rate as registers arrive.
+//!
+//! **Strangers.** No member's word is taken alone. The end of DATA asks
+//! both homes, and a "no" at RCPT is put to the other home too; when they
+//! disagree, "no" wins (the sender keeps the message) unless the "no"
+//! comes from a member of clearly lower standing, and a disputed "no"
+//! penalises nobody. A "yes" over the asker's own register is a lie shown.
+//! Registers and penalties are read through each peer's measured clock
+//! (`clocks.rs`), capped by its standing (`standing.rs`), and bounded per
+//! member; a restart is believed only from the member's own frames.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -33,15 +42,22 @@ use magicmx_proto::wire::{
     Answer as WireAnswer, Ask, CountEntry, Counts as CountsFrame, Frame, PenaltyEntry, Question, WireBlock,
 };
 
+use crate::clocks::Clocks;
 use crate::counts::{BlockView, Counts, Fingerprint, Kind, Merged, Periods, Rates, SELF};
 use crate::homes::Ring;
 use crate::penalties::{PeerBounds, Penalties, Penalty, StoredPenalty, Taken};
+use crate::standing::Standing;
 
 /// Bytes of entries per frame (well under `MAX_FRAME`).
 const FRAME_BYTES: usize = 1024 * 1024;
 
 /// Hearing this share of the mesh, a node enforces whole limits.
 pub const FULL_SHARE_AT: f64 = 0.95;
+/// When the two homes disagree, "yes" wins only from a member whose word
+/// weighs this much more than the other's.
+const OUTRANKS_BY: f64 = 0.25;
+/// A member is believed to have restarted at most this often.
+const RESTART_EVERY_MS: u64 = 10 * 60 * 1000;
 
 /// The node's rules, applied by a home to a block's registers.
 pub trait Judge: Send + Sync {
@@ -55,6 +71,12 @@ pub trait Judge: Send + Sync {
     fn seen(&self, view: &BlockView) -> bool;
     /// The penalty for a block found over a limit, given its last one.
     fn penalty(&self, last: Option<Penalty>, view: &BlockView, share: f64, now_ms: u64) -> Penalty;
+    /// A peer penalised the block and this node is one of its homes: do its
+    /// registers here bear the penalty out (`Some(true)`), contradict it
+    /// (`Some(false)`), or neither?
+    fn penalty_borne_out(&self, _view: &BlockView, _share: f64) -> Option<bool> {
+        None
+    }
 }
 
 /// A judge that lets everything through and penalises nothing: for the
@@ -151,6 +173,12 @@ pub struct EngineStats {
     pub rejected_entries: u64,
     /// Penalties from peers dropped as over their bounds.
     pub dropped_penalties: u64,
+    /// Times the two homes of a block disagreed.
+    pub disputes: u64,
+    /// Frames refused because their sender's clock is beyond `MAX_SKEW_MS`.
+    pub clock_refused: u64,
+    /// Restarts a member claimed too often, refused.
+    pub restarts_refused: u64,
 }
 
 struct Pending {
@@ -158,7 +186,23 @@ struct Pending {
     question: Question,
     /// Homes asked so far.
     tried: Vec<Fingerprint>,
+    /// Asked and not answered yet.
+    waiting: Vec<Fingerprint>,
+    /// What the homes that answered said.
+    opinions: Vec<(Fingerprint, bool)>,
     deadline_ms: u64,
+    /// For a `Penalty` question: the member whose penalty is checked.
+    about: Option<Fingerprint>,
+}
+
+/// A member's bound was reached, or its word fell to nothing: for the log
+/// and the metrics, naming it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub member: Fingerprint,
+    pub what: &'static str,
+    /// Its word weighs nothing now.
+    pub silenced: bool,
 }
 
 pub struct Engine {
@@ -183,6 +227,14 @@ pub struct Engine {
     transmits: VecDeque<(Fingerprint, Frame)>,
     events: VecDeque<Event>,
     stats: EngineStats,
+    standing: Standing,
+    clocks: Clocks,
+    /// When this node's process started (told to peers in every frame).
+    started_ms: u64,
+    /// Per member: its process start as it last said, and when a restart of
+    /// it was last believed.
+    starts: HashMap<Fingerprint, (u64, u64)>,
+    faults: VecDeque<Fault>,
 }
 
 impl Engine {
@@ -204,7 +256,64 @@ impl Engine {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: EngineStats::default(),
+            standing: Standing::default(),
+            clocks: Clocks::default(),
+            started_ms: 0,
+            starts: HashMap::new(),
+            faults: VecDeque::new(),
         }
+    }
+
+    /// When this node's process started: a new value tells peers it restarted.
+    pub fn set_started(&mut self, started_ms: u64) {
+        self.started_ms = started_ms;
+    }
+
+    pub fn standing(&self) -> &Standing {
+        &self.standing
+    }
+
+    pub fn clocks(&self) -> &Clocks {
+        &self.clocks
+    }
+
+    /// A member's bound reached or its word lost, since the last call.
+    pub fn poll_fault(&mut self) -> Option<Fault> {
+        self.faults.pop_front()
+    }
+
+    /// `member` was caught, for `why`: its standing falls, and with it goes
+    /// its voice when it reaches nothing.
+    fn caught(&mut self, member: Fingerprint, why: &'static str, now_ms: u64) {
+        let silenced = self.standing.contradict(member, why, now_ms);
+        if silenced {
+            self.penalties.set_silenced(member, true);
+        }
+        self.faults.push_back(Fault { member, what: why, silenced });
+    }
+
+    fn corroborated(&mut self, member: Fingerprint) {
+        self.standing.corroborate(member);
+        if self.standing.weight(&member) > 0.0 {
+            self.penalties.set_silenced(member, false);
+        }
+    }
+
+    fn disputed(&mut self, member: Fingerprint, now_ms: u64) {
+        let before = self.standing.weight(&member);
+        self.standing.dispute(member, now_ms);
+        if before > 0.0 && self.standing.weight(&member) == 0.0 {
+            self.penalties.set_silenced(member, true);
+            self.faults.push_back(Fault { member, what: "verdicts disputed by other homes", silenced: true });
+        }
+    }
+
+    /// `view` with every peer's weight set from its standing.
+    fn weighed(&self, mut view: BlockView) -> BlockView {
+        for origin in view.origins.iter_mut().filter(|o| !o.is_self) {
+            origin.weight = self.standing.weight(&origin.fingerprint);
+        }
+        view
     }
 
     /// Sets this node's fingerprint (known once the mesh's certificate is
@@ -278,7 +387,15 @@ impl Engine {
 
     /// A member left for good: its registers and penalties go.
     pub fn forget(&mut self, member: Fingerprint) -> (usize, usize) {
+        self.clocks.forget(&member);
+        self.starts.remove(&member);
         (self.counts.forget_origin(member), self.penalties.forget_origin(member))
+    }
+
+    /// A member was revoked: everything it said goes, and its standing with it.
+    pub fn revoke(&mut self, member: Fingerprint) -> (usize, usize) {
+        self.standing.forget(&member);
+        self.forget(member)
     }
 
     /// A member went down: what it had open is decided where this node
@@ -304,7 +421,7 @@ impl Engine {
     /// (the homes judge the mesh-wide one): a penalty if it is over.
     pub fn connection(&mut self, block: WireBlock, now_ms: u64) -> Option<Penalty> {
         self.counts.record(block, Kind::Connection, now_ms);
-        let view = self.counts.view(block, now_ms);
+        let view = self.weighed(self.counts.view(block, now_ms));
         if self.judge.connection(&view, self.share()) {
             return None;
         }
@@ -336,24 +453,46 @@ impl Engine {
         self.counts.settle(block, id, taken, now_ms);
     }
 
-    /// Asks the home of `block`; this node's own register goes with the question.
+    /// Asks the homes of `block`; this node's own register goes with the
+    /// question. The end of DATA asks both homes; RCPT and `Seen` the
+    /// primary (a "no" at RCPT is put to the other home too).
     pub fn ask(&mut self, block: WireBlock, question: Question, now_ms: u64) -> Asked {
         let warming = now_ms < self.warm_until_ms;
-        let homes = self.ring.homes(block);
-        match homes.iter().find(|&&h| !(warming && h == self.own)) {
-            Some(&home) if home != self.own => {
-                let id = self.next_id;
-                self.next_id += 1;
-                self.send_ask(home, id, block, question, now_ms);
-                let deadline_ms = now_ms + self.settings.ask_timeout_ms;
-                self.pending.insert(id, Pending { block, question, tried: vec![home], deadline_ms });
-                self.stats.asked_away += 1;
-                Asked::Later(id)
-            }
-            _ => {
-                self.stats.answered_here += 1;
-                Asked::Now(self.decide(self.own, block, question, now_ms))
-            }
+        let homes: Vec<Fingerprint> =
+            self.ring.homes(block).into_iter().filter(|&h| !(warming && h == self.own)).collect();
+        let wanted = if matches!(question, Question::Sealed { .. }) { homes.len() } else { 1 };
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut pending = Pending {
+            block,
+            question,
+            tried: vec![],
+            waiting: vec![],
+            opinions: vec![],
+            deadline_ms: now_ms + self.settings.ask_timeout_ms,
+            about: None,
+        };
+        for &home in homes.iter().take(wanted) {
+            self.put_to(&mut pending, id, home, now_ms);
+        }
+        if pending.waiting.is_empty() {
+            self.stats.answered_here += 1;
+            return Asked::Now(self.conclude(pending, now_ms));
+        }
+        self.stats.asked_away += 1;
+        self.pending.insert(id, pending);
+        Asked::Later(id)
+    }
+
+    /// Puts question `id` to `home`: judged at once when it is this node.
+    fn put_to(&mut self, pending: &mut Pending, id: u64, home: Fingerprint, now_ms: u64) {
+        pending.tried.push(home);
+        if home == self.own {
+            let yes = self.verdict(self.own, pending.block, pending.question, now_ms);
+            pending.opinions.push((home, yes));
+        } else {
+            self.send_ask(home, id, pending.block, pending.question, now_ms);
+            pending.waiting.push(home);
         }
     }
 
@@ -361,7 +500,77 @@ impl Engine {
     /// home answering).
     pub fn answer_alone(&mut self, block: WireBlock, question: Question, now_ms: u64) -> Answer {
         self.stats.judged_alone += 1;
-        self.decide(self.own, block, question, now_ms)
+        let yes = self.verdict(self.own, block, question, now_ms);
+        self.settle_verdict(block, question, yes, true, now_ms)
+    }
+
+    /// The asker's own answer from what the homes said. Both agreeing: so
+    /// be it, and both are borne out. Disagreeing: "no" wins unless the
+    /// "yes" comes from a member whose word weighs clearly more, each side
+    /// is marked, and a disputed "no" penalises nobody. A "yes" while this
+    /// node's own register alone is over is a lie shown.
+    fn conclude(&mut self, pending: Pending, now_ms: u64) -> Answer {
+        let Pending { block, question, opinions, .. } = pending;
+        if opinions.is_empty() {
+            return self.answer_alone(block, question, now_ms);
+        }
+        let weight = |engine: &Engine, fp: &Fingerprint| {
+            if *fp == engine.own {
+                1.0
+            } else {
+                engine.standing.weight(fp)
+            }
+        };
+        let best = |engine: &Engine, side: bool| {
+            opinions.iter().filter(|(_, y)| *y == side).map(|(fp, _)| weight(engine, fp)).fold(-1.0, f64::max)
+        };
+        let (best_yes, best_no) = (best(self, true), best(self, false));
+        let remote: Vec<Fingerprint> =
+            opinions.iter().map(|(fp, _)| *fp).filter(|fp| *fp != self.own).collect();
+        let (mut yes, corroborated) = match (best_yes >= 0.0, best_no >= 0.0) {
+            (true, false) | (false, true) => {
+                if opinions.len() > 1 {
+                    remote.iter().for_each(|&fp| self.corroborated(fp));
+                }
+                let heard_alone = opinions.len() == 1 && best_no > 0.0;
+                (best_yes >= 0.0, opinions.len() > 1 || heard_alone)
+            }
+            _ => {
+                self.stats.disputes += 1;
+                remote.iter().for_each(|&fp| self.disputed(fp, now_ms));
+                (best_yes > best_no + OUTRANKS_BY, false)
+            }
+        };
+        if yes && question != Question::Seen && !self.own_register_within(block, question, now_ms) {
+            for (fp, said) in &opinions {
+                if *said && *fp != self.own {
+                    self.caught(*fp, "said yes over the asker's own count", now_ms);
+                }
+            }
+            yes = false;
+        }
+        self.settle_verdict(block, question, yes, corroborated, now_ms)
+    }
+
+    /// The answer to give the node: over the limit, the block is penalised
+    /// on this node's own evidence when the "no" was not disputed.
+    fn settle_verdict(&mut self, block: WireBlock, question: Question, yes: bool, corroborated: bool, now_ms: u64) -> Answer {
+        if !yes && corroborated && question != Question::Seen {
+            let view = self.weighed(self.counts.view(block, now_ms));
+            self.penalise_over(block, &view, now_ms, over_limit(question));
+        }
+        Answer { yes, penalty: self.penalties.active(block, now_ms) }
+    }
+
+    /// Is this node's own register for `block`, alone, within the whole limit?
+    fn own_register_within(&self, block: WireBlock, question: Question, now_ms: u64) -> bool {
+        let mut view = self.counts.view(block, now_ms);
+        view.origins.retain(|o| o.is_self);
+        match question {
+            Question::Recipient => self.judge.recipient(&view, 1.0),
+            Question::Sealed { id } => self.judge.sealed(&view, 1.0, self.own, id),
+            Question::Seen | Question::Penalty => true,
+        }
     }
 
     /// Asks `home`; the other homes get the register at once too, so that
@@ -372,7 +581,13 @@ impl Engine {
         for other in self.ring.homes(block) {
             if other != home && other != self.own {
                 let entries = entry.clone().into_iter().collect();
-                let copy = CountsFrame { round: self.round, base_ms: now_ms, entries, penalties: vec![] };
+                let copy = CountsFrame {
+                    round: self.round,
+                    started_ms: self.started_ms,
+                    base_ms: now_ms,
+                    entries,
+                    penalties: vec![],
+                };
                 self.transmits.push_back((other, Frame::Counts(copy)));
             }
         }
@@ -380,26 +595,21 @@ impl Engine {
         self.transmits.push_back((home, Frame::Ask(ask)));
     }
 
-    /// Judges `question` about `block` for `asker` with every register held.
-    /// Over the limit, this node penalises the block when the question is
-    /// its own; a remote asker does so itself on hearing "no" (with its own
-    /// register as evidence, bounded by every receiver like any peer's
-    /// penalty), so no asker can make a home penalise a block on its word.
-    fn decide(&mut self, asker: Fingerprint, block: WireBlock, question: Question, now_ms: u64) -> Answer {
-        let view = self.counts.view_as(block, Some(asker), now_ms);
+    /// Judges `question` about `block` for `asker` with every register
+    /// held, each peer's weighed by its standing. It penalises nothing: the
+    /// asker does, on its own evidence, once the homes have said "no".
+    fn verdict(&mut self, asker: Fingerprint, block: WireBlock, question: Question, now_ms: u64) -> bool {
+        let view = self.weighed(self.counts.view_as(block, Some(asker), now_ms));
         let share = self.share();
-        let yes = match question {
+        match question {
             Question::Recipient => self.judge.recipient(&view, share),
             Question::Sealed { id } => self.judge.sealed(&view, share, asker, id),
             Question::Seen => self.judge.seen(&view),
-        };
-        let penalty = match (yes, asker == self.own) {
-            (false, true) if question != Question::Seen => {
-                Some(self.penalise_over(block, &view, now_ms, over_limit(question)))
+            Question::Penalty => {
+                let view = self.weighed(self.counts.view_as(block, None, now_ms));
+                self.judge.penalty_borne_out(&view, share) != Some(false)
             }
-            _ => self.penalties.active(block, now_ms),
-        };
-        Answer { yes, penalty }
+        }
     }
 
     /// Penalises a block found over a limit (a penalty in force stays as it
@@ -440,73 +650,238 @@ impl Engine {
 
     /// Takes in a frame from `from` (authenticated by its certificate).
     pub fn handle(&mut self, from: Fingerprint, frame: Frame, now_ms: u64) {
+        let their_ms = match &frame {
+            Frame::Swim(_) => return,
+            Frame::Counts(counts) => counts.base_ms,
+            Frame::Ask(ask) => ask.base_ms,
+            Frame::Answer(answer) => answer.at_ms,
+        };
+        let Some(offset) = self.clocks.sample(from, their_ms, now_ms) else {
+            self.stats.clock_refused += 1;
+            self.caught(from, "clock over an hour off", now_ms);
+            return;
+        };
+        if self.counts.origin(from).is_some() {
+            self.counts.set_offset(from, offset);
+        }
         match frame {
             Frame::Swim(_) => {}
             Frame::Counts(counts) => self.take_counts(from, counts, now_ms),
-            Frame::Ask(ask) => {
-                if let Some(entry) = &ask.entry {
-                    if entry.block != ask.block || !self.merge(from, ask.base_ms, entry) {
-                        return;
-                    }
-                }
-                let answer = self.decide(from, ask.block, ask.question, now_ms);
-                self.stats.answered_for_others += 1;
-                let penalty = answer.penalty.map(|p| PenaltyEntry {
-                    block: ask.block,
-                    until_ms: p.until_ms,
-                    strikes: p.strikes,
-                });
-                let reply = WireAnswer { id: ask.id, yes: answer.yes, penalty };
-                self.transmits.push_back((from, Frame::Answer(reply)));
+            Frame::Ask(ask) => self.answer_for(from, ask, now_ms),
+            Frame::Answer(reply) => self.take_answer(from, reply, now_ms),
+        }
+    }
+
+    /// A member's question about a block this node is a home of.
+    fn answer_for(&mut self, from: Fingerprint, ask: Ask, now_ms: u64) {
+        if let Some(entry) = &ask.entry {
+            if entry.block != ask.block || !self.merge(from, ask.base_ms, entry, now_ms) {
+                return;
             }
-            Frame::Answer(reply) => {
-                // Only the home last asked may answer.
-                if !self.pending.get(&reply.id).is_some_and(|p| p.tried.last() == Some(&from)) {
-                    return;
-                }
-                let pending = self.pending.remove(&reply.id).expect("just found");
-                let bounds = self.settings.peer_bounds;
-                if let Some(penalty) = reply.penalty.filter(|p| p.block == pending.block) {
-                    self.penalties.merge_from(from, &penalty, bounds, now_ms);
-                }
-                if !reply.yes && pending.question != Question::Seen {
-                    let view = self.counts.view(pending.block, now_ms);
-                    self.penalise_over(pending.block, &view, now_ms, over_limit(pending.question));
-                }
-                let penalty = self.penalties.active(pending.block, now_ms);
-                let answer = Answer { yes: reply.yes, penalty };
-                self.events.push_back(Event::Answer { id: reply.id, answer });
+        }
+        self.stats.answered_for_others += 1;
+        // Just started, this node holds too little to judge: the next home will.
+        let unsure = now_ms < self.warm_until_ms && ask.question != Question::Seen;
+        let yes = !unsure && self.verdict(from, ask.block, ask.question, now_ms);
+        let penalty = self.penalties.active(ask.block, now_ms).map(|p| PenaltyEntry {
+            block: ask.block,
+            until_ms: p.until_ms,
+            strikes: p.strikes,
+        });
+        let reply = WireAnswer { id: ask.id, at_ms: now_ms, yes, unsure, penalty };
+        self.transmits.push_back((from, Frame::Answer(reply)));
+    }
+
+    /// A home's answer to one of this node's questions.
+    fn take_answer(&mut self, from: Fingerprint, reply: WireAnswer, now_ms: u64) {
+        // Only a home asked and not yet heard may answer.
+        let Some(pending) = self.pending.get_mut(&reply.id) else { return };
+        let Some(at) = pending.waiting.iter().position(|h| *h == from) else { return };
+        pending.waiting.swap_remove(at);
+        let block = pending.block;
+        if reply.unsure {
+            self.next_home(reply.id, now_ms);
+        } else {
+            pending.opinions.push((from, reply.yes));
+            if let Some(penalty) = reply.penalty.filter(|p| p.block == block) {
+                self.take_penalty(from, &penalty, now_ms);
             }
+        }
+        self.advance(reply.id, now_ms);
+    }
+
+    /// Asks the next home not asked yet for question `id`, if there is one.
+    fn next_home(&mut self, id: u64, now_ms: u64) -> bool {
+        let Some(mut pending) = self.pending.remove(&id) else { return false };
+        let next = self.ring.homes(pending.block).into_iter().find(|h| !pending.tried.contains(h));
+        let asked = match next {
+            Some(home) => {
+                pending.deadline_ms = now_ms + self.settings.ask_timeout_ms;
+                self.put_to(&mut pending, id, home, now_ms);
+                true
+            }
+            None => false,
+        };
+        self.pending.insert(id, pending);
+        asked
+    }
+
+    /// Once every home asked has answered (or timed out): a lone "no" at
+    /// RCPT is put to the next home, no answer at all goes to the next
+    /// home, and otherwise the homes' answers are concluded.
+    fn advance(&mut self, id: u64, now_ms: u64) {
+        let Some(pending) = self.pending.get(&id) else { return };
+        if !pending.waiting.is_empty() {
+            return;
+        }
+        if pending.about.is_some() && pending.opinions.is_empty() {
+            // A home too slow to check a penalty: it stays as it is.
+            self.pending.remove(&id);
+            return;
+        }
+        let lone_no = pending.question == Question::Recipient
+            && pending.opinions.len() == 1
+            && !pending.opinions[0].1
+            && pending.opinions[0].0 != self.own;
+        if (lone_no || pending.opinions.is_empty()) && self.next_home(id, now_ms) {
+            if self.pending.get(&id).is_some_and(|p| !p.waiting.is_empty()) {
+                return;
+            }
+        }
+        let pending = self.pending.remove(&id).expect("still pending");
+        if let Some(imposer) = pending.about {
+            self.penalty_checked(imposer, &pending, now_ms);
+            return;
+        }
+        let answer = self.conclude(pending, now_ms);
+        self.events.push_back(Event::Answer { id, answer });
+    }
+
+    /// A block's home said whether `imposer`'s penalty on it is borne out:
+    /// contradicted by a home whose word weighs at least the imposer's, the
+    /// penalty goes and the imposer is caught.
+    fn penalty_checked(&mut self, imposer: Fingerprint, pending: &Pending, now_ms: u64) {
+        let Some(&(home, borne_out)) = pending.opinions.first() else { return };
+        if borne_out {
+            self.corroborated(imposer);
+        } else if self.standing.weight(&home) >= self.standing.weight(&imposer) {
+            self.penalties.withdraw(imposer, pending.block);
+            self.caught(imposer, "penalty the block's home contradicts", now_ms);
+        }
+    }
+
+    /// Puts `imposer`'s new penalty on `block` to a home of the block that
+    /// is neither this node nor the imposer (a home's own count is checked
+    /// where it lands).
+    fn check_with_home(&mut self, imposer: Fingerprint, block: WireBlock, now_ms: u64) {
+        let Some(home) = self.ring.homes(block).into_iter().find(|h| *h != self.own && *h != imposer) else {
+            return;
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut pending = Pending {
+            block,
+            question: Question::Penalty,
+            tried: vec![imposer],
+            waiting: vec![],
+            opinions: vec![],
+            deadline_ms: now_ms + self.settings.ask_timeout_ms,
+            about: Some(imposer),
+        };
+        self.put_to(&mut pending, id, home, now_ms);
+        self.pending.insert(id, pending);
+    }
+
+    /// A penalty `from` imposed (its end on its clock): taken as far as
+    /// its standing goes, and checked against the block's registers when
+    /// this node is one of the block's homes.
+    fn take_penalty(&mut self, from: Fingerprint, entry: &PenaltyEntry, now_ms: u64) {
+        let local = PenaltyEntry { until_ms: self.clocks.local(&from, entry.until_ms), ..*entry };
+        let weight = self.standing.weight(&from);
+        match self.penalties.merge_from(from, &local, self.settings.peer_bounds, weight, now_ms) {
+            Taken::Dropped => self.stats.dropped_penalties += 1,
+            Taken::OverQuota => {
+                self.stats.dropped_penalties += 1;
+                self.faults.push_back(Fault { member: from, what: "penalties over its share of the table", silenced: false });
+            }
+            Taken::Changed => self.check_penalty(from, entry.block, now_ms),
+            Taken::Unchanged => {}
+        }
+    }
+
+    /// A peer's new penalty is borne out or contradicted by the block's
+    /// registers: here, at one of its homes; elsewhere, by asking a home.
+    fn check_penalty(&mut self, from: Fingerprint, block: WireBlock, now_ms: u64) {
+        if !self.ring.homes(block).contains(&self.own) {
+            self.check_with_home(from, block, now_ms);
+            return;
+        }
+        if now_ms < self.warm_until_ms {
+            return;
+        }
+        let view = self.weighed(self.counts.view_as(block, None, now_ms));
+        match self.judge.penalty_borne_out(&view, self.share()) {
+            Some(true) => self.corroborated(from),
+            Some(false) => self.caught(from, "penalty the block's counts contradict", now_ms),
+            None => {}
         }
     }
 
     fn take_counts(&mut self, from: Fingerprint, frame: CountsFrame, now_ms: u64) {
+        if !self.believe_start(from, frame.started_ms, now_ms) {
+            return;
+        }
         for entry in &frame.entries {
-            if !self.merge(from, frame.base_ms, entry) {
+            if !self.merge(from, frame.base_ms, entry, now_ms) {
                 continue;
             }
             // The primary home judges the mesh-wide connection rate.
             let primary = self.ring.homes(entry.block).first() == Some(&self.own);
             if primary && self.penalties.active(entry.block, now_ms).is_none() {
-                let view = self.counts.view_as(entry.block, None, now_ms);
+                let view = self.weighed(self.counts.view_as(entry.block, None, now_ms));
                 if !self.judge.connection(&view, self.share()) {
                     self.penalise_over(entry.block, &view, now_ms, "over the connection rate, mesh-wide");
                 }
             }
         }
-        let bounds = self.settings.peer_bounds;
         for penalty in &frame.penalties {
-            if self.penalties.merge_from(from, penalty, bounds, now_ms) == Taken::Dropped {
-                self.stats.dropped_penalties += 1;
+            self.take_penalty(from, penalty, now_ms);
+        }
+    }
+
+    /// A member's own word on when its process started: a new start retires
+    /// its registers (its new process counts afresh), at most once per
+    /// [`RESTART_EVERY_MS`]; a member claiming more is refused meanwhile.
+    fn believe_start(&mut self, from: Fingerprint, started_ms: u64, now_ms: u64) -> bool {
+        match self.starts.get(&from).copied() {
+            None => {
+                self.starts.insert(from, (started_ms, 0));
+                true
+            }
+            Some((known, _)) if known == started_ms => true,
+            Some((_, believed_ms)) if believed_ms > 0 && now_ms < believed_ms + RESTART_EVERY_MS => {
+                self.stats.restarts_refused += 1;
+                self.caught(from, "restarts too often", now_ms);
+                false
+            }
+            Some(_) => {
+                self.starts.insert(from, (started_ms, now_ms));
+                self.counts.retire_origin(from);
+                true
             }
         }
     }
 
     /// Merges one of `from`'s entries; false if it was nonsense.
-    fn merge(&mut self, from: Fingerprint, base_ms: u64, entry: &CountEntry) -> bool {
+    fn merge(&mut self, from: Fingerprint, base_ms: u64, entry: &CountEntry, now_ms: u64) -> bool {
         let Some(origin) = self.counts.origin(from) else { return false };
-        if origin == SELF || self.counts.merge(origin, base_ms, entry) == Merged::Rejected {
+        if origin == SELF {
+            return false;
+        }
+        self.counts.set_offset(from, self.clocks.offset(&from));
+        if self.counts.merge(origin, base_ms, entry, now_ms) == Merged::Rejected {
             self.stats.rejected_entries += 1;
+            self.caught(from, "implausible count", now_ms);
             return false;
         }
         true
@@ -540,26 +915,18 @@ impl Engine {
         self.retry_late(now_ms);
     }
 
+    /// Homes late to answer are given up on: the next home is asked, or
+    /// the answers there are concluded, or this node judges alone.
     fn retry_late(&mut self, now_ms: u64) {
-        let late: Vec<u64> =
+        let mut late: Vec<u64> =
             self.pending.iter().filter(|(_, p)| p.deadline_ms <= now_ms).map(|(&id, _)| id).collect();
+        late.sort_unstable();
         for id in late {
             self.stats.timeouts += 1;
-            let mut pending = self.pending.remove(&id).expect("listed");
-            let next = self.ring.homes(pending.block).into_iter().find(|h| !pending.tried.contains(h));
-            match next {
-                Some(home) if home != self.own => {
-                    self.send_ask(home, id, pending.block, pending.question, now_ms);
-                    pending.tried.push(home);
-                    pending.deadline_ms = now_ms + self.settings.ask_timeout_ms;
-                    self.pending.insert(id, pending);
-                }
-                _ => {
-                    // No home answers: judge alone with what this node holds.
-                    let answer = self.answer_alone(pending.block, pending.question, now_ms);
-                    self.events.push_back(Event::Answer { id, answer });
-                }
-            }
+            let pending = self.pending.get_mut(&id).expect("listed");
+            pending.waiting.clear();
+            pending.deadline_ms = now_ms + self.settings.ask_timeout_ms;
+            self.advance(id, now_ms);
         }
     }
 
@@ -607,6 +974,7 @@ impl Engine {
             }
             frames.push(Frame::Counts(CountsFrame {
                 round,
+                started_ms: self.started_ms,
                 base_ms,
                 entries: chunk,
                 penalties: chunk_penalties,
@@ -655,6 +1023,8 @@ impl Engine {
     }
 
     pub fn restore_penalties(&mut self, stored: &[StoredPenalty], revoked: &[Fingerprint]) -> usize {
+        // (Restored penalties are this node's own record; their origins'
+        // standing is measured afresh.)
         stored.iter().filter(|s| self.penalties.restore(s, revoked)).count()
     }
 

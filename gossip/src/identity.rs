@@ -23,22 +23,26 @@ pub struct NodeId {
 }
 
 impl NodeId {
-    /// A stand-in for a seed known only by address; foca learns the real
-    /// identity from its answer.
-    pub fn seed(addr: SocketAddr) -> NodeId {
-        NodeId { name: String::new(), addr, fingerprint: [0; 16], started_ms: 0, bump: 0 }
+    /// A stand-in for a seed known by address and the certificate its
+    /// handshake showed; foca learns the rest from its answer.
+    pub fn seed(addr: SocketAddr, fingerprint: Fingerprint) -> NodeId {
+        NodeId { name: String::new(), addr, fingerprint, started_ms: 0, bump: 0 }
     }
 }
 
+/// SWIM's key for a member: its address *and* its certificate, so that an
+/// identity gossiped at a member's address with another certificate is a
+/// different member (unproved, never counted), not a rival that wins the
+/// address and takes the member down.
 impl foca::Identity for NodeId {
-    type Addr = SocketAddr;
+    type Addr = (SocketAddr, Fingerprint);
 
     fn renew(&self) -> Option<Self> {
         Some(NodeId { bump: self.bump + 1, ..self.clone() })
     }
 
-    fn addr(&self) -> SocketAddr {
-        self.addr
+    fn addr(&self) -> (SocketAddr, Fingerprint) {
+        (self.addr, self.fingerprint)
     }
 
     fn win_addr_conflict(&self, adversary: &Self) -> bool {

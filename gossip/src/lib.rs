@@ -4,6 +4,7 @@
 //! whole mesh throttles a source block as one.
 //! `README.md` beside this crate says why it is built this way.
 
+pub mod clocks;
 pub mod counts;
 pub mod engine;
 pub mod homes;
@@ -12,6 +13,7 @@ mod mesh;
 pub mod penalties;
 pub mod pki;
 mod swim;
+pub mod standing;
 pub mod tally;
 pub mod tls;
 pub mod transport;
@@ -21,7 +23,7 @@ use std::net::SocketAddr;
 pub use counts::{Caps, Kind, Periods, Rates};
 pub use engine::{Answer, Engine, EngineSettings, Judge};
 pub use magicmx_proto::wire::Question;
-pub use mesh::{Mesh, MeshSettings, PeerStatus};
+pub use mesh::{MemberReport, Mesh, MeshSettings, PeerStatus};
 pub use penalties::Penalty;
 pub use tally::Tally;
 pub use transport::Stats;

@@ -8,7 +8,12 @@
 //! Gossip naming members nobody can reach adds no one to the share or to
 //! the addresses the policy service waves through. A member down longer
 //! than [`MeshSettings::forget_after`] is forgotten, with its counts and
-//! penalties.
+//! penalties, but still counts among the members known (a ghost) until its
+//! certificate is revoked, so forgetting it raises no one's share of a limit.
+//!
+//! SWIM's word that a member is down is not taken alone: this node dials
+//! the member itself, and only when no handshake there shows the member's
+//! certificate is it down. A member cannot evict another by gossip.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -83,6 +88,18 @@ impl MeshSettings {
     }
 }
 
+/// A member's standing as this node sees it.
+#[derive(Debug, Clone)]
+pub struct MemberReport {
+    pub name: String,
+    pub fingerprint: Fingerprint,
+    /// What its word weighs now (0 to 1).
+    pub weight: f64,
+    pub standing: crate::standing::MemberStanding,
+    /// How far its clock runs ahead of this node's.
+    pub clock_offset_ms: i64,
+}
+
 /// A peer as this node sees it.
 #[derive(Debug, Clone)]
 pub struct PeerStatus {
@@ -100,6 +117,8 @@ struct Peer {
     verified: bool,
     /// A check of its identity is under way.
     verifying: bool,
+    /// A check that it is really down is under way.
+    probing: bool,
     /// Since when it is down.
     down_since: Option<Instant>,
     /// Frames for it, sent in order by a task of its own (while alive and verified).
@@ -108,6 +127,8 @@ struct Peer {
 
 /// Members named by SWIM and not (yet) verified, at most; more are ignored.
 const MAX_UNVERIFIED: usize = 1024;
+/// Forgotten members still counted among those known, at most.
+const MAX_GHOSTS: usize = 4096;
 
 /// Frames waiting for one peer's sender task; beyond this the peer is too
 /// slow to follow, its connection is dropped and the next one starts with
@@ -122,6 +143,8 @@ pub(crate) struct Shared {
     peers: Mutex<HashMap<Fingerprint, Peer>>,
     /// When each peer was last heard from.
     heard: Mutex<HashMap<Fingerprint, Instant>>,
+    /// Members forgotten after `forget_after`, still known for the share.
+    ghosts: Mutex<Vec<Fingerprint>>,
     /// Questions to a home, waiting for its answer.
     waiting: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
 }
@@ -162,6 +185,7 @@ impl Mesh {
             Transport::bind(settings.listen, tls, inbox).map_err(|e| Error::Bind(settings.listen, e))?;
         let advertise = settings.advertise.unwrap_or_else(|| transport.local_addr());
         let started_ms = now_ms();
+        tally.engine().set_started(started_ms);
         let own = NodeId {
             name: settings.name.clone(),
             addr: advertise,
@@ -173,6 +197,7 @@ impl Mesh {
             tally,
             peers: Mutex::new(HashMap::new()),
             heard: Mutex::new(HashMap::new()),
+            ghosts: Mutex::new(Vec::new()),
             waiting: Mutex::new(HashMap::new()),
             own: own.clone(),
             transport,
@@ -259,7 +284,7 @@ impl Mesh {
         let peers = self.shared.peers.lock().unwrap();
         let verified = peers.values().filter(|p| p.verified);
         let (alive, known) = verified.fold((0, 0), |(a, k), p| (a + usize::from(p.alive), k + 1));
-        (alive, known)
+        (alive, known + self.shared.ghosts.lock().unwrap().len())
     }
 
     /// The peers this node knows, live or down, that proved who they are.
@@ -303,6 +328,28 @@ impl Mesh {
         self.engine_stats().dropped_penalties
     }
 
+    /// Each member's standing at this node, why, and its clock's offset.
+    pub fn standing(&self) -> Vec<MemberReport> {
+        let names: HashMap<Fingerprint, String> =
+            self.shared.peers.lock().unwrap().iter().map(|(fp, p)| (*fp, p.id.name.clone())).collect();
+        let engine = self.shared.tally.engine();
+        let mut all: Vec<MemberReport> = names
+            .iter()
+            .map(|(fp, name)| {
+                let standing = engine.standing().get(fp).cloned();
+                MemberReport {
+                    name: name.clone(),
+                    fingerprint: *fp,
+                    weight: engine.standing().weight(fp),
+                    standing: standing.unwrap_or_else(|| engine.standing().fresh()),
+                    clock_offset_ms: engine.clocks().offset(fp),
+                }
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     /// Members SWIM names that have not proved who they are.
     pub fn unverified(&self) -> usize {
         self.shared.peers.lock().unwrap().values().filter(|p| !p.verified).count()
@@ -330,6 +377,10 @@ impl Shared {
 
     /// Sends what the engine has for peers, and hands answers to who waits.
     fn flush(&self, engine: &mut Engine) {
+        while let Some(fault) = engine.poll_fault() {
+            let name = self.peers.lock().unwrap().get(&fault.member).map(|p| p.id.name.clone()).unwrap_or_default();
+            tracing::warn!(member = %name, fingerprint = %hex(&fault.member), what = fault.what, silenced = fault.silenced, "mesh member caught");
+        }
         let answers = self.tally.drain(engine);
         if !answers.is_empty() {
             let mut waiting = self.waiting.lock().unwrap();
@@ -360,6 +411,7 @@ impl Shared {
             .values()
             .filter(|p| p.verified)
             .map(|p| (p.id.fingerprint, p.alive))
+            .chain(self.ghosts.lock().unwrap().iter().map(|fp| (*fp, false)))
             .collect();
         let mut engine = self.tally.engine();
         engine.set_members(&members, now_ms());
@@ -382,14 +434,21 @@ impl Shared {
         }
         // A restarted peer: the connection to its old process is dead. The
         // next send dials anew, and a new connection starts with the
-        // greeting. What its old process had open is gone with it. A peer
-        // that only rejoined after a cut (a new SWIM incarnation of the same
-        // process) keeps its counts: they carry on where they were.
+        // greeting. Its counts are retired only when the member itself says
+        // it restarted (in its own frames, `Engine::believe_start`): SWIM
+        // gossip about another member's start is anyone's word. A peer that
+        // only rejoined after a cut keeps its counts.
         let restarted = known.is_some_and(|p| p.id.started_ms != id.started_ms);
         if restarted {
             self.transport.forget(id.addr);
         }
         let verified = known.is_some_and(|p| p.verified && p.id.addr == id.addr);
+        if known.is_some_and(|p| p.verified && p.alive && p.id.addr == id.addr && !restarted) {
+            // A new incarnation of a member that is up: it carries on.
+            let fingerprint = id.fingerprint;
+            peers.get_mut(&fingerprint).expect("known").id = id;
+            return;
+        }
         peers.insert(
             id.fingerprint,
             Peer {
@@ -397,14 +456,13 @@ impl Shared {
                 alive: true,
                 verified: false,
                 verifying: false,
+                probing: false,
                 down_since: None,
                 outbox: None,
             },
         );
         drop(peers);
-        if restarted {
-            self.tally.engine().restarted(id.fingerprint);
-        }
+        self.ghosts.lock().unwrap().retain(|g| *g != id.fingerprint);
         if verified || self.transport.authenticated(id.addr) == Some(id.fingerprint) {
             self.verified(&id);
         } else {
@@ -482,19 +540,52 @@ impl Shared {
         outbox
     }
 
-    pub(crate) fn member_down(&self, id: &NodeId) {
-        let mut changed = false;
-        if let Some(peer) = self.peers.lock().unwrap().get_mut(&id.fingerprint) {
-            if peer.id.bump <= id.bump {
-                if peer.verified {
-                    tracing::info!(peer = %id.name, addr = %id.addr, "mesh peer down");
-                }
-                changed = peer.verified && peer.alive;
+    /// SWIM says `id` is down: this node checks for itself, dialling it,
+    /// and takes it as down only when no handshake there shows its
+    /// certificate. A member that answers stays up, whoever said otherwise.
+    pub(crate) fn member_down(self: &Arc<Self>, id: &NodeId) {
+        {
+            let mut peers = self.peers.lock().unwrap();
+            let Some(peer) = peers.get_mut(&id.fingerprint) else { return };
+            if peer.id.bump > id.bump || !peer.alive {
+                return;
+            }
+            if !peer.verified {
                 peer.alive = false;
                 peer.down_since.get_or_insert_with(Instant::now);
-                peer.outbox = None;
-                self.transport.forget(id.addr);
+                return;
             }
+            if std::mem::replace(&mut peer.probing, true) {
+                return;
+            }
+        }
+        let shared = self.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            let answers = shared.transport.probe(id.addr).await == Some(id.fingerprint);
+            if let Some(peer) = shared.peers.lock().unwrap().get_mut(&id.fingerprint) {
+                peer.probing = false;
+            }
+            if answers {
+                tracing::info!(peer = %id.name, addr = %id.addr, "SWIM says a member is down, but it answers here; kept up");
+            } else {
+                shared.down(&id);
+            }
+        });
+    }
+
+    /// `id` is down, as this node saw for itself.
+    fn down(&self, id: &NodeId) {
+        let mut changed = false;
+        if let Some(peer) = self.peers.lock().unwrap().get_mut(&id.fingerprint) {
+            if peer.verified {
+                tracing::info!(peer = %id.name, addr = %id.addr, "mesh peer down");
+            }
+            changed = peer.verified && peer.alive;
+            peer.alive = false;
+            peer.down_since.get_or_insert_with(Instant::now);
+            peer.outbox = None;
+            self.transport.forget(id.addr);
         }
         if changed {
             // Its open transactions are decided where this node cannot hear.
@@ -519,6 +610,15 @@ impl Shared {
             }
             gone
         };
+        {
+            let mut ghosts = self.ghosts.lock().unwrap();
+            for id in &gone {
+                ghosts.retain(|g| *g != id.fingerprint);
+                ghosts.push(id.fingerprint);
+            }
+            let over = ghosts.len().saturating_sub(MAX_GHOSTS);
+            ghosts.drain(..over);
+        }
         for id in &gone {
             self.heard.lock().unwrap().remove(&id.fingerprint);
             self.transport.forget_authenticated(id.addr);

@@ -10,14 +10,17 @@
 //!
 //! An authenticated peer may still be broken, stolen or hostile, so what it
 //! imposes is bounded ([`PeerBounds`]): no longer than `penalty_max` from
-//! now, no more strikes than matter, and no more new penalties a minute
-//! than an honest node in a flood would send. An origin's penalties go with
+//! now times its standing's weight, no more strikes than matter, no more
+//! new penalties a minute than an honest node in a flood would send, and no
+//! more than a tenth of the table, so no member can crowd out the others'.
+//! A member whose word weighs nothing is silenced: its penalties are kept
+//! (to show) but not in force. An origin's penalties go with
 //! it: when it is revoked (at start, from the configuration) or has left
 //! the mesh for good ([`Penalties::forget_origin`]). A penalty is remembered
 //! a day after it ends, so that the next one can be longer; how long a
 //! penalty lasts is the caller's arithmetic (the node's `limits`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use magicmx_proto::wire::{PenaltyEntry, WireBlock};
 use serde::{Deserialize, Serialize};
@@ -70,9 +73,14 @@ pub enum Taken {
     Changed,
     /// Already known (a replay), or no more than what is held.
     Unchanged,
-    /// Over the origin's rate, or the table is full.
+    /// Over the origin's rate, the table is full, or its word weighs nothing.
     Dropped,
+    /// The origin holds its share of the table already.
+    OverQuota,
 }
+
+/// The share of the table one peer's penalties may hold.
+const QUOTA_DIVISOR: usize = 10;
 
 pub struct Penalties {
     own: Fingerprint,
@@ -87,6 +95,10 @@ pub struct Penalties {
     /// Blocks held at most; past it peers' new penalties are dropped and
     /// this node's own push out the one ending first.
     cap: usize,
+    /// Per peer, the blocks it holds a penalty on (at most `cap / 10`).
+    held: HashMap<Fingerprint, usize>,
+    /// Peers whose word weighs nothing: their penalties are not in force.
+    silenced: HashSet<Fingerprint>,
 }
 
 impl Penalties {
@@ -98,6 +110,8 @@ impl Penalties {
             unsaved: false,
             rates: HashMap::new(),
             cap: cap.max(1),
+            held: HashMap::new(),
+            silenced: HashSet::new(),
         }
     }
 
@@ -127,21 +141,31 @@ impl Penalties {
         self.last(block).expect("just joined")
     }
 
-    /// Takes in a penalty `origin` sent at `now_ms`, within `bounds`.
+    /// Takes in a penalty `origin` sent at `now_ms` (its end already on
+    /// this node's clock), within `bounds`, its length at most
+    /// `penalty_max` times the weight of `origin`'s word.
     pub fn merge_from(
         &mut self,
         origin: Fingerprint,
         entry: &PenaltyEntry,
         bounds: PeerBounds,
+        weight: f64,
         now_ms: u64,
     ) -> Taken {
+        if weight <= 0.0 {
+            return Taken::Dropped;
+        }
+        let longest = (bounds.penalty_max_ms as f64 * weight.min(1.0)) as u64;
         let penalty = Penalty {
-            until_ms: entry.until_ms.min(now_ms.saturating_add(bounds.penalty_max_ms)),
+            until_ms: entry.until_ms.min(now_ms.saturating_add(longest)),
             strikes: entry.strikes.min(bounds.max_strikes),
         };
         let held = self.imposed_by(origin, entry.block);
         if held.is_some_and(|h| h.join(penalty) == h) {
             return Taken::Unchanged;
+        }
+        if held.is_none() && self.held.get(&origin).copied().unwrap_or(0) >= (self.cap / QUOTA_DIVISOR).max(1) {
+            return Taken::OverQuota;
         }
         let minute = now_ms / 60_000;
         let rate = self.rates.entry(origin).or_insert((minute, 0));
@@ -176,7 +200,35 @@ impl Penalties {
             }
             None => {
                 imposed.push((origin, penalty));
+                *self.held.entry(origin).or_default() += 1;
                 self.unsaved = true;
+            }
+        }
+    }
+
+    /// Silences `origin` (its word weighs nothing) or gives it its voice back.
+    pub fn set_silenced(&mut self, origin: Fingerprint, silenced: bool) {
+        if silenced {
+            self.silenced.insert(origin);
+        } else {
+            self.silenced.remove(&origin);
+        }
+    }
+
+    /// The penalty in force over the origins heard: the join of all but the silenced.
+    fn joined(&self, imposed: &[(Fingerprint, Penalty)]) -> Penalty {
+        imposed
+            .iter()
+            .filter(|(o, _)| !self.silenced.contains(o))
+            .fold(Penalty { until_ms: 0, strikes: 0 }, |acc, (_, p)| acc.join(*p))
+    }
+
+    /// Recounts the blocks each peer holds a penalty on.
+    fn recount(&mut self) {
+        self.held.clear();
+        for imposed in self.map.values() {
+            for (origin, _) in imposed {
+                *self.held.entry(*origin).or_default() += 1;
             }
         }
     }
@@ -186,10 +238,27 @@ impl Penalties {
     }
 
     fn evict_first_ending(&mut self) {
-        let first = self.map.iter().min_by_key(|(_, imposed)| joined(imposed).until_ms).map(|(b, _)| *b);
+        let first = self.map.iter().min_by_key(|(_, imposed)| self.joined(imposed).until_ms).map(|(b, _)| *b);
         if let Some(block) = first {
-            self.map.remove(&block);
+            for (origin, _) in self.map.remove(&block).unwrap_or_default() {
+                self.held.entry(origin).and_modify(|n| *n = n.saturating_sub(1));
+            }
             self.unsaved = true;
+        }
+    }
+
+    /// Withdraws `origin`'s penalty on `block` (a home contradicted it).
+    pub fn withdraw(&mut self, origin: Fingerprint, block: WireBlock) {
+        if let Some(imposed) = self.map.get_mut(&block) {
+            let before = imposed.len();
+            imposed.retain(|(o, _)| *o != origin);
+            if imposed.len() < before {
+                self.held.entry(origin).and_modify(|n| *n = n.saturating_sub(1));
+                self.unsaved = true;
+            }
+            if imposed.is_empty() {
+                self.map.remove(&block);
+            }
         }
     }
 
@@ -203,13 +272,15 @@ impl Penalties {
             !imposed.is_empty()
         });
         self.rates.remove(&origin);
+        self.held.remove(&origin);
+        self.silenced.remove(&origin);
         self.unsaved |= forgotten > 0;
         forgotten
     }
 
     /// The last penalty of `block`, in force or ended, while it is remembered.
     pub fn last(&self, block: WireBlock) -> Option<Penalty> {
-        self.map.get(&block).map(|imposed| joined(imposed))
+        self.map.get(&block).map(|imposed| self.joined(imposed)).filter(|p| p.until_ms > 0)
     }
 
     /// The penalty on `block` if it is in force at `now_ms`.
@@ -233,7 +304,7 @@ impl Penalties {
     pub fn in_force(&self, now_ms: u64) -> Vec<PenaltyEntry> {
         self.map
             .iter()
-            .map(|(&block, imposed)| (block, joined(imposed)))
+            .map(|(&block, imposed)| (block, self.joined(imposed)))
             .filter(|(_, p)| p.until_ms > now_ms)
             .map(|(block, p)| PenaltyEntry { block, until_ms: p.until_ms, strikes: p.strikes })
             .collect()
@@ -264,6 +335,7 @@ impl Penalties {
             imposed.retain(|(_, p)| p.until_ms + STRIKE_MEMORY_MS > now_ms);
             !imposed.is_empty()
         });
+        self.recount();
     }
 
     /// Bytes of the table's allocations.
@@ -284,10 +356,6 @@ impl Penalties {
     }
 }
 
-fn joined(imposed: &[(Fingerprint, Penalty)]) -> Penalty {
-    imposed.iter().fold(Penalty { until_ms: 0, strikes: 0 }, |acc, (_, p)| acc.join(*p))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,12 +373,12 @@ mod tests {
     fn merging_is_a_join_per_origin() {
         let bounds = PeerBounds::default();
         let mut a = Penalties::new(OWN, 100);
-        assert_eq!(a.merge_from(PEER, &entry(100, 1), bounds, 0), Taken::Changed);
-        assert_eq!(a.merge_from(OTHER, &entry(50, 3), bounds, 0), Taken::Changed);
-        assert_eq!(a.merge_from(PEER, &entry(100, 1), bounds, 0), Taken::Unchanged, "idempotent");
+        assert_eq!(a.merge_from(PEER, &entry(100, 1), bounds, 1.0, 0), Taken::Changed);
+        assert_eq!(a.merge_from(OTHER, &entry(50, 3), bounds, 1.0, 0), Taken::Changed);
+        assert_eq!(a.merge_from(PEER, &entry(100, 1), bounds, 1.0, 0), Taken::Unchanged, "idempotent");
         let mut b = Penalties::new(OWN, 100);
-        b.merge_from(OTHER, &entry(50, 3), bounds, 0);
-        b.merge_from(PEER, &entry(100, 1), bounds, 0);
+        b.merge_from(OTHER, &entry(50, 3), bounds, 1.0, 0);
+        b.merge_from(PEER, &entry(100, 1), bounds, 1.0, 0);
         assert_eq!(a.active(B, 0), b.active(B, 0), "in any order");
         assert_eq!(a.active(B, 0), Some(Penalty { until_ms: 100, strikes: 3 }));
         assert_eq!(a.active(B, 100), None, "over at its end");
@@ -323,23 +391,23 @@ mod tests {
     fn a_peer_imposes_no_more_than_its_bounds() {
         let bounds = PeerBounds { penalty_max_ms: 1_000, max_strikes: 4, per_minute: 10 };
         let mut p = Penalties::new(OWN, 1_000);
-        p.merge_from(PEER, &entry(u64::MAX, 200), bounds, 5_000);
+        p.merge_from(PEER, &entry(u64::MAX, 200), bounds, 1.0, 5_000);
         assert_eq!(p.active(B, 5_000), Some(Penalty { until_ms: 6_000, strikes: 4 }));
         // Ten new penalties a minute, then the rest of the minute is dropped.
         let many =
             |n: u64| PenaltyEntry { block: WireBlock { net: n, prefix: 24 }, until_ms: 5_500, strikes: 1 };
-        let taken: Vec<Taken> = (1..=20).map(|n| p.merge_from(PEER, &many(n), bounds, 5_000)).collect();
+        let taken: Vec<Taken> = (1..=20).map(|n| p.merge_from(PEER, &many(n), bounds, 1.0, 5_000)).collect();
         assert_eq!(taken.iter().filter(|t| **t == Taken::Changed).count(), 9, "one was used above");
-        assert_eq!(p.merge_from(OTHER, &many(100), bounds, 5_000), Taken::Changed, "per origin");
-        assert_eq!(p.merge_from(PEER, &many(200), bounds, 60_000), Taken::Changed, "the next minute");
+        assert_eq!(p.merge_from(OTHER, &many(100), bounds, 1.0, 5_000), Taken::Changed, "per origin");
+        assert_eq!(p.merge_from(PEER, &many(200), bounds, 1.0, 60_000), Taken::Changed, "the next minute");
     }
 
     #[test]
     fn an_origins_penalties_go_with_it_and_the_others_stay() {
         let bounds = PeerBounds::default();
         let mut p = Penalties::new(OWN, 100);
-        p.merge_from(PEER, &entry(1_000, 1), bounds, 0);
-        p.merge_from(OTHER, &entry(500, 1), bounds, 0);
+        p.merge_from(PEER, &entry(1_000, 1), bounds, 1.0, 0);
+        p.merge_from(OTHER, &entry(500, 1), bounds, 1.0, 0);
         assert_eq!(p.forget_origin(PEER), 1);
         assert_eq!(p.active(B, 0), Some(Penalty { until_ms: 500, strikes: 1 }));
         assert_eq!(p.forget_origin(OTHER), 1);
@@ -351,7 +419,7 @@ mod tests {
         let mut p = Penalties::new(OWN, 100);
         p.extend(B, 1_000, 1);
         let peers = PenaltyEntry { block: WireBlock { net: 7, prefix: 24 }, ..entry(2_000, 1) };
-        p.merge_from(PEER, &peers, PeerBounds::default(), 0);
+        p.merge_from(PEER, &peers, PeerBounds::default(), 1.0, 0);
         p
     }
 
@@ -380,13 +448,35 @@ mod tests {
         let mut p = Penalties::new(OWN, 10_000);
         for n in 0..1_000_000u64 {
             let e = PenaltyEntry { block: WireBlock { net: n, prefix: 24 }, until_ms: 1_000 + n, strikes: 1 };
-            p.merge_from(PEER, &e, bounds, 0);
+            p.merge_from(PEER, &e, bounds, 1.0, 0);
         }
-        assert_eq!(p.len(), 10_000, "a peer's beyond the cap are dropped");
+        assert_eq!(p.len(), 1_000, "a peer holds at most a tenth of the table");
+        for peer in 2..12u8 {
+            for n in 0..1_000u64 {
+                let e = PenaltyEntry { block: WireBlock { net: n + 1_000 * u64::from(peer), prefix: 24 }, until_ms: 1_000, strikes: 1 };
+                p.merge_from([peer; 16], &e, bounds, 1.0, 0);
+            }
+        }
+        assert_eq!(p.len(), 10_000, "beyond the cap the rest are dropped");
         for n in 0..2_000u64 {
             p.extend(WireBlock { net: 2_000_000 + n, prefix: 24 }, 10_000_000, 1);
         }
         assert_eq!(p.len(), 10_000, "own ones push out the first ending");
         assert!(p.active(WireBlock { net: 2_001_999, prefix: 24 }, 0).is_some());
+    }
+
+    #[test]
+    fn a_peers_penalty_weighs_as_its_standing_and_a_silenced_ones_not_at_all() {
+        let bounds = PeerBounds { penalty_max_ms: 10_000, ..PeerBounds::default() };
+        let mut p = Penalties::new(OWN, 100);
+        p.merge_from(PEER, &entry(u64::MAX, 1), bounds, 0.5, 0);
+        assert_eq!(p.active(B, 0).unwrap().until_ms, 5_000, "half the standing, half penalty_max");
+        assert_eq!(p.merge_from(OTHER, &entry(u64::MAX, 1), bounds, 0.0, 0), Taken::Dropped);
+        p.set_silenced(PEER, true);
+        assert_eq!(p.active(B, 0), None, "a silenced member's penalty is not in force");
+        p.extend(B, 3_000, 1);
+        assert_eq!(p.active(B, 0).unwrap().until_ms, 3_000, "this node's own still is");
+        p.set_silenced(PEER, false);
+        assert_eq!(p.active(B, 0).unwrap().until_ms, 5_000);
     }
 }

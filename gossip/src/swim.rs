@@ -79,6 +79,9 @@ fn carry_out(
         match notification {
             OwnedNotification::MemberUp(id) => shared.member_up(id),
             OwnedNotification::MemberDown(id) => shared.member_down(&id),
+            // The same member (address and certificate) with a new
+            // incarnation: it carries on; anything else is a new member.
+            OwnedNotification::Rename(old, new) if old.fingerprint == new.fingerprint => shared.member_up(new),
             OwnedNotification::Rename(old, new) => {
                 shared.member_down(&old);
                 shared.member_up(new);
@@ -88,13 +91,20 @@ fn carry_out(
     }
 }
 
-/// Announces to the seeds whenever this node knows no live peer.
+/// Announces to the seeds whenever this node knows no live peer (each seed
+/// dialled first, to learn the certificate it shows).
 pub(crate) async fn keep_joining(shared: Arc<Shared>, swim: mpsc::UnboundedSender<Input>, every: Duration) {
     let mut last = Instant::now() - every;
     loop {
         if shared.live_peers().is_empty() && last.elapsed() >= every {
             for seed in &shared.settings.seeds {
-                if *seed != shared.own.addr && swim.send(Input::Announce(NodeId::seed(*seed))).is_err() {
+                if *seed == shared.own.addr {
+                    continue;
+                }
+                // SWIM knows a member by its address and certificate: the
+                // handshake tells the seed's.
+                let Some(fingerprint) = shared.transport.authenticate(*seed).await else { continue };
+                if swim.send(Input::Announce(NodeId::seed(*seed, fingerprint))).is_err() {
                     return;
                 }
             }

@@ -141,6 +141,20 @@ impl Transport {
         self.authenticated(to)
     }
 
+    /// Dials `to` afresh (not over a cached connection) to see whether a
+    /// node answers there now, and with which certificate; the connection
+    /// is closed at once.
+    pub async fn probe(&self, to: SocketAddr) -> Option<Fingerprint> {
+        if self.isolated.load(Ordering::Relaxed) {
+            return None;
+        }
+        let connecting = self.endpoint.connect(to, MESH_NAME).ok()?;
+        let conn = tokio::time::timeout(Duration::from_secs(2), connecting).await.ok()?.ok()?;
+        let fingerprint = peer_fingerprint(&conn);
+        conn.close(0u32.into(), b"probe");
+        fingerprint
+    }
+
     /// Sets what every new connection carries first.
     pub fn set_greeting(&self, greeting: Greeting) {
         *self.greeting.lock().unwrap() = Some(greeting);

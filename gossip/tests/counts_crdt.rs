@@ -66,7 +66,7 @@ fn observer() -> Counts {
 fn apply(counts: &mut Counts, updates: &[Update]) {
     for u in updates {
         let origin = counts.origin(fingerprint(u.origin)).unwrap();
-        counts.merge(origin, u.base_ms, &u.entry);
+        counts.merge(origin, u.base_ms, &u.entry, u64::MAX / 2);
     }
 }
 
@@ -136,7 +136,7 @@ proptest! {
         let deliver = |observer: &mut Counts, o: u8, entries: &[CountEntry], base: u64| {
             let origin = observer.origin(fingerprint(o)).unwrap();
             for e in entries {
-                observer.merge(origin, base, e);
+                observer.merge(origin, base, e, u64::MAX / 2);
             }
         };
         for (o, entries, base) in &snapshots {
@@ -170,7 +170,7 @@ proptest! {
         let peer = counts.origin(fingerprint(2)).unwrap();
         let entry =
             CountEntry { block: block(0), recipients: claimed, connections: claimed, age_ms: 0, seq: 0, open: vec![] };
-        counts.merge(peer, NOW, &entry);
+        counts.merge(peer, NOW, &entry, NOW);
         let rate = counts.rate(block(0), NOW, Caps { recipients: cap, connections: cap });
         let expected = own_events as f64 + f64::from(claimed).min(cap);
         prop_assert!((rate.recipients - expected).abs() < 1e-2 * expected.max(1.0), "{} vs {}", rate.recipients, expected);

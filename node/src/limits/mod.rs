@@ -87,6 +87,29 @@ impl Limits {
     }
 }
 
+impl Limits {
+    /// A peer penalised the block; this node, one of its homes, holds every
+    /// register for it. Near a limit (80 %), the penalty is borne out. A
+    /// block that came through the mesh lately and used less than half of
+    /// each limit was not over anything, and no trap penalises a block that
+    /// comes through the mesh: the penalty is contradicted. Otherwise (a
+    /// trap hit by a block the mesh has not seen) neither.
+    pub fn bears_out_penalty(&self, view: &BlockView, share: f64) -> Option<bool> {
+        let usage = self.usage(view);
+        let (recipients, connections) = (self.recipients(share), self.connections(share));
+        if usage.recipients + 1.0 >= recipients * 0.8 || usage.connections + 1.0 >= connections * 0.8 {
+            Some(true)
+        } else if came_through_the_mesh(view)
+            && usage.recipients < recipients / 2.0
+            && usage.connections < connections / 2.0
+        {
+            Some(false)
+        } else {
+            None
+        }
+    }
+}
+
 /// A connection rate below this is no recent connection (one connection
 /// decays to it in about three minutes).
 const RECENT_CONNECTIONS: f64 = 0.05;

@@ -56,7 +56,7 @@ impl Mesh {
                 if i != j {
                     let origin = node.origin(fingerprint(i)).unwrap();
                     for entry in entries {
-                        node.merge(origin, now, entry);
+                        node.merge(origin, now, entry, now);
                     }
                 }
             }
@@ -338,7 +338,7 @@ fn one_hostile_peer_cannot_lock_a_block_out() {
         seq: 0,
         open: vec![],
     };
-    node.merge(hostile, 0, &claim);
+    node.merge(hostile, 0, &claim, 0);
     assert_eq!(limits.recipient(&node.view(BLOCK, 0), 1.0), Verdict::Within, "the cap leaves room");
     let used = limits.usage(&node.view(BLOCK, 0));
     assert!((used.recipients - 28.5).abs() < 1e-9, "{used:?}");

@@ -1,5 +1,6 @@
 //! Adding up a block's registers: this node's own in full, each peer's at
-//! most its cap, open transactions counted as if taken.
+//! most its cap times the weight of its word (its standing), open
+//! transactions counted as if taken.
 
 use magicmx_gossip::counts::{BlockView, Caps, OriginView, Periods, Rates};
 
@@ -41,8 +42,8 @@ impl Usage {
                 usage.recipients += r.recipients;
                 usage.connections += r.connections;
             } else {
-                usage.recipients += r.recipients.min(caps.recipients);
-                usage.connections += r.connections.min(caps.connections);
+                usage.recipients += r.recipients.min(caps.recipients * origin.weight);
+                usage.connections += r.connections.min(caps.connections * origin.weight);
             }
         }
         usage
