@@ -48,8 +48,7 @@ impl Clocks {
             return None;
         }
         let window = now_ms / WINDOW_MS;
-        let estimate =
-            self.peers.entry(peer).or_insert(Estimate { window, this: difference, last: None });
+        let estimate = self.peers.entry(peer).or_insert(Estimate { window, this: difference, last: None });
         if estimate.window != window {
             let recent = window == estimate.window + 1;
             *estimate = Estimate { window, this: difference, last: recent.then_some(estimate.this) };

@@ -26,11 +26,12 @@
 //! node's own register, and sent to the homes with the round; the primary
 //! home judges the mesh-wide rate as registers arrive.
 //!
-//! **Strangers.** No member's word is taken alone. The end of DATA asks
-//! both homes, and a "no" at RCPT is put to the other home too; when they
-//! disagree, "no" wins (the sender keeps the message) unless the "no"
-//! comes from a member of clearly lower standing, and a disputed "no"
-//! penalises nobody. A "yes" over the asker's own register is a lie shown.
+//! **Strangers.** No member's word is taken alone. Every block has three
+//! homes. The end of DATA asks two, a "no" at RCPT is put to a second, and
+//! when two disagree the third decides: the side whose words weigh more
+//! (by standing) wins, the other is outvoted and loses standing, and "no"
+//! wins a tie without penalising anyone. A "yes" over the asker's own
+//! register is a lie shown.
 //! Registers and penalties are read through each peer's measured clock
 //! (`clocks.rs`), capped by its standing (`standing.rs`), and bounded per
 //! member; a restart is believed only from the member's own frames.
@@ -53,9 +54,6 @@ const FRAME_BYTES: usize = 1024 * 1024;
 
 /// Hearing this share of the mesh, a node enforces whole limits.
 pub const FULL_SHARE_AT: f64 = 0.95;
-/// When the two homes disagree, "yes" wins only from a member whose word
-/// weighs this much more than the other's.
-const OUTRANKS_BY: f64 = 0.25;
 /// A member is believed to have restarted at most this often.
 const RESTART_EVERY_MS: u64 = 10 * 60 * 1000;
 
@@ -299,12 +297,17 @@ impl Engine {
         }
     }
 
-    fn disputed(&mut self, member: Fingerprint, now_ms: u64) {
+    /// `member` was on the losing side of a disagreement between homes.
+    fn outvoted(&mut self, member: Fingerprint, now_ms: u64) {
         let before = self.standing.weight(&member);
-        self.standing.dispute(member, now_ms);
+        self.standing.outvoted(member, now_ms);
         if before > 0.0 && self.standing.weight(&member) == 0.0 {
             self.penalties.set_silenced(member, true);
-            self.faults.push_back(Fault { member, what: "verdicts disputed by other homes", silenced: true });
+            self.faults.push_back(Fault {
+                member,
+                what: "verdicts outvoted by the other homes",
+                silenced: true,
+            });
         }
     }
 
@@ -460,7 +463,7 @@ impl Engine {
         let warming = now_ms < self.warm_until_ms;
         let homes: Vec<Fingerprint> =
             self.ring.homes(block).into_iter().filter(|&h| !(warming && h == self.own)).collect();
-        let wanted = if matches!(question, Question::Sealed { .. }) { homes.len() } else { 1 };
+        let wanted = if matches!(question, Question::Sealed { .. }) { 2 } else { 1 };
         let id = self.next_id;
         self.next_id += 1;
         let mut pending = Pending {
@@ -472,9 +475,14 @@ impl Engine {
             deadline_ms: now_ms + self.settings.ask_timeout_ms,
             about: None,
         };
-        for &home in homes.iter().take(wanted) {
+        let asked: Vec<Fingerprint> = homes.iter().take(wanted).copied().collect();
+        for &home in &asked {
             self.put_to(&mut pending, id, home, now_ms);
         }
+        // The homes not asked get the register at once too, so that one of
+        // them taking over from a crashed primary, or deciding between two
+        // that disagree, knows every reservation the others knew.
+        self.spread_register(block, &asked, now_ms);
         if pending.waiting.is_empty() {
             self.stats.answered_here += 1;
             return Asked::Now(self.conclude(pending, now_ms));
@@ -504,11 +512,12 @@ impl Engine {
         self.settle_verdict(block, question, yes, true, now_ms)
     }
 
-    /// The asker's own answer from what the homes said. Both agreeing: so
-    /// be it, and both are borne out. Disagreeing: "no" wins unless the
-    /// "yes" comes from a member whose word weighs clearly more, each side
-    /// is marked, and a disputed "no" penalises nobody. A "yes" while this
-    /// node's own register alone is over is a lie shown.
+    /// The asker's own answer from what the homes said. All agreeing: so
+    /// be it, and each is borne out. Disagreeing (every home asked): the
+    /// side whose words weigh more wins, the other is outvoted, and "no"
+    /// wins a tie; only a "no" from more than one home, or from the one
+    /// home heard, penalises the block. A "yes" while this node's own
+    /// register alone is over is a lie shown.
     fn conclude(&mut self, pending: Pending, now_ms: u64) -> Answer {
         let Pending { block, question, opinions, .. } = pending;
         if opinions.is_empty() {
@@ -521,26 +530,35 @@ impl Engine {
                 engine.standing.weight(fp)
             }
         };
-        let best = |engine: &Engine, side: bool| {
-            opinions.iter().filter(|(_, y)| *y == side).map(|(fp, _)| weight(engine, fp)).fold(-1.0, f64::max)
+        let side = |engine: &Engine, said: bool| -> f64 {
+            opinions.iter().filter(|(_, y)| *y == said).map(|(fp, _)| weight(engine, fp)).sum()
         };
-        let (best_yes, best_no) = (best(self, true), best(self, false));
-        let remote: Vec<Fingerprint> =
-            opinions.iter().map(|(fp, _)| *fp).filter(|fp| *fp != self.own).collect();
-        let (mut yes, corroborated) = match (best_yes >= 0.0, best_no >= 0.0) {
-            (true, false) | (false, true) => {
-                if opinions.len() > 1 {
-                    remote.iter().for_each(|&fp| self.corroborated(fp));
+        let (for_yes, for_no) = (side(self, true), side(self, false));
+        let noes = opinions.iter().filter(|(_, y)| !*y).count();
+        let mut yes = for_yes > for_no;
+        let unanimous = noes == 0 || noes == opinions.len();
+        if unanimous {
+            if opinions.len() > 1 {
+                for (fp, _) in &opinions {
+                    if *fp != self.own {
+                        self.corroborated(*fp);
+                    }
                 }
-                let heard_alone = opinions.len() == 1 && best_no > 0.0;
-                (best_yes >= 0.0, opinions.len() > 1 || heard_alone)
             }
-            _ => {
-                self.stats.disputes += 1;
-                remote.iter().for_each(|&fp| self.disputed(fp, now_ms));
-                (best_yes > best_no + OUTRANKS_BY, false)
+        } else {
+            self.stats.disputes += 1;
+            for (fp, said) in &opinions {
+                if *fp == self.own {
+                    continue;
+                }
+                if *said == yes {
+                    self.corroborated(*fp);
+                } else {
+                    self.outvoted(*fp, now_ms);
+                }
             }
-        };
+        }
+        let corroborated = !yes && for_no > 0.0 && (noes > 1 || opinions.len() == 1);
         if yes && question != Question::Seen && !self.own_register_within(block, question, now_ms) {
             for (fp, said) in &opinions {
                 if *said && *fp != self.own {
@@ -554,7 +572,14 @@ impl Engine {
 
     /// The answer to give the node: over the limit, the block is penalised
     /// on this node's own evidence when the "no" was not disputed.
-    fn settle_verdict(&mut self, block: WireBlock, question: Question, yes: bool, corroborated: bool, now_ms: u64) -> Answer {
+    fn settle_verdict(
+        &mut self,
+        block: WireBlock,
+        question: Question,
+        yes: bool,
+        corroborated: bool,
+        now_ms: u64,
+    ) -> Answer {
         if !yes && corroborated && question != Question::Seen {
             let view = self.weighed(self.counts.view(block, now_ms));
             self.penalise_over(block, &view, now_ms, over_limit(question));
@@ -573,13 +598,19 @@ impl Engine {
         }
     }
 
-    /// Asks `home`; the other homes get the register at once too, so that
-    /// one of them taking over from a crashed primary knows every
-    /// reservation the primary knew.
+    /// Asks `home`, this node's register for the block riding along.
     fn send_ask(&mut self, home: Fingerprint, id: u64, block: WireBlock, question: Question, now_ms: u64) {
         let entry = self.counts.own_entry(block, now_ms);
+        let ask = Ask { id, base_ms: now_ms, block, question, entry };
+        self.transmits.push_back((home, Frame::Ask(ask)));
+    }
+
+    /// Sends this node's register for `block` to its homes other than
+    /// `asked` (whose question carries it) and this node.
+    fn spread_register(&mut self, block: WireBlock, asked: &[Fingerprint], now_ms: u64) {
+        let entry = self.counts.own_entry(block, now_ms);
         for other in self.ring.homes(block) {
-            if other != home && other != self.own {
+            if !asked.contains(&other) && other != self.own {
                 let entries = entry.clone().into_iter().collect();
                 let copy = CountsFrame {
                     round: self.round,
@@ -591,8 +622,6 @@ impl Engine {
                 self.transmits.push_back((other, Frame::Counts(copy)));
             }
         }
-        let ask = Ask { id, base_ms: now_ms, block, question, entry };
-        self.transmits.push_back((home, Frame::Ask(ask)));
     }
 
     /// Judges `question` about `block` for `asker` with every register
@@ -726,35 +755,36 @@ impl Engine {
         asked
     }
 
-    /// Once every home asked has answered (or timed out): a lone "no" at
-    /// RCPT is put to the next home, no answer at all goes to the next
-    /// home, and otherwise the homes' answers are concluded.
+    /// Once every home asked has answered (or timed out): no answer at
+    /// all, a lone "no" at RCPT, or homes that disagree send the question
+    /// to the next home; then the answers are concluded.
     fn advance(&mut self, id: u64, now_ms: u64) {
-        let Some(pending) = self.pending.get(&id) else { return };
-        if !pending.waiting.is_empty() {
-            return;
-        }
-        if pending.about.is_some() && pending.opinions.is_empty() {
-            // A home too slow to check a penalty: it stays as it is.
-            self.pending.remove(&id);
-            return;
-        }
-        let lone_no = pending.question == Question::Recipient
-            && pending.opinions.len() == 1
-            && !pending.opinions[0].1
-            && pending.opinions[0].0 != self.own;
-        if (lone_no || pending.opinions.is_empty()) && self.next_home(id, now_ms) {
-            if self.pending.get(&id).is_some_and(|p| !p.waiting.is_empty()) {
+        loop {
+            let Some(pending) = self.pending.get(&id) else { return };
+            if !pending.waiting.is_empty() {
                 return;
             }
-        }
-        let pending = self.pending.remove(&id).expect("still pending");
-        if let Some(imposer) = pending.about {
-            self.penalty_checked(imposer, &pending, now_ms);
+            if let Some(imposer) = pending.about {
+                // (A home too slow to check a penalty leaves it as it is.)
+                let pending = self.pending.remove(&id).expect("still pending");
+                self.penalty_checked(imposer, &pending, now_ms);
+                return;
+            }
+            let yes = pending.opinions.iter().any(|(_, y)| *y);
+            let no = pending.opinions.iter().any(|(_, y)| !*y);
+            let lone_no = pending.question == Question::Recipient
+                && pending.opinions.len() == 1
+                && no
+                && pending.opinions[0].0 != self.own;
+            let more = pending.opinions.is_empty() || lone_no || (yes && no);
+            if more && self.next_home(id, now_ms) {
+                continue;
+            }
+            let pending = self.pending.remove(&id).expect("still pending");
+            let answer = self.conclude(pending, now_ms);
+            self.events.push_back(Event::Answer { id, answer });
             return;
         }
-        let answer = self.conclude(pending, now_ms);
-        self.events.push_back(Event::Answer { id, answer });
     }
 
     /// A block's home said whether `imposer`'s penalty on it is borne out:
@@ -802,7 +832,11 @@ impl Engine {
             Taken::Dropped => self.stats.dropped_penalties += 1,
             Taken::OverQuota => {
                 self.stats.dropped_penalties += 1;
-                self.faults.push_back(Fault { member: from, what: "penalties over its share of the table", silenced: false });
+                self.faults.push_back(Fault {
+                    member: from,
+                    what: "penalties over its share of the table",
+                    silenced: false,
+                });
             }
             Taken::Changed => self.check_penalty(from, entry.block, now_ms),
             Taken::Unchanged => {}
@@ -822,7 +856,10 @@ impl Engine {
         let view = self.weighed(self.counts.view_as(block, None, now_ms));
         match self.judge.penalty_borne_out(&view, self.share()) {
             Some(true) => self.corroborated(from),
-            Some(false) => self.caught(from, "penalty the block's counts contradict", now_ms),
+            Some(false) => {
+                self.penalties.withdraw(from, block);
+                self.caught(from, "penalty the block's counts contradict", now_ms);
+            }
             None => {}
         }
     }

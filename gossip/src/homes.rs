@@ -3,7 +3,8 @@
 //! nodes: each member stands at [`POINTS`] places on a ring of `u64`, and a
 //! block's homes are the first [`HOMES`] distinct members clockwise from the
 //! block's own place — the first is its primary, which answers; the next
-//! holds the same registers, to answer when the primary is gone. A member
+//! hold the same registers, to answer with it, instead of it when it is
+//! gone, and to decide when homes disagree. A member
 //! joining or leaving moves only the blocks next to its places, about
 //! `1/N` of them.
 //!
@@ -15,8 +16,9 @@ use magicmx_proto::wire::WireBlock;
 
 use crate::counts::Fingerprint;
 
-/// Members that hold each block's registers.
-pub const HOMES: usize = 2;
+/// Members that hold each block's registers: two to ask, and a third to
+/// decide when they disagree (one lying home is outvoted).
+pub const HOMES: usize = 3;
 /// Places per member on the ring (spreads the load within a few per cent).
 const POINTS: u64 = 64;
 

@@ -378,7 +378,8 @@ impl Shared {
     /// Sends what the engine has for peers, and hands answers to who waits.
     fn flush(&self, engine: &mut Engine) {
         while let Some(fault) = engine.poll_fault() {
-            let name = self.peers.lock().unwrap().get(&fault.member).map(|p| p.id.name.clone()).unwrap_or_default();
+            let name =
+                self.peers.lock().unwrap().get(&fault.member).map(|p| p.id.name.clone()).unwrap_or_default();
             tracing::warn!(member = %name, fingerprint = %hex(&fault.member), what = fault.what, silenced = fault.silenced, "mesh member caught");
         }
         let answers = self.tally.drain(engine);

@@ -164,7 +164,8 @@ impl Penalties {
         if held.is_some_and(|h| h.join(penalty) == h) {
             return Taken::Unchanged;
         }
-        if held.is_none() && self.held.get(&origin).copied().unwrap_or(0) >= (self.cap / QUOTA_DIVISOR).max(1) {
+        if held.is_none() && self.held.get(&origin).copied().unwrap_or(0) >= (self.cap / QUOTA_DIVISOR).max(1)
+        {
             return Taken::OverQuota;
         }
         let minute = now_ms / 60_000;
@@ -453,7 +454,11 @@ mod tests {
         assert_eq!(p.len(), 1_000, "a peer holds at most a tenth of the table");
         for peer in 2..12u8 {
             for n in 0..1_000u64 {
-                let e = PenaltyEntry { block: WireBlock { net: n + 1_000 * u64::from(peer), prefix: 24 }, until_ms: 1_000, strikes: 1 };
+                let e = PenaltyEntry {
+                    block: WireBlock { net: n + 1_000 * u64::from(peer), prefix: 24 },
+                    until_ms: 1_000,
+                    strikes: 1,
+                };
                 p.merge_from([peer; 16], &e, bounds, 1.0, 0);
             }
         }

@@ -81,7 +81,9 @@ fn carry_out(
             OwnedNotification::MemberDown(id) => shared.member_down(&id),
             // The same member (address and certificate) with a new
             // incarnation: it carries on; anything else is a new member.
-            OwnedNotification::Rename(old, new) if old.fingerprint == new.fingerprint => shared.member_up(new),
+            OwnedNotification::Rename(old, new) if old.fingerprint == new.fingerprint => {
+                shared.member_up(new)
+            }
             OwnedNotification::Rename(old, new) => {
                 shared.member_down(&old);
                 shared.member_up(new);

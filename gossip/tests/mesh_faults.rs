@@ -112,8 +112,13 @@ async fn a_hostile_peer_is_capped_or_dropped_and_honest_nodes_keep_their_limits(
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     // Inflated (a valid number, huge), then nonsense, then bytes that are no frame at all.
-    let inflated =
-        Frame::Counts(Counts { round: 1, started_ms: 1, base_ms: now, entries: vec![entry(1.0e6)], penalties: vec![] });
+    let inflated = Frame::Counts(Counts {
+        round: 1,
+        started_ms: 1,
+        base_ms: now,
+        entries: vec![entry(1.0e6)],
+        penalties: vec![],
+    });
     let nonsense = Frame::Counts(Counts {
         started_ms: 1,
         round: 2,
