@@ -26,6 +26,11 @@ pub const SELF: Origin = 0;
 /// A certificate fingerprint (the first 16 bytes of its SHA-256).
 pub type Fingerprint = [u8; 16];
 
+/// The first six bytes of a fingerprint in hex, for logs.
+pub fn short(fp: &Fingerprint) -> String {
+    fp.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
 /// Rates above this are nonsense from a broken or hostile peer.
 const MAX_RATE: f32 = 1.0e7;
 /// A register whose rates have decayed below this (and has nothing open) is forgotten.

@@ -46,7 +46,7 @@ use magicmx_proto::wire::{
 use crate::clocks::Clocks;
 use crate::counts::{BlockView, Counts, Fingerprint, Kind, Merged, Periods, Rates, SELF};
 use crate::homes::Ring;
-use crate::penalties::{PeerBounds, Penalties, Penalty, StoredPenalty, Taken};
+use crate::penalties::{PeerBounds, Penalties, Penalty, StoredPenalty, Taken, STRIKE_MEMORY_MS};
 use crate::standing::Standing;
 
 /// Bytes of entries per frame (well under `MAX_FRAME`).
@@ -54,6 +54,8 @@ const FRAME_BYTES: usize = 1024 * 1024;
 
 /// Hearing this share of the mesh, a node enforces whole limits.
 pub const FULL_SHARE_AT: f64 = 0.95;
+/// Blocks remembered as over (or not seen) at most; beyond it the oldest half go.
+const MAX_EVIDENCE: usize = 200_000;
 /// A member is believed to have restarted at most this often.
 const RESTART_EVERY_MS: u64 = 10 * 60 * 1000;
 
@@ -152,6 +154,11 @@ pub enum Event {
         penalty: Penalty,
         why: &'static str,
     },
+    /// A member's penalty on a block was borne out by the block's homes: in force here now.
+    Confirmed {
+        block: WireBlock,
+        by: Fingerprint,
+    },
 }
 
 /// Counters of the engine's work.
@@ -233,6 +240,13 @@ pub struct Engine {
     /// it was last believed.
     starts: HashMap<Fingerprint, (u64, u64)>,
     faults: VecDeque<Fault>,
+    /// Blocks this node, as their home, found over a limit or not seen (for
+    /// a trap), and when: what bears out a member's penalty on them.
+    evidence: HashMap<WireBlock, u64>,
+    /// Peers' new penalties to put to the blocks' homes with the next
+    /// round (by then the imposer's registers, sent with its penalty, have
+    /// mostly reached the homes), and from when.
+    to_check: VecDeque<(u64, Fingerprint, WireBlock)>,
 }
 
 impl Engine {
@@ -259,6 +273,8 @@ impl Engine {
             started_ms: 0,
             starts: HashMap::new(),
             faults: VecDeque::new(),
+            evidence: HashMap::new(),
+            to_check: VecDeque::new(),
         }
     }
 
@@ -497,6 +513,9 @@ impl Engine {
         pending.tried.push(home);
         if home == self.own {
             let yes = self.verdict(self.own, pending.block, pending.question, now_ms);
+            if !yes {
+                self.remember(pending.block, now_ms);
+            }
             pending.opinions.push((home, yes));
         } else {
             self.send_ask(home, id, pending.block, pending.question, now_ms);
@@ -520,7 +539,8 @@ impl Engine {
     /// register alone is over is a lie shown.
     fn conclude(&mut self, pending: Pending, now_ms: u64) -> Answer {
         let Pending { block, question, opinions, .. } = pending;
-        if opinions.is_empty() {
+        let heard = opinions.iter().any(|(fp, _)| *fp == self.own || self.standing.weight(fp) > 0.0);
+        if !heard {
             return self.answer_alone(block, question, now_ms);
         }
         let weight = |engine: &Engine, fp: &Fingerprint| {
@@ -587,6 +607,31 @@ impl Engine {
         Answer { yes, penalty: self.penalties.active(block, now_ms) }
     }
 
+    /// Does what this node holds, as a home of `block`, bear out a penalty
+    /// on it (`Some(true)`: it found the block over a limit or unseen at a
+    /// trap lately, or the counts are near a limit), contradict one
+    /// (`Some(false)`: the block came through lately, well within), or
+    /// neither?
+    fn penalty_evidence(&self, block: WireBlock, now_ms: u64) -> Option<bool> {
+        let remembered = self.evidence.get(&block).is_some_and(|at| at + STRIKE_MEMORY_MS > now_ms);
+        if remembered {
+            return Some(true);
+        }
+        let view = self.weighed(self.counts.view_as(block, None, now_ms));
+        self.judge.penalty_borne_out(&view, self.share())
+    }
+
+    /// Remembers that this node, as a home, found `block` over a limit (or unseen).
+    fn remember(&mut self, block: WireBlock, now_ms: u64) {
+        if self.evidence.len() >= MAX_EVIDENCE && !self.evidence.contains_key(&block) {
+            let mut times: Vec<u64> = self.evidence.values().copied().collect();
+            let middle = times.len() / 2;
+            let cut = *times.select_nth_unstable(middle).1;
+            self.evidence.retain(|_, at| *at > cut);
+        }
+        self.evidence.insert(block, now_ms);
+    }
+
     /// Is this node's own register for `block`, alone, within the whole limit?
     fn own_register_within(&self, block: WireBlock, question: Question, now_ms: u64) -> bool {
         let mut view = self.counts.view(block, now_ms);
@@ -634,10 +679,7 @@ impl Engine {
             Question::Recipient => self.judge.recipient(&view, share),
             Question::Sealed { id } => self.judge.sealed(&view, share, asker, id),
             Question::Seen => self.judge.seen(&view),
-            Question::Penalty => {
-                let view = self.weighed(self.counts.view_as(block, None, now_ms));
-                self.judge.penalty_borne_out(&view, share) != Some(false)
-            }
+            Question::Penalty => self.penalty_evidence(block, now_ms) == Some(true),
         }
     }
 
@@ -710,15 +752,43 @@ impl Engine {
         }
         self.stats.answered_for_others += 1;
         // Just started, this node holds too little to judge: the next home will.
-        let unsure = now_ms < self.warm_until_ms && ask.question != Question::Seen;
-        let yes = !unsure && self.verdict(from, ask.block, ask.question, now_ms);
-        let penalty = self.penalties.active(ask.block, now_ms).map(|p| PenaltyEntry {
-            block: ask.block,
-            until_ms: p.until_ms,
-            strikes: p.strikes,
-        });
+        let mut unsure = now_ms < self.warm_until_ms && ask.question != Question::Seen;
+        let yes = if ask.question == Question::Penalty {
+            let evidence = self.penalty_evidence(ask.block, now_ms);
+            unsure |= evidence.is_none();
+            evidence == Some(true)
+        } else {
+            !unsure && self.verdict(from, ask.block, ask.question, now_ms)
+        };
+        if !yes && !unsure {
+            self.home_found_over(ask.block, ask.question, now_ms);
+        }
+        // (A penalty check's answer carries none: it would start a check of its own.)
+        let carried =
+            (ask.question != Question::Penalty).then(|| self.penalties.active(ask.block, now_ms)).flatten();
+        let penalty =
+            carried.map(|p| PenaltyEntry { block: ask.block, until_ms: p.until_ms, strikes: p.strikes });
         let reply = WireAnswer { id: ask.id, at_ms: now_ms, yes, unsure, penalty };
         self.transmits.push_back((from, Frame::Answer(reply)));
+    }
+
+    /// As a home, this node said "no" (or "not seen"): it remembers, and
+    /// penalises the block itself when it is over with every origin capped
+    /// (so one home that tells the truth stops a block whose other homes lie).
+    fn home_found_over(&mut self, block: WireBlock, question: Question, now_ms: u64) {
+        match question {
+            Question::Seen => self.remember(block, now_ms),
+            Question::Recipient | Question::Sealed { .. } => {
+                self.remember(block, now_ms);
+                let view = self.weighed(self.counts.view_as(block, None, now_ms));
+                if self.penalties.active(block, now_ms).is_none()
+                    && !self.judge.recipient(&view, self.share())
+                {
+                    self.penalise_over(block, &view, now_ms, "over the recipient limit, as a home");
+                }
+            }
+            Question::Penalty => {}
+        }
     }
 
     /// A home's answer to one of this node's questions.
@@ -728,7 +798,9 @@ impl Engine {
         let Some(at) = pending.waiting.iter().position(|h| *h == from) else { return };
         pending.waiting.swap_remove(at);
         let block = pending.block;
-        if reply.unsure {
+        if reply.unsure && pending.about.is_some() {
+            // A home that can neither bear out nor contradict a penalty.
+        } else if reply.unsure {
             self.next_home(reply.id, now_ms);
         } else {
             pending.opinions.push((from, reply.yes));
@@ -776,7 +848,10 @@ impl Engine {
                 && pending.opinions.len() == 1
                 && no
                 && pending.opinions[0].0 != self.own;
-            let more = pending.opinions.is_empty() || lone_no || (yes && no);
+            // Words that weigh nothing are no answer.
+            let heard =
+                pending.opinions.iter().any(|(fp, _)| *fp == self.own || self.standing.weight(fp) > 0.0);
+            let more = !heard || lone_no || (yes && no);
             if more && self.next_home(id, now_ms) {
                 continue;
             }
@@ -787,39 +862,77 @@ impl Engine {
         }
     }
 
-    /// A block's home said whether `imposer`'s penalty on it is borne out:
-    /// contradicted by a home whose word weighs at least the imposer's, the
-    /// penalty goes and the imposer is caught.
+    /// The homes of a block said whether `imposer`'s penalty on it is borne
+    /// out: the side whose words weigh more wins. Borne out, it is in
+    /// force; contradicted, it goes and the imposer is outvoted; neither
+    /// (no home can tell), it is held but not in force.
     fn penalty_checked(&mut self, imposer: Fingerprint, pending: &Pending, now_ms: u64) {
-        let Some(&(home, borne_out)) = pending.opinions.first() else { return };
-        if borne_out {
-            self.corroborated(imposer);
-        } else if self.standing.weight(&home) >= self.standing.weight(&imposer) {
+        let weight = |engine: &Engine, fp: &Fingerprint| {
+            if *fp == engine.own {
+                1.0
+            } else {
+                engine.standing.weight(fp)
+            }
+        };
+        let side = |engine: &Engine, said: bool| -> f64 {
+            pending.opinions.iter().filter(|(_, y)| *y == said).map(|(fp, _)| weight(engine, fp)).sum()
+        };
+        let (borne, contra) = (side(self, true), side(self, false));
+        if borne > contra {
+            self.penalties.confirm(imposer, pending.block);
+            self.events.push_back(Event::Confirmed { block: pending.block, by: imposer });
+            if imposer != self.own && !pending.opinions.iter().all(|(fp, _)| *fp == imposer) {
+                self.corroborated(imposer);
+            }
+        } else if contra > borne {
+            // The homes' views differ by what each has heard and whom it
+            // believes, so a contradiction by them is a vote, not a proof.
             self.penalties.withdraw(imposer, pending.block);
-            self.caught(imposer, "penalty the block's home contradicts", now_ms);
+            self.outvoted(imposer, now_ms);
+        } else {
+            return;
+        }
+        let won = borne > contra;
+        for (fp, said) in &pending.opinions {
+            if *said != won && *fp != self.own && *fp != imposer {
+                self.outvoted(*fp, now_ms);
+            }
         }
     }
 
-    /// Puts `imposer`'s new penalty on `block` to a home of the block that
-    /// is neither this node nor the imposer (a home's own count is checked
-    /// where it lands).
-    fn check_with_home(&mut self, imposer: Fingerprint, block: WireBlock, now_ms: u64) {
-        let Some(home) = self.ring.homes(block).into_iter().find(|h| *h != self.own && *h != imposer) else {
-            return;
-        };
+    /// Puts `imposer`'s new penalty on `block` to the block's homes: the
+    /// imposer's word counts as one home's when it is one, this node's own
+    /// evidence when it is one, and the others are asked.
+    fn check_penalty(&mut self, imposer: Fingerprint, block: WireBlock, now_ms: u64) {
         let id = self.next_id;
         self.next_id += 1;
         let mut pending = Pending {
             block,
             question: Question::Penalty,
-            tried: vec![imposer],
+            tried: vec![],
             waiting: vec![],
             opinions: vec![],
             deadline_ms: now_ms + self.settings.ask_timeout_ms,
             about: Some(imposer),
         };
-        self.put_to(&mut pending, id, home, now_ms);
-        self.pending.insert(id, pending);
+        for home in self.ring.homes(block) {
+            pending.tried.push(home);
+            if home == imposer {
+                pending.opinions.push((home, true));
+            } else if home == self.own {
+                if let Some(borne) = self.penalty_evidence(block, now_ms) {
+                    pending.opinions.push((home, borne));
+                }
+            } else {
+                self.send_ask(home, id, block, Question::Penalty, now_ms);
+                pending.waiting.push(home);
+            }
+        }
+        if pending.waiting.is_empty() {
+            self.penalty_checked(imposer, &pending, now_ms);
+        } else {
+            self.pending.insert(id, pending);
+        }
     }
 
     /// A penalty `from` imposed (its end on its clock): taken as far as
@@ -838,29 +951,11 @@ impl Engine {
                     silenced: false,
                 });
             }
-            Taken::Changed => self.check_penalty(from, entry.block, now_ms),
-            Taken::Unchanged => {}
-        }
-    }
-
-    /// A peer's new penalty is borne out or contradicted by the block's
-    /// registers: here, at one of its homes; elsewhere, by asking a home.
-    fn check_penalty(&mut self, from: Fingerprint, block: WireBlock, now_ms: u64) {
-        if !self.ring.homes(block).contains(&self.own) {
-            self.check_with_home(from, block, now_ms);
-            return;
-        }
-        if now_ms < self.warm_until_ms {
-            return;
-        }
-        let view = self.weighed(self.counts.view_as(block, None, now_ms));
-        match self.judge.penalty_borne_out(&view, self.share()) {
-            Some(true) => self.corroborated(from),
-            Some(false) => {
-                self.penalties.withdraw(from, block);
-                self.caught(from, "penalty the block's counts contradict", now_ms);
+            Taken::Changed => {
+                let at = now_ms;
+                self.to_check.push_back((at, from, entry.block));
             }
-            None => {}
+            Taken::Unchanged => {}
         }
     }
 
@@ -872,17 +967,35 @@ impl Engine {
             if !self.merge(from, frame.base_ms, entry, now_ms) {
                 continue;
             }
-            // The primary home judges the mesh-wide connection rate.
-            let primary = self.ring.homes(entry.block).first() == Some(&self.own);
-            if primary && self.penalties.active(entry.block, now_ms).is_none() {
-                let view = self.weighed(self.counts.view_as(entry.block, None, now_ms));
-                if !self.judge.connection(&view, self.share()) {
-                    self.penalise_over(entry.block, &view, now_ms, "over the connection rate, mesh-wide");
-                }
-            }
+            self.judge_as_home(entry.block, now_ms);
         }
         for penalty in &frame.penalties {
             self.take_penalty(from, penalty, now_ms);
+        }
+    }
+
+    /// A register arrived at one of the block's homes: the home judges the
+    /// mesh-wide rates with every origin capped, and penalises the block on
+    /// its own counts when it is over without its largest contributor — so
+    /// a block is stopped while any one of its homes tells the truth,
+    /// whatever the others answer, and no one member's claim stops it.
+    fn judge_as_home(&mut self, block: WireBlock, now_ms: u64) {
+        if now_ms < self.warm_until_ms
+            || self.penalties.active(block, now_ms).is_some()
+            || !self.ring.homes(block).contains(&self.own)
+        {
+            return;
+        }
+        // Over even without its largest contributor: one member's claim
+        // alone (true or inflated) does not make a home penalise a block.
+        let view = without_largest(self.weighed(self.counts.view_as(block, None, now_ms)));
+        let share = self.share();
+        if !self.judge.connection(&view, share) {
+            self.remember(block, now_ms);
+            self.penalise_over(block, &view, now_ms, "over the connection rate, mesh-wide");
+        } else if !self.judge.recipient(&view, share) {
+            self.remember(block, now_ms);
+            self.penalise_over(block, &view, now_ms, "over the recipient limit, as a home");
         }
     }
 
@@ -950,6 +1063,13 @@ impl Engine {
             }
         }
         self.retry_late(now_ms);
+        while let Some(&(at, imposer, block)) = self.to_check.front() {
+            if at > now_ms {
+                break;
+            }
+            self.to_check.pop_front();
+            self.check_penalty(imposer, block, now_ms);
+        }
     }
 
     /// Homes late to answer are given up on: the next home is asked, or
@@ -1076,6 +1196,21 @@ impl Engine {
     pub fn table_bytes(&self) -> usize {
         self.counts.table_bytes() + self.penalties.table_bytes()
     }
+}
+
+/// `view` less the origin that adds the most to it (recipients, then connections).
+fn without_largest(mut view: BlockView) -> BlockView {
+    let load = |o: &crate::counts::OriginView| {
+        o.taken.recipients
+            + o.open.iter().map(|t| f64::from(t.recipients)).sum::<f64>()
+            + o.taken.connections / 1e3
+    };
+    if let Some(at) =
+        (0..view.origins.len()).max_by(|&a, &b| load(&view.origins[a]).total_cmp(&load(&view.origins[b])))
+    {
+        view.origins.swap_remove(at);
+    }
+    view
 }
 
 fn over_limit(question: Question) -> &'static str {

@@ -380,7 +380,7 @@ impl Shared {
         while let Some(fault) = engine.poll_fault() {
             let name =
                 self.peers.lock().unwrap().get(&fault.member).map(|p| p.id.name.clone()).unwrap_or_default();
-            tracing::warn!(member = %name, fingerprint = %hex(&fault.member), what = fault.what, silenced = fault.silenced, "mesh member caught");
+            tracing::warn!(member = %name, fingerprint = %crate::counts::short(&fault.member), what = fault.what, silenced = fault.silenced, "mesh member caught");
         }
         let answers = self.tally.drain(engine);
         if !answers.is_empty() {
@@ -651,7 +651,7 @@ async fn receive(
             }
             Err(error) => {
                 shared.transport.stats.frames_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(peer = %hex(&peer), %error, "gossip frame dropped");
+                tracing::warn!(peer = %crate::counts::short(&peer), %error, "gossip frame dropped");
             }
         }
     }
@@ -669,8 +669,4 @@ async fn rounds(shared: Arc<Shared>) {
         engine.tick(now_ms());
         shared.flush(&mut engine);
     }
-}
-
-fn hex(fp: &Fingerprint) -> String {
-    fp.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }

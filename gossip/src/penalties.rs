@@ -14,7 +14,8 @@
 //! new penalties a minute than an honest node in a flood would send, and no
 //! more than a tenth of the table, so no member can crowd out the others'.
 //! A member whose word weighs nothing is silenced: its penalties are kept
-//! (to show) but not in force. An origin's penalties go with
+//! (to show) but not in force. A peer's penalty is in force only once a
+//! home of the block has borne it out (`confirm`); until then it is held. An origin's penalties go with
 //! it: when it is revoked (at start, from the configuration) or has left
 //! the mesh for good ([`Penalties::forget_origin`]). A penalty is remembered
 //! a day after it ends, so that the next one can be longer; how long a
@@ -99,6 +100,8 @@ pub struct Penalties {
     held: HashMap<Fingerprint, usize>,
     /// Peers whose word weighs nothing: their penalties are not in force.
     silenced: HashSet<Fingerprint>,
+    /// Peers' penalties no home of the block has borne out yet: held, not in force.
+    unconfirmed: HashSet<(Fingerprint, WireBlock)>,
 }
 
 impl Penalties {
@@ -112,6 +115,7 @@ impl Penalties {
             cap: cap.max(1),
             held: HashMap::new(),
             silenced: HashSet::new(),
+            unconfirmed: HashSet::new(),
         }
     }
 
@@ -178,6 +182,7 @@ impl Penalties {
         }
         rate.1 += 1;
         self.join(origin, entry.block, penalty);
+        self.unconfirmed.insert((origin, entry.block));
         Taken::Changed
     }
 
@@ -216,11 +221,12 @@ impl Penalties {
         }
     }
 
-    /// The penalty in force over the origins heard: the join of all but the silenced.
-    fn joined(&self, imposed: &[(Fingerprint, Penalty)]) -> Penalty {
+    /// The penalty in force over the origins heard: the join of all but the
+    /// silenced ones and those not borne out yet.
+    fn joined(&self, block: WireBlock, imposed: &[(Fingerprint, Penalty)]) -> Penalty {
         imposed
             .iter()
-            .filter(|(o, _)| !self.silenced.contains(o))
+            .filter(|(o, _)| !self.silenced.contains(o) && !self.unconfirmed.contains(&(*o, block)))
             .fold(Penalty { until_ms: 0, strikes: 0 }, |acc, (_, p)| acc.join(*p))
     }
 
@@ -239,7 +245,8 @@ impl Penalties {
     }
 
     fn evict_first_ending(&mut self) {
-        let first = self.map.iter().min_by_key(|(_, imposed)| self.joined(imposed).until_ms).map(|(b, _)| *b);
+        let first =
+            self.map.iter().min_by_key(|(b, imposed)| self.joined(**b, imposed).until_ms).map(|(b, _)| *b);
         if let Some(block) = first {
             for (origin, _) in self.map.remove(&block).unwrap_or_default() {
                 self.held.entry(origin).and_modify(|n| *n = n.saturating_sub(1));
@@ -248,8 +255,14 @@ impl Penalties {
         }
     }
 
+    /// A home of the block bore out `origin`'s penalty on it: in force now.
+    pub fn confirm(&mut self, origin: Fingerprint, block: WireBlock) {
+        self.unconfirmed.remove(&(origin, block));
+    }
+
     /// Withdraws `origin`'s penalty on `block` (a home contradicted it).
     pub fn withdraw(&mut self, origin: Fingerprint, block: WireBlock) {
+        self.unconfirmed.remove(&(origin, block));
         if let Some(imposed) = self.map.get_mut(&block) {
             let before = imposed.len();
             imposed.retain(|(o, _)| *o != origin);
@@ -275,13 +288,14 @@ impl Penalties {
         self.rates.remove(&origin);
         self.held.remove(&origin);
         self.silenced.remove(&origin);
+        self.unconfirmed.retain(|(o, _)| *o != origin);
         self.unsaved |= forgotten > 0;
         forgotten
     }
 
     /// The last penalty of `block`, in force or ended, while it is remembered.
     pub fn last(&self, block: WireBlock) -> Option<Penalty> {
-        self.map.get(&block).map(|imposed| self.joined(imposed)).filter(|p| p.until_ms > 0)
+        self.map.get(&block).map(|imposed| self.joined(block, imposed)).filter(|p| p.until_ms > 0)
     }
 
     /// The penalty on `block` if it is in force at `now_ms`.
@@ -305,7 +319,7 @@ impl Penalties {
     pub fn in_force(&self, now_ms: u64) -> Vec<PenaltyEntry> {
         self.map
             .iter()
-            .map(|(&block, imposed)| (block, self.joined(imposed)))
+            .map(|(&block, imposed)| (block, self.joined(block, imposed)))
             .filter(|(_, p)| p.until_ms > now_ms)
             .map(|(block, p)| PenaltyEntry { block, until_ms: p.until_ms, strikes: p.strikes })
             .collect()
@@ -336,6 +350,9 @@ impl Penalties {
             imposed.retain(|(_, p)| p.until_ms + STRIKE_MEMORY_MS > now_ms);
             !imposed.is_empty()
         });
+        let map = &self.map;
+        self.unconfirmed
+            .retain(|(o, b)| map.get(b).is_some_and(|imposed| imposed.iter().any(|(x, _)| x == o)));
         self.recount();
     }
 
@@ -366,6 +383,20 @@ mod tests {
     const PEER: Fingerprint = [1; 16];
     const OTHER: Fingerprint = [2; 16];
 
+    /// A peer's penalty taken and borne out by a home.
+    fn merged(
+        p: &mut Penalties,
+        origin: Fingerprint,
+        e: &PenaltyEntry,
+        b: PeerBounds,
+        w: f64,
+        now: u64,
+    ) -> Taken {
+        let taken = p.merge_from(origin, e, b, w, now);
+        p.confirm(origin, e.block);
+        taken
+    }
+
     fn entry(until_ms: u64, strikes: u8) -> PenaltyEntry {
         PenaltyEntry { block: B, until_ms, strikes }
     }
@@ -374,12 +405,12 @@ mod tests {
     fn merging_is_a_join_per_origin() {
         let bounds = PeerBounds::default();
         let mut a = Penalties::new(OWN, 100);
-        assert_eq!(a.merge_from(PEER, &entry(100, 1), bounds, 1.0, 0), Taken::Changed);
-        assert_eq!(a.merge_from(OTHER, &entry(50, 3), bounds, 1.0, 0), Taken::Changed);
-        assert_eq!(a.merge_from(PEER, &entry(100, 1), bounds, 1.0, 0), Taken::Unchanged, "idempotent");
+        assert_eq!(merged(&mut a, PEER, &entry(100, 1), bounds, 1.0, 0), Taken::Changed);
+        assert_eq!(merged(&mut a, OTHER, &entry(50, 3), bounds, 1.0, 0), Taken::Changed);
+        assert_eq!(merged(&mut a, PEER, &entry(100, 1), bounds, 1.0, 0), Taken::Unchanged, "idempotent");
         let mut b = Penalties::new(OWN, 100);
-        b.merge_from(OTHER, &entry(50, 3), bounds, 1.0, 0);
-        b.merge_from(PEER, &entry(100, 1), bounds, 1.0, 0);
+        merged(&mut b, OTHER, &entry(50, 3), bounds, 1.0, 0);
+        merged(&mut b, PEER, &entry(100, 1), bounds, 1.0, 0);
         assert_eq!(a.active(B, 0), b.active(B, 0), "in any order");
         assert_eq!(a.active(B, 0), Some(Penalty { until_ms: 100, strikes: 3 }));
         assert_eq!(a.active(B, 100), None, "over at its end");
@@ -392,23 +423,24 @@ mod tests {
     fn a_peer_imposes_no_more_than_its_bounds() {
         let bounds = PeerBounds { penalty_max_ms: 1_000, max_strikes: 4, per_minute: 10 };
         let mut p = Penalties::new(OWN, 1_000);
-        p.merge_from(PEER, &entry(u64::MAX, 200), bounds, 1.0, 5_000);
+        merged(&mut p, PEER, &entry(u64::MAX, 200), bounds, 1.0, 5_000);
         assert_eq!(p.active(B, 5_000), Some(Penalty { until_ms: 6_000, strikes: 4 }));
         // Ten new penalties a minute, then the rest of the minute is dropped.
         let many =
             |n: u64| PenaltyEntry { block: WireBlock { net: n, prefix: 24 }, until_ms: 5_500, strikes: 1 };
-        let taken: Vec<Taken> = (1..=20).map(|n| p.merge_from(PEER, &many(n), bounds, 1.0, 5_000)).collect();
+        let taken: Vec<Taken> =
+            (1..=20).map(|n| merged(&mut p, PEER, &many(n), bounds, 1.0, 5_000)).collect();
         assert_eq!(taken.iter().filter(|t| **t == Taken::Changed).count(), 9, "one was used above");
-        assert_eq!(p.merge_from(OTHER, &many(100), bounds, 1.0, 5_000), Taken::Changed, "per origin");
-        assert_eq!(p.merge_from(PEER, &many(200), bounds, 1.0, 60_000), Taken::Changed, "the next minute");
+        assert_eq!(merged(&mut p, OTHER, &many(100), bounds, 1.0, 5_000), Taken::Changed, "per origin");
+        assert_eq!(merged(&mut p, PEER, &many(200), bounds, 1.0, 60_000), Taken::Changed, "the next minute");
     }
 
     #[test]
     fn an_origins_penalties_go_with_it_and_the_others_stay() {
         let bounds = PeerBounds::default();
         let mut p = Penalties::new(OWN, 100);
-        p.merge_from(PEER, &entry(1_000, 1), bounds, 1.0, 0);
-        p.merge_from(OTHER, &entry(500, 1), bounds, 1.0, 0);
+        merged(&mut p, PEER, &entry(1_000, 1), bounds, 1.0, 0);
+        merged(&mut p, OTHER, &entry(500, 1), bounds, 1.0, 0);
         assert_eq!(p.forget_origin(PEER), 1);
         assert_eq!(p.active(B, 0), Some(Penalty { until_ms: 500, strikes: 1 }));
         assert_eq!(p.forget_origin(OTHER), 1);
@@ -420,7 +452,7 @@ mod tests {
         let mut p = Penalties::new(OWN, 100);
         p.extend(B, 1_000, 1);
         let peers = PenaltyEntry { block: WireBlock { net: 7, prefix: 24 }, ..entry(2_000, 1) };
-        p.merge_from(PEER, &peers, PeerBounds::default(), 1.0, 0);
+        merged(&mut p, PEER, &peers, PeerBounds::default(), 1.0, 0);
         p
     }
 
@@ -449,7 +481,7 @@ mod tests {
         let mut p = Penalties::new(OWN, 10_000);
         for n in 0..1_000_000u64 {
             let e = PenaltyEntry { block: WireBlock { net: n, prefix: 24 }, until_ms: 1_000 + n, strikes: 1 };
-            p.merge_from(PEER, &e, bounds, 1.0, 0);
+            merged(&mut p, PEER, &e, bounds, 1.0, 0);
         }
         assert_eq!(p.len(), 1_000, "a peer holds at most a tenth of the table");
         for peer in 2..12u8 {
@@ -459,7 +491,7 @@ mod tests {
                     until_ms: 1_000,
                     strikes: 1,
                 };
-                p.merge_from([peer; 16], &e, bounds, 1.0, 0);
+                merged(&mut p, [peer; 16], &e, bounds, 1.0, 0);
             }
         }
         assert_eq!(p.len(), 10_000, "beyond the cap the rest are dropped");
@@ -471,12 +503,25 @@ mod tests {
     }
 
     #[test]
+    fn a_peers_penalty_is_in_force_only_once_borne_out() {
+        let mut p = Penalties::new(OWN, 100);
+        assert_eq!(p.merge_from(PEER, &entry(1_000, 1), PeerBounds::default(), 1.0, 0), Taken::Changed);
+        assert_eq!(p.active(B, 0), None, "held, not in force");
+        assert_eq!(p.stored(0).len(), 1);
+        p.confirm(PEER, B);
+        assert!(p.active(B, 0).is_some());
+        p.withdraw(PEER, B);
+        assert_eq!(p.active(B, 0), None);
+        assert!(p.stored(0).is_empty());
+    }
+
+    #[test]
     fn a_peers_penalty_weighs_as_its_standing_and_a_silenced_ones_not_at_all() {
         let bounds = PeerBounds { penalty_max_ms: 10_000, ..PeerBounds::default() };
         let mut p = Penalties::new(OWN, 100);
-        p.merge_from(PEER, &entry(u64::MAX, 1), bounds, 0.5, 0);
+        merged(&mut p, PEER, &entry(u64::MAX, 1), bounds, 0.5, 0);
         assert_eq!(p.active(B, 0).unwrap().until_ms, 5_000, "half the standing, half penalty_max");
-        assert_eq!(p.merge_from(OTHER, &entry(u64::MAX, 1), bounds, 0.0, 0), Taken::Dropped);
+        assert_eq!(merged(&mut p, OTHER, &entry(u64::MAX, 1), bounds, 0.0, 0), Taken::Dropped);
         p.set_silenced(PEER, true);
         assert_eq!(p.active(B, 0), None, "a silenced member's penalty is not in force");
         p.extend(B, 3_000, 1);

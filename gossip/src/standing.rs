@@ -30,7 +30,7 @@ const LOSS: f64 = 0.25;
 /// What being outvoted costs: the other homes of a block, holding the
 /// same registers, said otherwise (an honest home is outvoted now and then
 /// by registers still on their way; a liar every time its lie matters).
-const OUTVOTED_LOSS: f64 = 0.1;
+const OUTVOTED_LOSS: f64 = 0.05;
 /// Members remembered at most (members are certificate holders; a node
 /// forgets the standing of one that left with its other state).
 const MAX_MEMBERS: usize = 65_536;

@@ -60,6 +60,9 @@ impl Tally {
         while let Some(event) = engine.poll_event() {
             match event {
                 Event::Answer { id, answer } => answers.push((id, answer)),
+                Event::Confirmed { block, by } => {
+                    tracing::debug!(block = %block_text(block), by = %crate::counts::short(&by), "a member's penalty borne out by the block's homes");
+                }
                 Event::Penalised { block, penalty, why } => {
                     if let Some(tell) = self.on_penalised.get() {
                         tell(block, penalty, why);

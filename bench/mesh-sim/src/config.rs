@@ -1,4 +1,7 @@
-//! What one run simulates: the mesh, the traffic, the faults, and the phases.
+//! What one run simulates: the mesh, the traffic, the faults, the hostile
+//! members, and the phases.
+
+use crate::hostile::Behaviour;
 
 /// A run: a warm-up of person-to-person mail only (so the counts are those
 /// of a mesh that has been running), then a measured window with the whole
@@ -38,6 +41,21 @@ pub struct Config {
     pub partition_share: f64,
     /// How long until the others notice a node went down or came back (SWIM).
     pub detect_ms: u64,
+    /// Each node notices a membership change after its own further delay,
+    /// uniform up to this.
+    pub notice_jitter_ms: u64,
+    /// Each node's clock is off by a fixed amount, uniform in ± this.
+    pub skew_ms: u64,
+    /// Hostile members (the last nodes), and what they do.
+    pub hostile: usize,
+    pub behaviour: Option<Behaviour>,
+    /// A node restarts every this many seconds in the window (0: none).
+    pub restart_every_s: u64,
+    /// A split of `partition_share` of the nodes lasting this long from the
+    /// window's start (0: the short split of `partition_share`, if any), and
+    /// the `forget_after` by which each side forgets the other.
+    pub split_s: u64,
+    pub forget_s: u64,
 }
 
 impl Config {
@@ -63,6 +81,13 @@ impl Config {
             crash_share: 0.01,
             partition_share: 0.0,
             detect_ms: 2_000,
+            notice_jitter_ms: 5_000,
+            skew_ms: 0,
+            hostile: 0,
+            behaviour: None,
+            restart_every_s: 0,
+            split_s: 0,
+            forget_s: 3_600,
         }
     }
 

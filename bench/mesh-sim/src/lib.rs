@@ -10,10 +10,13 @@
 //! - `network.rs`: the event queue, the latency, who can reach whom, bytes;
 //! - `traffic.rs`: the senders — person-to-person blocks, spraying blocks,
 //!   blocks that use their limit, each message retried as an MTA would;
+//! - `hostile.rs`: members that lie (false verdicts, forged penalties,
+//!   inflated or future-dated counts, restart claims);
 //! - `run.rs`: the driver that moves messages through the engines;
 //! - `report.rs`: the figures.
 
 pub mod config;
+pub mod hostile;
 pub mod network;
 pub mod report;
 pub mod run;

@@ -2,12 +2,15 @@
 //! spraying blocks got, how fast they were stopped everywhere, and whether
 //! every legitimate message arrived.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
+use magicmx_gossip::counts::Fingerprint;
 use magicmx_gossip::Engine;
 use magicmx_proto::wire::WireBlock;
 
 use crate::config::Config;
+use crate::hostile::Behaviour;
 use crate::network::Network;
 use crate::traffic::{Message, Sender};
 
@@ -44,9 +47,48 @@ pub struct Report {
     pub timeouts: u64,
     pub judged_alone: u64,
     pub wall: Duration,
+    /// Hostile members, what they did, how many every honest node came to
+    /// weigh at nothing, and how long after the window's start that took
+    /// (median and largest of those silenced everywhere).
+    pub hostile: usize,
+    pub behaviour: Option<Behaviour>,
+    pub silenced_everywhere: usize,
+    pub silenced_p50_s: f64,
+    pub silenced_max_s: f64,
+    /// Disputes between homes, mesh-wide.
+    pub disputes: u64,
+    /// The lowest weight any honest node gives any honest member at the end
+    /// (1: no honest member lost standing anywhere).
+    pub honest_weight_min: f64,
 }
 
 impl Report {
+    pub const HOSTILE_HEADER: &'static str = "| N | K | hostile f | behaviour | legit delivered | legit deferred at least once | leak, spraying max | limit users, min | counts per node, max | gossip per node, max | silenced at every honest node | time until silenced everywhere, p50 / max | disputes | honest members' weight, min |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+
+    /// The figures of a run with hostile members.
+    pub fn hostile_row(&self) -> String {
+        format!(
+            "| {} | {} | {} | {} | {}/{} | {} | {:.3} | {:.3} | {:.1} MiB | {:.3} Mbit/s | {} of {} | {:.0} s / {:.0} s | {} | {:.2} |",
+            self.nodes,
+            self.blocks,
+            self.hostile,
+            self.behaviour.map_or("none", Behaviour::name),
+            self.legit_delivered,
+            self.legit_offered,
+            self.legit_deferred_once,
+            self.leak_max,
+            self.limit_user_min,
+            self.memory_max as f64 / 1048576.0,
+            self.gossip_max_bps / 1e6,
+            self.silenced_everywhere,
+            self.hostile,
+            self.silenced_p50_s,
+            self.silenced_max_s,
+            self.disputes,
+            self.honest_weight_min,
+        )
+    }
+
     pub const HEADER: &'static str = "| N | K | offered msg/s | counts per node, max (mean) | gossip per node, max (mean) | leak, spraying max (mean) | limit users, min | rounds to every node p50 / p99 / max | legit delivered | time-outs / judged alone | wall |\n|---|---|---|---|---|---|---|---|---|---|---|";
 
     pub fn row(&self) -> String {
@@ -91,6 +133,13 @@ pub struct Tracker {
     everywhere: Vec<Option<u64>>,
     offered: u64,
     memory: Vec<usize>,
+    /// (honest node, hostile node) pairs where the hostile one's word
+    /// weighs nothing, and when each hostile one reached every honest node.
+    silenced: HashSet<(usize, usize)>,
+    silenced_count: Vec<usize>,
+    silenced_everywhere: Vec<Option<u64>>,
+    honest: usize,
+    window_start: u64,
 }
 
 impl Tracker {
@@ -110,6 +159,11 @@ impl Tracker {
             everywhere: vec![None; heavy],
             offered: 0,
             memory: Vec::new(),
+            silenced: HashSet::new(),
+            silenced_count: vec![0; cfg.nodes],
+            silenced_everywhere: vec![None; cfg.nodes],
+            honest: cfg.nodes - cfg.hostile.min(cfg.nodes - 1),
+            window_start: cfg.warmup_s * 1000,
         }
     }
 
@@ -134,6 +188,30 @@ impl Tracker {
     pub fn taken(&mut self, block: usize, _sender: Sender, recipients: u16, measured: bool) {
         if measured && block < self.tracked {
             self.taken[block] += u32::from(recipients);
+        }
+    }
+
+    /// What honest node `node` thinks of the hostile members now.
+    pub fn standing(
+        &mut self,
+        node: usize,
+        engine: Option<&Engine>,
+        hostile: &[Option<Behaviour>],
+        fps: &[Fingerprint],
+        now: u64,
+    ) {
+        let Some(engine) = engine else { return };
+        for (h, behaviour) in hostile.iter().enumerate() {
+            if behaviour.is_none() || self.silenced.contains(&(node, h)) {
+                continue;
+            }
+            if engine.standing().weight(&fps[h]) == 0.0 {
+                self.silenced.insert((node, h));
+                self.silenced_count[h] += 1;
+                if self.silenced_count[h] >= self.honest {
+                    self.silenced_everywhere[h] = Some(now);
+                }
+            }
         }
     }
 
@@ -188,6 +266,13 @@ impl Tracker {
             deferred += u64::from(m.attempts > 1);
         }
         let stats: Vec<_> = nodes.iter().flatten().map(Engine::stats).collect();
+        let mut silenced: Vec<f64> = self
+            .silenced_everywhere
+            .iter()
+            .flatten()
+            .map(|&at| at.saturating_sub(self.window_start) as f64 / 1000.0)
+            .collect();
+        silenced.sort_by(f64::total_cmp);
         Report {
             nodes: cfg.nodes,
             blocks: cfg.blocks,
@@ -211,7 +296,27 @@ impl Tracker {
             timeouts: stats.iter().map(|s| s.timeouts).sum(),
             judged_alone: stats.iter().map(|s| s.judged_alone).sum(),
             wall,
+            hostile: cfg.hostile,
+            behaviour: cfg.behaviour,
+            silenced_everywhere: silenced.len(),
+            silenced_p50_s: silenced.get(silenced.len() / 2).copied().unwrap_or(f64::NAN),
+            silenced_max_s: silenced.last().copied().unwrap_or(f64::NAN),
+            disputes: stats.iter().map(|s| s.disputes).sum(),
+            honest_weight_min: self.honest_weight_min(nodes, cfg),
         }
+    }
+}
+
+impl Tracker {
+    fn honest_weight_min(&self, nodes: &[Option<Engine>], cfg: &Config) -> f64 {
+        let honest: Vec<Fingerprint> = nodes.iter().take(self.honest).flatten().map(Engine::own).collect();
+        let _ = cfg;
+        nodes
+            .iter()
+            .take(self.honest)
+            .flatten()
+            .flat_map(|e| honest.iter().map(move |fp| e.standing().weight(fp)))
+            .fold(1.0, f64::min)
     }
 }
 

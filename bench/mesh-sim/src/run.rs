@@ -20,9 +20,13 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::config::Config;
+use crate::hostile::{forged_round, Behaviour, Liar};
 use crate::network::{Network, Queue};
 use crate::report::{Report, Tracker};
 use crate::traffic::{retry_after_ms, Blocks, Message, Sender};
+
+/// When a run starts, on the nodes' clocks (2026-12-01).
+const EPOCH_MS: u64 = 1_796_083_200_000;
 
 /// Messages a limit user sends in the window, and recipients in each.
 const LIMIT_USER_MESSAGES: u16 = 10;
@@ -46,11 +50,16 @@ enum Event {
     Restart(Vec<usize>),
     Split(Vec<usize>),
     Heal(Vec<usize>),
-    /// The members notice a change (SWIM's detection time later); the
-    /// pairs that can talk again greet each other.
+    /// The members notice a change (SWIM's detection time later, each
+    /// node after its own delay); the pairs that can talk again greet each other.
     Notice(Vec<(usize, usize)>),
-    /// The members notice nodes came back as new processes (SWIM's new incarnation).
-    Restarted(Vec<usize>),
+    /// One node learns who is reachable now.
+    Members(usize),
+    Greet(Vec<(usize, usize)>),
+    /// A node restarts (the periodic churn).
+    Churn,
+    /// Every node forgets the members it has not reached for `forget_after`.
+    Forget,
 }
 
 /// A message's attempt at one node, waiting for a home's answer.
@@ -83,6 +92,13 @@ struct World {
     /// The penalties a crashed node had saved, restored when it restarts.
     saved_penalties: HashMap<usize, Vec<magicmx_gossip::penalties::StoredPenalty>>,
     track: Tracker,
+    /// How far each node's clock is off.
+    skew: Vec<i64>,
+    /// What each hostile node does (`None`: honest).
+    hostile: Vec<Option<Behaviour>>,
+    honest: Vec<usize>,
+    /// The hostile members act from the window's start.
+    lying: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn fingerprint(node: usize) -> Fingerprint {
@@ -118,8 +134,27 @@ impl World {
         let index = fps.iter().enumerate().map(|(i, fp)| (*fp, i)).collect();
         let blocks = Blocks::new(cfg.blocks, cfg.heavy_blocks(), cfg.limit_users);
         let track = Tracker::new(&cfg, blocks.heavy + blocks.limit_users, limits.recipients_per_hour);
+        let mut rng = SmallRng::seed_from_u64(cfg.seed);
+        let skew: Vec<i64> = (0..cfg.nodes)
+            .map(|_| {
+                if cfg.skew_ms == 0 {
+                    0
+                } else {
+                    rng.random_range(-(cfg.skew_ms as i64)..=cfg.skew_ms as i64)
+                }
+            })
+            .collect();
+        let first_hostile = cfg.nodes - cfg.hostile.min(cfg.nodes - 1);
+        let hostile: Vec<Option<Behaviour>> = (0..cfg.nodes)
+            .map(|n| cfg.behaviour.filter(|_| n >= first_hostile).map(|b| b.of(n - first_hostile)))
+            .collect();
+        let honest = (0..cfg.nodes).filter(|&n| hostile[n].is_none()).collect();
         let mut world = World {
-            rng: SmallRng::seed_from_u64(cfg.seed),
+            rng,
+            skew,
+            hostile,
+            honest,
+            lying: Default::default(),
             now: 0,
             queue: Queue::default(),
             net: Network::new(cfg.nodes, cfg.latency_ms, cfg.loss, cfg.frame_overhead),
@@ -152,15 +187,32 @@ impl World {
         world
     }
 
-    /// A node's engine, knowing the members it can reach now.
+    /// A node's engine, knowing the members it can reach now; a hostile
+    /// one that lies about verdicts judges with a liar.
     fn engine(&self, node: usize) -> Engine {
         let settings = EngineSettings {
             ask_timeout_ms: ThrottleSettings::default().hold.as_millis() as u64,
             ..EngineSettings::default()
         };
-        let mut engine = Engine::new(self.fps[node], settings, self.limits.clone());
-        engine.set_members(&self.members_of(node), self.now);
+        let judge: Arc<dyn magicmx_gossip::Judge> = match self.hostile[node] {
+            Some(Behaviour::SaysYes) => {
+                Arc::new(Liar { yes: true, honest: (*self.limits).clone(), active: self.lying.clone() })
+            }
+            Some(Behaviour::SaysNo) => {
+                Arc::new(Liar { yes: false, honest: (*self.limits).clone(), active: self.lying.clone() })
+            }
+            _ => self.limits.clone(),
+        };
+        let mut engine = Engine::new(self.fps[node], settings, judge);
+        engine.set_started(self.at(node));
+        engine.set_members(&self.members_of(node), self.at(node));
         engine
+    }
+
+    /// The time on node `node`'s clock: Unix milliseconds of a day in 2026
+    /// (so a clock behind is not clamped at zero), plus its skew.
+    fn at(&self, node: usize) -> u64 {
+        (EPOCH_MS + self.now).saturating_add_signed(self.skew[node])
     }
 
     fn members_of(&self, node: usize) -> Vec<(Fingerprint, bool)> {
@@ -211,19 +263,17 @@ impl World {
                     self.queue.at(self.now + self.cfg.detect_ms, Event::Notice(pairs));
                 }
                 Event::Notice(pairs) => self.notice(pairs),
-                Event::Restarted(restarted) => {
-                    for node in self.nodes.iter_mut().flatten() {
-                        for &r in &restarted {
-                            node.restarted(self.fps[r]);
-                        }
-                    }
-                }
+                Event::Members(node) => self.members(node),
+                Event::Greet(pairs) => self.greet(pairs),
+                Event::Churn => self.churn(),
+                Event::Forget => self.forget(),
             }
         }
     }
 
     fn window_starts(&mut self) {
         self.net.counting = true;
+        self.lying.store(true, std::sync::atomic::Ordering::Relaxed);
         self.track.window_starts(&self.nodes, self.now);
         let start = self.now;
         let measure = self.cfg.measure_s * 1000;
@@ -259,9 +309,45 @@ impl World {
             self.queue.at(start + measure / 3, Event::Crash(crashed.clone()));
             self.queue.at(start + measure * 2 / 3, Event::Restart(crashed));
         }
-        if !cut.is_empty() {
+        if !cut.is_empty() && self.cfg.split_s > 0 {
+            // A split outlasting forget_after: each side forgets the other.
+            self.queue.at(start, Event::Split(cut.clone()));
+            self.queue.at(start + self.cfg.forget_s * 1000, Event::Forget);
+            self.queue.at(start + self.cfg.split_s * 1000, Event::Heal(cut));
+        } else if !cut.is_empty() {
             self.queue.at(start + measure / 6, Event::Split(cut.clone()));
             self.queue.at(start + measure / 2, Event::Heal(cut));
+        }
+        if self.cfg.restart_every_s > 0 {
+            let every = self.cfg.restart_every_s * 1000;
+            for k in 1..=(measure / every) {
+                self.queue.at(start + k * every, Event::Churn);
+            }
+        }
+    }
+
+    /// One honest node (not the first) restarts: it crashes and comes back empty a second later.
+    fn churn(&mut self) {
+        let n = self.honest[self.rng.random_range(1..self.honest.len().max(2))];
+        if self.nodes[n].is_none() {
+            return;
+        }
+        self.crash(vec![n]);
+        self.queue.at(self.now + 1_000, Event::Restart(vec![n]));
+    }
+
+    /// `forget_after` has passed: every node forgets the members it cannot
+    /// reach (their counts and penalties); they stay members known, down.
+    fn forget(&mut self) {
+        for node in 0..self.cfg.nodes {
+            for member in 0..self.cfg.nodes {
+                if member != node && !self.net.reachable(node, member) {
+                    let fp = self.fps[member];
+                    if let Some(engine) = self.nodes[node].as_mut() {
+                        engine.forget(fp);
+                    }
+                }
+            }
         }
     }
 
@@ -299,19 +385,21 @@ impl World {
     /// one that does not answer sends it on to the next, as MTAs do).
     fn attempt(&mut self, msg: usize) {
         self.messages[msg].attempts += 1;
-        let mut node = self.rng.random_range(0..self.cfg.nodes);
+        let pick = |world: &mut World| world.honest[world.rng.random_range(0..world.honest.len())];
+        let mut node = pick(self);
         for _ in 0..3 {
             if self.nodes[node].is_some() {
                 break;
             }
-            node = self.rng.random_range(0..self.cfg.nodes);
+            node = pick(self);
         }
         if self.nodes[node].is_none() {
             return self.defer(msg);
         }
         let block = self.wire(msg);
+        let now = self.at(node);
         let engine = self.nodes[node].as_mut().expect("up");
-        if engine.penalty(block, self.now).is_some() || engine.connection(block, self.now).is_some() {
+        if engine.penalty(block, now).is_some() || engine.connection(block, now).is_some() {
             self.track.refused_at_gate(self.blocks.sender(self.messages[msg].block as usize));
             self.flush(node);
             return self.defer(msg);
@@ -328,19 +416,21 @@ impl World {
     /// RCPT: one more recipient reserved, the home asked.
     fn rcpt(&mut self, attempt: Attempt) {
         let block = self.wire(attempt.msg);
+        let now = self.at(attempt.node);
         let engine = self.nodes[attempt.node].as_mut().expect("up");
-        engine.reserve(block, attempt.txn, 1, self.now);
-        let asked = engine.ask(block, Question::Recipient, self.now);
+        engine.reserve(block, attempt.txn, 1, now);
+        let asked = engine.ask(block, Question::Recipient, now);
         self.after_ask(attempt, asked);
     }
 
     /// The end of DATA: sealed, and the home asked again.
     fn seal(&mut self, mut attempt: Attempt) {
         let block = self.wire(attempt.msg);
+        let now = self.at(attempt.node);
         let engine = self.nodes[attempt.node].as_mut().expect("up");
-        engine.seal(block, attempt.txn, self.now);
+        engine.seal(block, attempt.txn, now);
         attempt.sealed = true;
-        let asked = engine.ask(block, Question::Sealed { id: attempt.txn }, self.now);
+        let asked = engine.ask(block, Question::Sealed { id: attempt.txn }, now);
         self.after_ask(attempt, asked);
     }
 
@@ -358,10 +448,11 @@ impl World {
     }
 
     fn answered(&mut self, mut attempt: Attempt, answer: Answer) {
+        let now = self.at(attempt.node);
         let Some(engine) = self.nodes[attempt.node].as_mut() else { return };
         let block = self.blocks.wire(self.messages[attempt.msg].block as usize);
         if attempt.sealed {
-            engine.settle(block, attempt.txn, answer.yes, self.now);
+            engine.settle(block, attempt.txn, answer.yes, now);
             if answer.yes {
                 let m = &mut self.messages[attempt.msg];
                 m.left -= attempt.fitting;
@@ -377,13 +468,13 @@ impl World {
         if answer.yes {
             attempt.fitting += 1;
         } else {
-            engine.release(block, attempt.txn, 1, self.now);
+            engine.release(block, attempt.txn, 1, now);
         }
         let more = answer.yes && attempt.fitting < self.messages[attempt.msg].left;
         match (more, attempt.fitting) {
             (true, _) => self.rcpt(attempt),
             (false, 0) => {
-                engine.settle(block, attempt.txn, false, self.now);
+                engine.settle(block, attempt.txn, false, now);
                 self.defer(attempt.msg);
             }
             (false, _) => self.seal(attempt),
@@ -410,14 +501,39 @@ impl World {
             while let Some((to, frame)) = engine.poll_transmit() {
                 let to = self.index[&to];
                 let bytes = encode(&frame).len();
+                if std::env::var_os("SIM_FRAMES").is_some() && self.net.counting {
+                    let kind = match &frame {
+                        Frame::Counts(c) if !c.penalties.is_empty() => "penalties",
+                        Frame::Counts(_) => "counts",
+                        Frame::Ask(a) => match a.question {
+                            Question::Penalty => "ask penalty",
+                            Question::Sealed { .. } => "ask sealed",
+                            _ => "ask",
+                        },
+                        Frame::Answer(_) => "answer",
+                        Frame::Swim(_) => "swim",
+                    };
+                    eprintln!("FRAME {kind} {bytes}");
+                }
                 if let Some(at) = self.net.send(&mut self.rng, self.now, node, to, bytes) {
                     self.queue.at(at, Event::Deliver { from: node, to, frame, bytes });
+                }
+            }
+            while let Some(fault) = engine.poll_fault() {
+                let member = self.index[&fault.member];
+                if std::env::var_os("SIM_FAULTS").is_some() && self.hostile[member].is_none() {
+                    eprintln!(
+                        "FAULT at {node} of honest {member}: {} silenced={}",
+                        fault.what, fault.silenced
+                    );
                 }
             }
             while let Some(event) = engine.poll_event() {
                 match event {
                     EngineEvent::Answer { id, answer } => answers.push((id, answer)),
-                    EngineEvent::Penalised { block, .. } => self.track.penalised(node, block, self.now),
+                    EngineEvent::Penalised { block, .. } | EngineEvent::Confirmed { block, .. } => {
+                        self.track.penalised(node, block, self.now)
+                    }
                 }
             }
         }
@@ -432,14 +548,15 @@ impl World {
         if !self.net.arrive(from, to, bytes) {
             return;
         }
+        let now = self.at(to);
         let Some(engine) = self.nodes[to].as_mut() else { return };
         let penalties: Vec<WireBlock> = match &frame {
             Frame::Counts(c) => c.penalties.iter().map(|p| p.block).collect(),
             _ => Vec::new(),
         };
-        engine.handle(self.fps[from], frame, self.now);
+        engine.handle(self.fps[from], frame, now);
         for block in penalties {
-            if engine.penalty(block, self.now).is_some() {
+            if engine.penalty(block, now).is_some() {
                 self.track.penalised(to, block, self.now);
             }
         }
@@ -448,19 +565,58 @@ impl World {
 
     fn tick(&mut self, node: usize) {
         self.queue.at(self.now + self.cfg.interval_ms, Event::Tick(node));
+        let now = self.at(node);
         let Some(engine) = self.nodes[node].as_mut() else { return };
-        engine.tick(self.now);
+        if self.hostile[node] == Some(Behaviour::Restarts)
+            && self.lying.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            engine.set_started(now);
+        }
+        engine.tick(now);
         // Housekeeping sweeps every few seconds, as the node's does.
         if (self.now / self.cfg.interval_ms) % 10 == (node as u64 % 10) {
-            engine.sweep(self.now);
+            engine.sweep(now);
         }
         self.flush(node);
+        match self.hostile[node] {
+            Some(behaviour) if self.lying.load(std::sync::atomic::Ordering::Relaxed) => {
+                self.forge(node, behaviour)
+            }
+            None => self.track.standing(node, self.nodes[node].as_ref(), &self.hostile, &self.fps, self.now),
+            _ => {}
+        }
+    }
+
+    /// A hostile member's forged frames for this round, sent as any frame.
+    fn forge(&mut self, node: usize, behaviour: Behaviour) {
+        let legit = self.blocks.heavy + self.blocks.limit_users..self.blocks.total;
+        if legit.is_empty() {
+            return;
+        }
+        let victims: Vec<WireBlock> =
+            (0..20).map(|_| self.blocks.wire(self.rng.random_range(legit.clone()))).collect();
+        let members: Vec<Fingerprint> =
+            (0..self.cfg.nodes).filter(|&m| m != node).map(|m| self.fps[m]).collect();
+        let Some(engine) = self.nodes[node].as_ref() else { return };
+        let round = self.now / self.cfg.interval_ms;
+        let forged = forged_round(behaviour, round, self.at(node), &victims, &members, |b| engine.homes(b));
+        for (to, frame) in forged {
+            let to = self.index[&to];
+            if to == node {
+                continue;
+            }
+            let bytes = encode(&frame).len();
+            if let Some(at) = self.net.send(&mut self.rng, self.now, node, to, bytes) {
+                self.queue.at(at, Event::Deliver { from: node, to, frame, bytes });
+            }
+        }
     }
 
     fn crash(&mut self, nodes: Vec<usize>) {
         for &n in &nodes {
             // What the node has on disk: its penalties (counts are not kept).
-            let saved = self.nodes[n].as_ref().map(|e| e.penalties().stored(self.now)).unwrap_or_default();
+            let at = self.at(n);
+            let saved = self.nodes[n].as_ref().map(|e| e.penalties().stored(at)).unwrap_or_default();
             self.saved_penalties.insert(n, saved);
             self.nodes[n] = None;
             self.net.up[n] = false;
@@ -482,32 +638,44 @@ impl World {
             self.net.up[n] = true;
             let mut engine = self.engine(n);
             engine.restore_penalties(&self.saved_penalties.remove(&n).unwrap_or_default(), &[]);
-            engine.warm_until(self.now + self.cfg.detect_ms + 2 * self.cfg.interval_ms);
+            let warm = self.cfg.detect_ms + self.cfg.notice_jitter_ms + 2 * self.cfg.interval_ms;
+            engine.warm_until(self.at(n) + warm);
             self.nodes[n] = Some(engine);
         }
         let pairs = nodes.iter().flat_map(|&a| (0..self.cfg.nodes).map(move |b| (a, b))).collect();
-        self.queue.at(self.now + self.cfg.detect_ms, Event::Restarted(nodes));
         self.queue.at(self.now + self.cfg.detect_ms, Event::Notice(pairs));
     }
 
-    /// The members learn who is reachable now; pairs that can talk again
-    /// greet each other (a new connection starts with the greeting).
+    /// The members learn who is reachable now, each after its own delay;
+    /// then the pairs that can talk again greet each other (a new
+    /// connection starts with the greeting).
     fn notice(&mut self, pairs: Vec<(usize, usize)>) {
+        let jitter = self.cfg.notice_jitter_ms;
         for node in 0..self.cfg.nodes {
-            if self.nodes[node].is_some() {
-                let members = self.members_of(node);
-                let now = self.now;
-                self.nodes[node].as_mut().expect("up").set_members(&members, now);
-                self.flush(node);
-            }
+            let delay = if jitter == 0 { 0 } else { self.rng.random_range(0..=jitter) };
+            self.queue.at(self.now + delay, Event::Members(node));
         }
+        self.queue.at(self.now + jitter, Event::Greet(pairs));
+    }
+
+    fn members(&mut self, node: usize) {
+        if self.nodes[node].is_some() {
+            let members = self.members_of(node);
+            let now = self.at(node);
+            self.nodes[node].as_mut().expect("up").set_members(&members, now);
+            self.flush(node);
+        }
+    }
+
+    fn greet(&mut self, pairs: Vec<(usize, usize)>) {
         for (a, b) in pairs {
             for (from, to) in [(a, b), (b, a)] {
                 if from == to || !self.net.reachable(from, to) {
                     continue;
                 }
+                let now = self.at(from);
                 let Some(engine) = self.nodes[from].as_ref() else { continue };
-                for frame in engine.greeting(self.fps[to], self.now) {
+                for frame in engine.greeting(self.fps[to], now) {
                     let bytes = encode(&frame).len();
                     if let Some(at) = self.net.send(&mut self.rng, self.now, from, to, bytes) {
                         self.queue.at(at, Event::Deliver { from, to, frame, bytes });

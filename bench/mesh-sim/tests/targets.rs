@@ -2,7 +2,7 @@
 //! crashed node and a partition, must keep the mesh's promises — spraying
 //! blocks get at most their limit, a block using its limit gets it, every
 //! legitimate message is delivered, a spraying block is refused everywhere
-//! within two gossip intervals, and the gossip stays far below 1 Mbit/s;
+//! within three gossip intervals, and the gossip stays far below 1 Mbit/s;
 //! also on a lossy network.
 //! Runs are deterministic: the same seed gives the same figures.
 
@@ -22,7 +22,9 @@ fn a_small_mesh_keeps_its_promises_through_a_crash() {
     assert!(report.leak_max <= 1.05, "a spraying block got {:.3} of its limit", report.leak_max);
     assert!(report.limit_user_min >= 0.9, "a block using its limit got {:.3}", report.limit_user_min);
     assert_eq!(report.legit_delivered, report.legit_offered, "every legitimate recipient delivered");
-    assert!(report.rounds_p99 <= 2.0, "refused everywhere after {:.1} intervals", report.rounds_p99);
+    // A member's penalty is in force at a node once the block's homes bear
+    // it out: one round after it arrives, plus a question.
+    assert!(report.rounds_p99 <= 3.0, "refused everywhere after {:.1} intervals", report.rounds_p99);
     assert_eq!(report.not_everywhere, 0);
     assert!(report.gossip_max_bps < 1e6, "{:.0} bit/s", report.gossip_max_bps);
     assert!(report.timeouts > 0, "the crash was felt: questions to the crashed homes timed out");
@@ -55,7 +57,9 @@ fn a_lossy_network_keeps_the_limits_and_the_mail() {
     assert_eq!(report.legit_delivered, report.legit_offered);
     assert!(report.leak_max <= 1.05, "{:.3}", report.leak_max);
     assert!(report.limit_user_min >= 0.9, "{:.3}", report.limit_user_min);
-    assert!(report.rounds_p99 <= 2.0, "refused everywhere after {:.1} intervals", report.rounds_p99);
+    // A member's penalty is in force at a node once the block's homes bear
+    // it out: one round after it arrives, plus a question.
+    assert!(report.rounds_p99 <= 3.0, "refused everywhere after {:.1} intervals", report.rounds_p99);
 }
 
 #[test]
@@ -71,4 +75,24 @@ fn the_same_seed_gives_the_same_run() {
     cfg.seed = 2;
     let c = simulate(&cfg);
     assert_ne!(a.gossip_max_bps.to_bits(), c.gossip_max_bps.to_bits(), "another seed, another run");
+}
+
+#[test]
+fn hostile_members_neither_open_nor_starve_a_block() {
+    use magicmx_mesh_sim::hostile::Behaviour;
+    for behaviour in [Behaviour::SaysYes, Behaviour::SaysNo, Behaviour::ForgesPenalties, Behaviour::Restarts]
+    {
+        let mut cfg = Config::mix(30, 3_000);
+        cfg.warmup_s = 600;
+        cfg.crash_share = 0.0;
+        cfg.hostile = 3;
+        cfg.behaviour = Some(behaviour);
+        cfg.skew_ms = 600_000;
+        cfg.restart_every_s = 20;
+        let report = simulate(&cfg);
+        println!("{}", report.hostile_row());
+        assert_eq!(report.legit_delivered, report.legit_offered, "{behaviour:?}: every legitimate recipient");
+        assert!(report.leak_max <= 1.1, "{behaviour:?}: a spraying block got {:.3}", report.leak_max);
+        assert!(report.limit_user_min >= 0.9, "{behaviour:?}: a limit user got {:.3}", report.limit_user_min);
+    }
 }
