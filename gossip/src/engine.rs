@@ -900,9 +900,9 @@ impl Engine {
         }
     }
 
-    /// Puts `imposer`'s new penalty on `block` to the block's homes: the
-    /// imposer's word counts as one home's when it is one, this node's own
-    /// evidence when it is one, and the others are asked.
+    /// Puts `imposer`'s new penalty on `block` to the block's other homes:
+    /// this node's own evidence when it is one, and the others are asked
+    /// (the imposer's word, when it is a home, is what is checked).
     fn check_penalty(&mut self, imposer: Fingerprint, block: WireBlock, now_ms: u64) {
         let id = self.next_id;
         self.next_id += 1;
@@ -918,7 +918,8 @@ impl Engine {
         for home in self.ring.homes(block) {
             pending.tried.push(home);
             if home == imposer {
-                pending.opinions.push((home, true));
+                // Its own word is what is being checked.
+                continue;
             } else if home == self.own {
                 if let Some(borne) = self.penalty_evidence(block, now_ms) {
                     pending.opinions.push((home, borne));

@@ -181,13 +181,13 @@ mod tests {
         let (honest, liar) = ([1; 16], [2; 16]);
         for round in 0..200 {
             // The honest home is outvoted once in twenty (registers on their
-            // way); the liar every time its lie matters, one answer in five.
+            // way); the liar every time its lie matters, one answer in two.
             if round % 20 == 0 {
                 standing.outvoted(honest, round);
             } else {
                 standing.corroborate(honest);
             }
-            if round % 5 == 0 {
+            if round % 2 == 0 {
                 standing.outvoted(liar, round);
             } else {
                 standing.corroborate(liar);
