@@ -104,6 +104,7 @@ pub struct MemberReport {
 #[derive(Debug, Clone)]
 pub struct PeerStatus {
     pub name: String,
+    pub fingerprint: Fingerprint,
     pub addr: SocketAddr,
     pub alive: bool,
     /// Since a frame last came from it.
@@ -299,6 +300,7 @@ impl Mesh {
             .filter(|(_, p)| p.verified)
             .map(|(fp, p)| PeerStatus {
                 name: p.id.name.clone(),
+                fingerprint: *fp,
                 addr: p.id.addr,
                 alive: p.alive,
                 last_heard: heard.get(fp).map(|at| at.elapsed()),

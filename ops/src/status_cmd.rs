@@ -57,17 +57,43 @@ pub fn peers(client: &AdminClient, json: bool) -> anyhow::Result<()> {
         println!("no peers (the node runs alone, or has not met its seeds yet)");
         return Ok(());
     }
-    println!("{:<20} {:<24} {:<6} LAST HEARD", "NAME", "ADDRESS", "STATE");
+    println!(
+        "{:<20} {:<24} {:<6} {:<11} {:<9} {:<8} WHY",
+        "NAME", "ADDRESS", "STATE", "LAST HEARD", "STANDING", "CLOCK"
+    );
     for p in &s.peers {
+        let (weight, clock, why) = match &p.standing {
+            Some(st) => (
+                format!("{:.2}", st.weight),
+                format!("{:+.1}s", st.clock_offset_ms as f64 / 1000.0),
+                standing_why(st),
+            ),
+            None => ("—".into(), "—".into(), String::new()),
+        };
         println!(
-            "{:<20} {:<24} {:<6} {}",
+            "{:<20} {:<24} {:<6} {:<11} {:<9} {:<8} {}",
             p.name,
             p.addr,
             if p.alive { "alive" } else { "down" },
-            ago(p.last_heard_ms)
+            ago(p.last_heard_ms),
+            weight,
+            clock,
+            why
         );
     }
     Ok(())
+}
+
+/// Why a member stands where it does, in a few words.
+fn standing_why(st: &crate::admin::status::StandingJson) -> String {
+    let mut why = format!("{} corroborated, {} outvoted", st.corroborated, st.outvoted);
+    for (what, n) in &st.caught {
+        why.push_str(&format!(", caught {n}× {what}"));
+    }
+    if let Some(last) = &st.last_fault {
+        why.push_str(&format!("; last: {last}"));
+    }
+    why
 }
 
 pub fn queue_list(client: &AdminClient, json: bool) -> anyhow::Result<()> {

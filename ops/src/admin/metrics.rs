@@ -45,9 +45,63 @@ struct Gossip {
     questions: [(&'static str, u64); 5],
     /// Entries and penalties from peers dropped.
     dropped: [(&'static str, u64); 2],
+    /// Homes that disagreed, frames refused for a clock beyond the bound,
+    /// restarts claimed too often.
+    strangers: [(&'static str, u64); 3],
 }
 
 impl Snapshot {
+    /// Each member's standing here, what it was caught at, and its clock.
+    fn member_families(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        let members: Vec<(&str, &crate::admin::status::StandingJson)> = self
+            .status
+            .peers
+            .iter()
+            .filter_map(|p| p.standing.as_ref().map(|s| (p.name.as_str(), s)))
+            .collect();
+        let weights: Vec<(Vec<(&str, &str)>, ConstGauge<f64>)> =
+            members.iter().map(|(name, s)| (vec![("member", *name)], ConstGauge::new(s.weight))).collect();
+        family(
+            e,
+            "magicmx_mesh_member_standing",
+            "What each member's word weighs at this node (1 whole, 0 nothing).",
+            MetricType::Gauge,
+            &weights,
+        )?;
+        let offsets: Vec<(Vec<(&str, &str)>, ConstGauge<f64>)> = members
+            .iter()
+            .map(|(name, s)| (vec![("member", *name)], ConstGauge::new(s.clock_offset_ms as f64 / 1000.0)))
+            .collect();
+        family(
+            e,
+            "magicmx_mesh_member_clock_offset_seconds",
+            "How far each member's clock runs ahead of this node's, as measured.",
+            MetricType::Gauge,
+            &offsets,
+        )?;
+        let caught: Vec<(Vec<(&str, &str)>, ConstCounter)> = members
+            .iter()
+            .flat_map(|(name, s)| {
+                s.caught.iter().map(move |(why, n)| {
+                    (vec![("member", *name), ("why", why.as_str())], ConstCounter::new(*n))
+                })
+            })
+            .chain(members.iter().map(|(name, s)| {
+                (
+                    vec![("member", *name), ("why", "outvoted by the other homes")],
+                    ConstCounter::new(s.outvoted),
+                )
+            }))
+            .collect();
+        family(
+            e,
+            "magicmx_mesh_member_faults",
+            "What each member was caught at, by what.",
+            MetricType::Counter,
+            &caught,
+        )
+    }
+
     fn of(admin: &Admin) -> Snapshot {
         let stats = admin.node.stats();
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
@@ -63,6 +117,11 @@ impl Snapshot {
                     ("judged_alone", e.judged_alone),
                 ],
                 dropped: [("entries", e.rejected_entries), ("penalties", e.dropped_penalties)],
+                strangers: [
+                    ("homes_disagreed", e.disputes),
+                    ("clock_refused", e.clock_refused),
+                    ("restart_refused", e.restarts_refused),
+                ],
                 bytes: [("sent", load(&g.bytes_sent)), ("received", load(&g.bytes_received))],
                 frames: [
                     ("sent", load(&g.frames_sent)),
@@ -198,6 +257,14 @@ impl Collector for Snapshot {
                 MetricType::Counter,
                 &counters("what", &g.dropped),
             )?;
+            family(
+                e,
+                "magicmx_mesh_strangers",
+                "What members were caught at: homes that disagreed on a verdict, frames refused for a clock over an hour off, restarts claimed too often.",
+                MetricType::Counter,
+                &counters("event", &g.strangers),
+            )?;
+            self.member_families(e)?;
         }
         let alive = s.peers.iter().filter(|p| p.alive).count() as i64;
         let peers = [

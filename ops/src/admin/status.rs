@@ -1,5 +1,6 @@
 //! `/` (the status page) and `/status` (JSON); `/metrics` is in `metrics.rs`.
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
@@ -57,6 +58,27 @@ pub struct PeerJson {
     pub addr: String,
     pub alive: bool,
     pub last_heard_ms: Option<u64>,
+    /// How much this member's word counts here (0 to 1), and why.
+    #[serde(default)]
+    pub standing: Option<StandingJson>,
+}
+
+/// A member's standing at this node: built slowly by being corroborated,
+/// lost fast when caught.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StandingJson {
+    pub fingerprint: String,
+    /// What its word weighs: 1 whole, 0 nothing.
+    pub weight: f64,
+    pub score: f64,
+    pub corroborated: u64,
+    pub outvoted: u64,
+    /// Certain faults, by what it did.
+    pub caught: BTreeMap<String, u64>,
+    /// The last thing that lowered it.
+    pub last_fault: Option<String>,
+    /// How far its clock runs ahead of this node's.
+    pub clock_offset_ms: i64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -122,20 +144,7 @@ pub fn status(admin: &Admin) -> StatusJson {
         },
         refusals: stats.refusals().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
         queue: QueueSummary { messages: queued.len() as u64, oldest_age_seconds: oldest },
-        peers: node
-            .mesh()
-            .map(|mesh| {
-                mesh.peers()
-                    .into_iter()
-                    .map(|p| PeerJson {
-                        name: p.name,
-                        addr: p.addr.to_string(),
-                        alive: p.alive,
-                        last_heard_ms: p.last_heard.map(|d| d.as_millis() as u64),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        peers: node.mesh().map(peers).unwrap_or_default(),
         penalised: node
             .penalties_in_force(now_ms)
             .into_iter()
@@ -156,6 +165,37 @@ pub fn status(admin: &Admin) -> StatusJson {
             .collect(),
         history,
     }
+}
+
+/// The peers this node knows, each with its standing here.
+fn peers(mesh: &magicmx_gossip::Mesh) -> Vec<PeerJson> {
+    let standing: HashMap<[u8; 16], StandingJson> = mesh
+        .standing()
+        .into_iter()
+        .map(|m| {
+            let json = StandingJson {
+                fingerprint: m.fingerprint.iter().map(|b| format!("{b:02x}")).collect(),
+                weight: m.weight,
+                score: m.standing.score,
+                corroborated: m.standing.corroborated,
+                outvoted: m.standing.outvoted,
+                caught: m.standing.contradicted.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                last_fault: m.standing.last_fault.map(|(why, at)| format!("{why} at {}", rfc3339(at))),
+                clock_offset_ms: m.clock_offset_ms,
+            };
+            (m.fingerprint, json)
+        })
+        .collect();
+    mesh.peers()
+        .into_iter()
+        .map(|p| PeerJson {
+            standing: standing.get(&p.fingerprint).cloned(),
+            name: p.name,
+            addr: p.addr.to_string(),
+            alive: p.alive,
+            last_heard_ms: p.last_heard.map(|d| d.as_millis() as u64),
+        })
+        .collect()
 }
 
 pub async fn status_json(State(admin): State<Admin>) -> Json<StatusJson> {
