@@ -99,6 +99,10 @@ impl Judge for Lenient {
     fn penalty(&self, last: Option<Penalty>, _: &BlockView, _: f64, now_ms: u64) -> Penalty {
         last.unwrap_or(Penalty { until_ms: now_ms, strikes: 0 })
     }
+    /// Every member's penalty is borne out: only the counts' travel is tested.
+    fn penalty_borne_out(&self, _: &BlockView, _: f64) -> Option<bool> {
+        Some(true)
+    }
 }
 
 /// How a node takes part.
@@ -196,8 +200,9 @@ struct Pending {
     /// What the homes that answered said.
     opinions: Vec<(Fingerprint, bool)>,
     deadline_ms: u64,
-    /// For a `Penalty` question: the member whose penalty is checked.
-    about: Option<Fingerprint>,
+    /// For a `Penalty` question: the member whose penalty is checked, and
+    /// how many times it was put before.
+    about: Option<(Fingerprint, u8)>,
 }
 
 /// A member's bound was reached, or its word fell to nothing: for the log
@@ -245,8 +250,9 @@ pub struct Engine {
     evidence: HashMap<WireBlock, u64>,
     /// Peers' new penalties to put to the blocks' homes with the next
     /// round (by then the imposer's registers, sent with its penalty, have
-    /// mostly reached the homes), and from when.
-    to_check: VecDeque<(u64, Fingerprint, WireBlock)>,
+    /// mostly reached the homes), from when, and how many times they were
+    /// put already (a penalty no home could tell about is put again, twice).
+    to_check: VecDeque<(u64, Fingerprint, WireBlock, u8)>,
 }
 
 impl Engine {
@@ -755,7 +761,7 @@ impl Engine {
         let mut unsure = now_ms < self.warm_until_ms && ask.question != Question::Seen;
         let yes = if ask.question == Question::Penalty {
             let evidence = self.penalty_evidence(ask.block, now_ms);
-            unsure |= evidence.is_none();
+            unsure = evidence.is_none();
             evidence == Some(true)
         } else {
             !unsure && self.verdict(from, ask.block, ask.question, now_ms)
@@ -836,10 +842,10 @@ impl Engine {
             if !pending.waiting.is_empty() {
                 return;
             }
-            if let Some(imposer) = pending.about {
-                // (A home too slow to check a penalty leaves it as it is.)
+            if let Some((imposer, tries)) = pending.about {
+                // (A home too slow to check a penalty counts as one that cannot tell.)
                 let pending = self.pending.remove(&id).expect("still pending");
-                self.penalty_checked(imposer, &pending, now_ms);
+                self.penalty_checked(imposer, &pending, tries, now_ms);
                 return;
             }
             let yes = pending.opinions.iter().any(|(_, y)| *y);
@@ -866,7 +872,7 @@ impl Engine {
     /// out: the side whose words weigh more wins. Borne out, it is in
     /// force; contradicted, it goes and the imposer is outvoted; neither
     /// (no home can tell), it is held but not in force.
-    fn penalty_checked(&mut self, imposer: Fingerprint, pending: &Pending, now_ms: u64) {
+    fn penalty_checked(&mut self, imposer: Fingerprint, pending: &Pending, tries: u8, now_ms: u64) {
         let weight = |engine: &Engine, fp: &Fingerprint| {
             if *fp == engine.own {
                 1.0
@@ -890,6 +896,12 @@ impl Engine {
             self.penalties.withdraw(imposer, pending.block);
             self.outvoted(imposer, now_ms);
         } else {
+            // No home could tell: put it to them again a little later.
+            if tries < 2 {
+                let later = now_ms + 2 * self.settings.ask_timeout_ms;
+                let at = self.to_check.partition_point(|c| c.0 <= later);
+                self.to_check.insert(at, (later, imposer, pending.block, tries + 1));
+            }
             return;
         }
         let won = borne > contra;
@@ -903,7 +915,7 @@ impl Engine {
     /// Puts `imposer`'s new penalty on `block` to the block's other homes:
     /// this node's own evidence when it is one, and the others are asked
     /// (the imposer's word, when it is a home, is what is checked).
-    fn check_penalty(&mut self, imposer: Fingerprint, block: WireBlock, now_ms: u64) {
+    fn check_penalty(&mut self, imposer: Fingerprint, block: WireBlock, tries: u8, now_ms: u64) {
         let id = self.next_id;
         self.next_id += 1;
         let mut pending = Pending {
@@ -913,7 +925,7 @@ impl Engine {
             waiting: vec![],
             opinions: vec![],
             deadline_ms: now_ms + self.settings.ask_timeout_ms,
-            about: Some(imposer),
+            about: Some((imposer, tries)),
         };
         for home in self.ring.homes(block) {
             pending.tried.push(home);
@@ -930,7 +942,7 @@ impl Engine {
             }
         }
         if pending.waiting.is_empty() {
-            self.penalty_checked(imposer, &pending, now_ms);
+            self.penalty_checked(imposer, &pending, tries, now_ms);
         } else {
             self.pending.insert(id, pending);
         }
@@ -953,8 +965,7 @@ impl Engine {
                 });
             }
             Taken::Changed => {
-                let at = now_ms;
-                self.to_check.push_back((at, from, entry.block));
+                self.to_check.push_back((now_ms, from, entry.block, 0));
             }
             Taken::Unchanged => {}
         }
@@ -1064,12 +1075,9 @@ impl Engine {
             }
         }
         self.retry_late(now_ms);
-        while let Some(&(at, imposer, block)) = self.to_check.front() {
-            if at > now_ms {
-                break;
-            }
-            self.to_check.pop_front();
-            self.check_penalty(imposer, block, now_ms);
+        let due = self.to_check.iter().take_while(|c| c.0 <= now_ms).count();
+        for (_, imposer, block, tries) in self.to_check.drain(..due).collect::<Vec<_>>() {
+            self.check_penalty(imposer, block, tries, now_ms);
         }
     }
 

@@ -155,6 +155,11 @@ impl Tally {
 
     /// Penalties as they should be on disk, with their origins, if they
     /// changed since last asked.
+    /// Every penalty held, in force or not, with the member that imposed it.
+    pub fn penalties_held(&self, now_ms: u64) -> Vec<StoredPenalty> {
+        self.engine().penalties().stored(now_ms)
+    }
+
     pub fn penalties_to_save(&self, now_ms: u64) -> Option<Vec<StoredPenalty>> {
         self.engine().penalties_to_save(now_ms)
     }

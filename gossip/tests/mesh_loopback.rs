@@ -95,7 +95,7 @@ async fn propagation(nodes: &[Mesh], from: usize, b: SourceBlock, events: usize)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_count_reaches_its_homes_and_a_penalty_every_node_within_two_intervals() {
+async fn a_count_reaches_its_homes_within_two_intervals_and_a_penalty_every_node_within_three() {
     for n in [3, 10] {
         let dir = tempfile::tempdir().unwrap();
         let ca = make_ca(dir.path());
@@ -112,8 +112,10 @@ async fn a_count_reaches_its_homes_and_a_penalty_every_node_within_two_intervals
                 nodes.iter().all(|m| m.tally().penalty(b, now()).is_some())
             })
             .await;
+            // In force at a node once the block's homes bear it out: the
+            // round that carries it, the next round's check, a question.
             assert!(
-                everywhere && start.elapsed() <= INTERVAL * 2,
+                everywhere && start.elapsed() <= INTERVAL * 3,
                 "{n} nodes: penalty everywhere after {:?}",
                 start.elapsed()
             );
