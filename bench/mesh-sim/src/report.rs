@@ -24,7 +24,7 @@ pub struct Report {
     /// Count and penalty tables per node at the window's end: largest, mean.
     pub memory_max: usize,
     pub memory_mean: usize,
-    /// Gossip sent plus received per node, bits a second: largest, mean.
+    /// Gossip sent plus received per honest node, bits a second: largest, mean.
     pub gossip_max_bps: f64,
     pub gossip_mean_bps: f64,
     /// Recipients a spraying block got, over its limit: largest, mean.
@@ -245,8 +245,9 @@ impl Tracker {
         wall: Duration,
     ) -> Report {
         let measure_s = cfg.measure_s as f64;
+        // Per honest node: what a hostile member sends itself is its own affair.
         let gossip: Vec<f64> =
-            (0..self.nodes).map(|n| (net.sent[n] + net.received[n]) as f64 * 8.0 / measure_s).collect();
+            (0..self.honest).map(|n| (net.sent[n] + net.received[n]) as f64 * 8.0 / measure_s).collect();
         let leaks: Vec<f64> = self.taken[..self.heavy].iter().map(|&t| f64::from(t) / self.limit).collect();
         let users = &self.taken[self.heavy..self.tracked];
         let mut rounds: Vec<f64> = (0..self.heavy)
