@@ -549,17 +549,7 @@ impl Engine {
         if !heard {
             return self.answer_alone(block, question, now_ms);
         }
-        let weight = |engine: &Engine, fp: &Fingerprint| {
-            if *fp == engine.own {
-                1.0
-            } else {
-                engine.standing.weight(fp)
-            }
-        };
-        let side = |engine: &Engine, said: bool| -> f64 {
-            opinions.iter().filter(|(_, y)| *y == said).map(|(fp, _)| weight(engine, fp)).sum()
-        };
-        let (for_yes, for_no) = (side(self, true), side(self, false));
+        let (for_yes, for_no) = self.tally_votes(&opinions);
         let noes = opinions.iter().filter(|(_, y)| !*y).count();
         let mut yes = for_yes > for_no;
         let unanimous = noes == 0 || noes == opinions.len();
@@ -594,6 +584,14 @@ impl Engine {
             yes = false;
         }
         self.settle_verdict(block, question, yes, corroborated, now_ms)
+    }
+
+    /// The weight of the homes that said yes, and of those that said no
+    /// (this node's own word whole, each member's by its standing).
+    fn tally_votes(&self, opinions: &[(Fingerprint, bool)]) -> (f64, f64) {
+        let weight = |fp: &Fingerprint| if *fp == self.own { 1.0 } else { self.standing.weight(fp) };
+        let side = |said: bool| opinions.iter().filter(|(_, y)| *y == said).map(|(fp, _)| weight(fp)).sum();
+        (side(true), side(false))
     }
 
     /// The answer to give the node: over the limit, the block is penalised
@@ -873,17 +871,7 @@ impl Engine {
     /// force; contradicted, it goes and the imposer is outvoted; neither
     /// (no home can tell), it is held but not in force.
     fn penalty_checked(&mut self, imposer: Fingerprint, pending: &Pending, tries: u8, now_ms: u64) {
-        let weight = |engine: &Engine, fp: &Fingerprint| {
-            if *fp == engine.own {
-                1.0
-            } else {
-                engine.standing.weight(fp)
-            }
-        };
-        let side = |engine: &Engine, said: bool| -> f64 {
-            pending.opinions.iter().filter(|(_, y)| *y == said).map(|(fp, _)| weight(engine, fp)).sum()
-        };
-        let (borne, contra) = (side(self, true), side(self, false));
+        let (borne, contra) = self.tally_votes(&pending.opinions);
         if borne > contra {
             self.penalties.confirm(imposer, pending.block);
             self.events.push_back(Event::Confirmed { block: pending.block, by: imposer });

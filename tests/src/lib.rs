@@ -24,4 +24,4 @@ pub use node::{
 pub use ports::claim_port;
 pub use postfix::Postfix;
 pub use sink::Sink;
-pub use world::{wait_until, World, RESOLVER};
+pub use world::{wait_for, wait_until, World, RESOLVER};

@@ -2,13 +2,13 @@
 //! node processes that find each other, and counts that cross between nodes.
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use magicmx::config::Config;
 use magicmx_gossip::Caps;
 use magicmx_node::Node;
 use magicmx_proto::SourceBlock;
-use magicmx_tests::{magicmx, specs, wait_for_mesh, wait_until, NodeProcess, Spec};
+use magicmx_tests::{magicmx, specs, wait_for, wait_for_mesh, wait_until, NodeProcess, Spec};
 
 #[test]
 fn the_cli_makes_a_ca_node_certificates_and_a_checkable_node_directory() {
@@ -58,7 +58,7 @@ async fn a_connection_at_one_node_is_counted_at_the_other() {
     let node_b = Node::start(start(&specs[1])).await.unwrap();
     let (mesh_a, mesh_b) = (node_a.mesh().unwrap().clone(), node_b.mesh().unwrap().clone());
     let joined =
-        wait(Duration::from_secs(20), || !mesh_a.peers().is_empty() && !mesh_b.peers().is_empty()).await;
+        wait_for(Duration::from_secs(20), || !mesh_a.peers().is_empty() && !mesh_b.peers().is_empty()).await;
     assert!(joined, "the two nodes meshed");
 
     // A client from 127.0.77.9 connects to node A three times (connection
@@ -70,23 +70,13 @@ async fn a_connection_at_one_node_is_counted_at_the_other() {
         let _stream = socket.connect(smtp_a).await.unwrap();
     }
     let block = SourceBlock::of_default("127.0.77.9".parse().unwrap());
-    let counted = wait(Duration::from_secs(5), || mesh_b.rate(block, Caps::NONE).connections >= 2.5).await;
+    let counted =
+        wait_for(Duration::from_secs(5), || mesh_b.rate(block, Caps::NONE).connections >= 2.5).await;
     assert!(counted, "node B counts the connections made at node A: {:?}", mesh_b.rate(block, Caps::NONE));
     let other = SourceBlock::of_default("127.0.78.9".parse().unwrap());
     assert_eq!(mesh_b.rate(other, Caps::NONE).connections, 0.0, "and nothing for another block");
     node_a.shutdown();
     node_b.shutdown();
-}
-
-async fn wait(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    done()
 }
 
 /// The first reply line a client from `source` gets at `node`.

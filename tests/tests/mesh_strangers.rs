@@ -9,7 +9,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use foca::{AccumulatingRuntime, Foca, Member, PostcardCodec, State};
 use magicmx_gossip::counts::{BlockView, Fingerprint};
@@ -20,6 +20,7 @@ use magicmx_gossip::{pki, tls, Judge, Kind, Mesh, MeshSettings, Penalty, Questio
 use magicmx_node::settings::ThrottleSettings;
 use magicmx_proto::wire::{encode, Ask, CountEntry, Counts, Frame, PenaltyEntry};
 use magicmx_proto::SourceBlock;
+use magicmx_tests::wait_for;
 use rand::SeedableRng;
 
 const INTERVAL: Duration = Duration::from_millis(200);
@@ -53,17 +54,6 @@ fn settings(dir: &Path, ca_key: &str, name: &str) -> MeshSettings {
     let mut s = MeshSettings::new(name, "127.0.0.1:0".parse().unwrap(), dir.join("ca.pem"), cert, key);
     s.interval = INTERVAL;
     s
-}
-
-async fn wait(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    done()
 }
 
 fn alive(m: &Mesh) -> usize {
@@ -109,7 +99,7 @@ async fn a_hostile_member_neither_evicts_nor_starves_nor_penalises_the_honest_on
     let liar = Mesh::start_with(bad.clone(), tally).await.unwrap();
     let liar_fp = liar.fingerprint();
     assert!(
-        wait(Duration::from_secs(30), || nodes.iter().all(|n| alive(n) == 3) && alive(&liar) == 3).await,
+        wait_for(Duration::from_secs(30), || nodes.iter().all(|n| alive(n) == 3) && alive(&liar) == 3).await,
         "the four members see each other"
     );
     // Past every node's warm-up.
@@ -188,12 +178,12 @@ async fn a_hostile_member_neither_evicts_nor_starves_nor_penalises_the_honest_on
         send(n.local_addr(), Frame::Ask(nonsense.clone())).await;
     }
     assert!(
-        wait(Duration::from_secs(10), || nodes.iter().all(|n| weight_of(n, liar_fp) == 0.0)).await,
+        wait_for(Duration::from_secs(10), || nodes.iter().all(|n| weight_of(n, liar_fp) == 0.0)).await,
         "every honest node weighs the liar's word at nothing: {:?}",
         nodes.iter().map(|n| n.standing().into_iter().find(|m| m.fingerprint == liar_fp)).collect::<Vec<_>>()
     );
     assert!(
-        wait(Duration::from_secs(10), || nodes
+        wait_for(Duration::from_secs(10), || nodes
             .iter()
             .all(|n| n.engine_stats().clock_refused >= 1 && n.rejected_entries() >= 1))
         .await,
@@ -217,7 +207,8 @@ async fn a_hostile_member_neither_evicts_nor_starves_nor_penalises_the_honest_on
         send(nodes[0].local_addr(), Frame::Counts(restart)).await;
     }
     assert!(
-        wait(Duration::from_secs(5), || nodes[0].engine_stats().restarts_refused >= refused_before + 2).await
+        wait_for(Duration::from_secs(5), || nodes[0].engine_stats().restarts_refused >= refused_before + 2)
+            .await
     );
 
     // 5. SWIM gossip that honest1 is down, from an identity at the liar's

@@ -124,7 +124,6 @@ pub struct Tracker {
     heavy: usize,
     tracked: usize,
     limit: f64,
-    nodes: usize,
     up: usize,
     taken: Vec<u32>,
     first_penalty: Vec<Option<u64>>,
@@ -150,7 +149,6 @@ impl Tracker {
             heavy,
             tracked,
             limit,
-            nodes: cfg.nodes,
             up: cfg.nodes,
             taken: vec![0; tracked],
             first_penalty: vec![None; heavy],
@@ -303,15 +301,14 @@ impl Tracker {
             silenced_p50_s: silenced.get(silenced.len() / 2).copied().unwrap_or(f64::NAN),
             silenced_max_s: silenced.last().copied().unwrap_or(f64::NAN),
             disputes: stats.iter().map(|s| s.disputes).sum(),
-            honest_weight_min: self.honest_weight_min(nodes, cfg),
+            honest_weight_min: self.honest_weight_min(nodes),
         }
     }
 }
 
 impl Tracker {
-    fn honest_weight_min(&self, nodes: &[Option<Engine>], cfg: &Config) -> f64 {
+    fn honest_weight_min(&self, nodes: &[Option<Engine>]) -> f64 {
         let honest: Vec<Fingerprint> = nodes.iter().take(self.honest).flatten().map(Engine::own).collect();
-        let _ = cfg;
         nodes
             .iter()
             .take(self.honest)
