@@ -148,6 +148,15 @@ fn questions_to_the_blocks_homes_show_in_metrics() {
     assert_eq!(get(&at_1, "answered_for_others"), away, "node 1 answered what node 0 asked it");
     assert_eq!(get(&at_0, "timed_out"), 0.0);
     assert_eq!(*at_0.get("magicmx_mesh_dropped_total{what=penalties}").unwrap_or(&-1.0), 0.0);
+    // Each member's standing here, and why: an honest peer's word counts whole.
+    let standing: Vec<(&String, &f64)> =
+        at_0.iter().filter(|(k, _)| k.starts_with("magicmx_mesh_member_standing{member=")).collect();
+    assert_eq!(standing.len(), 1, "one member, node 1: {at_0:?}");
+    assert_eq!(*standing[0].1, 1.0);
+    assert!(at_0.keys().any(|k| k.starts_with("magicmx_mesh_member_clock_offset_seconds{member=")));
+    assert_eq!(*at_0.get("magicmx_mesh_strangers_total{event=homes_disagreed}").unwrap_or(&-1.0), 0.0);
+    let (ok, peers) = magicmx(&["peers", "--config", &config_arg(&specs[0])]);
+    assert!(ok && peers.contains("STANDING") && peers.contains("1.00"), "{peers}");
 }
 
 #[test]
