@@ -429,12 +429,6 @@ impl Engine {
         self.counts.forget_open(member);
     }
 
-    /// A member restarted: its new process counts afresh, and the counts of
-    /// its old one stay (apart) until they decay.
-    pub fn restarted(&mut self, member: Fingerprint) {
-        self.counts.retire_origin(member);
-    }
-
     /// The homes of `block`, primary first.
     pub fn homes(&self, block: WireBlock) -> Vec<Fingerprint> {
         self.ring.homes(block)

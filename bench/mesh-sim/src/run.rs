@@ -501,33 +501,12 @@ impl World {
             while let Some((to, frame)) = engine.poll_transmit() {
                 let to = self.index[&to];
                 let bytes = encode(&frame).len();
-                if std::env::var_os("SIM_FRAMES").is_some() && self.net.counting {
-                    let kind = match &frame {
-                        Frame::Counts(c) if !c.penalties.is_empty() => "penalties",
-                        Frame::Counts(_) => "counts",
-                        Frame::Ask(a) => match a.question {
-                            Question::Penalty => "ask penalty",
-                            Question::Sealed { .. } => "ask sealed",
-                            _ => "ask",
-                        },
-                        Frame::Answer(_) => "answer",
-                        Frame::Swim(_) => "swim",
-                    };
-                    eprintln!("FRAME {kind} {bytes}");
-                }
                 if let Some(at) = self.net.send(&mut self.rng, self.now, node, to, bytes) {
                     self.queue.at(at, Event::Deliver { from: node, to, frame, bytes });
                 }
             }
-            while let Some(fault) = engine.poll_fault() {
-                let member = self.index[&fault.member];
-                if std::env::var_os("SIM_FAULTS").is_some() && self.hostile[member].is_none() {
-                    eprintln!(
-                        "FAULT at {node} of honest {member}: {} silenced={}",
-                        fault.what, fault.silenced
-                    );
-                }
-            }
+            // The faults are the node's log; the report reads standing directly.
+            while engine.poll_fault().is_some() {}
             while let Some(event) = engine.poll_event() {
                 match event {
                     EngineEvent::Answer { id, answer } => answers.push((id, answer)),
