@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::intake;
 use crate::replies;
+use crate::route::smtp::OriginalClient;
 use crate::session::{self, Callout, Data, Rcpt, Transaction};
 use crate::stats::Stats;
 use crate::Shared;
@@ -128,15 +129,12 @@ where
                     session.decide(reply);
                 }
                 Event::Rcpt(request) => {
-                    let stage = Rcpt {
-                        domains: &shared.domains,
-                        throttle: &shared.throttle,
-                        callout: shared
-                            .checks
-                            .settings()
-                            .verify_recipients
-                            .then_some(Callout { checks: &shared.checks, outbound: &shared.outbound }),
-                    };
+                    let callout = shared.checks.settings().verify_recipients.then(|| Callout {
+                        checks: &shared.checks,
+                        outbound: &shared.outbound,
+                        client: original_client(session, transaction),
+                    });
+                    let stage = Rcpt { domains: &shared.domains, throttle: &shared.throttle, callout };
                     let verdict = stage.verdict(transaction, &request.recipient, shared.clock.now()).await;
                     let reply = match verdict {
                         Ok(()) => replies::recipient_ok(),
@@ -193,5 +191,16 @@ where
             }
             Ok(Ok(n)) => session.receive(&buf[..n], Instant::now()),
         }
+    }
+}
+
+/// The client of this session as a next hop is told of it (XCLIENT).
+fn original_client(session: &Session, transaction: &Transaction) -> OriginalClient {
+    let iprev = transaction.findings.iprev.as_ref();
+    OriginalClient {
+        addr: session.client_ip(),
+        name: iprev.filter(|i| i.result == "pass").and_then(|i| i.name.clone()),
+        helo: session.helo().unwrap_or_default().to_string(),
+        esmtp: session.is_esmtp(),
     }
 }

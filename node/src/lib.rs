@@ -108,7 +108,14 @@ impl Node {
         let smtp_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
         let (delivery, wake) = mpsc::unbounded_channel();
         let dns = Arc::new(Dns::new(&settings.dns)?);
-        let outbound = Outbound::new(dns.clone(), settings.delivery.clone(), smtp_addrs.clone())?;
+        let stats = Arc::new(stats::Stats::default());
+        let outbound = Outbound::new(
+            dns.clone(),
+            settings.delivery.clone(),
+            smtp_addrs.clone(),
+            stats.clone(),
+            clock.clone(),
+        )?;
         // The tally judges with the limits: at this node for the blocks it
         // is home for (all of them, alone), and for what it cannot ask.
         let limits = Arc::new(settings.throttle.limits());
@@ -144,7 +151,6 @@ impl Node {
         let throttle = Throttle::new(limits, prefixes, tally, mesh, clock.clone());
         let gate = gate::Gate::new(settings.throttle.polite_refusals);
         let traps = listener::bind(&settings.trap_listen).await?;
-        let stats = Arc::new(stats::Stats::default());
         let checks = Arc::new(checks::Checks::new(dns.clone(), settings.checks.clone(), stats.clone()));
         let intake = intake::Intake {
             queue: queue.clone(),

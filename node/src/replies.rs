@@ -55,6 +55,9 @@ pub enum Refusal {
     CalloutRecipient { said: String },
     /// The real MX refused the sender in a call-out: `550 5.1.0`.
     CalloutSender { said: String },
+    /// The real MX refused the original client at RCPT for a policy
+    /// reason in a call-out: `550 5.7.1`.
+    CalloutClient { said: String },
     /// The recipient does not fit the block's mesh-wide limit: `451 4.7.1`.
     OverLimit { block: SourceBlock, limit: f64, until_ms: Millis },
     // ---- at the end of DATA -----------------------------------------------
@@ -83,6 +86,7 @@ impl Refusal {
             Refusal::RelayDenied { .. } | Refusal::RoutingCharacters => "relay_denied",
             Refusal::CalloutRecipient { .. } => "callout",
             Refusal::CalloutSender { .. } => "callout_sender",
+            Refusal::CalloutClient { .. } => "callout_client",
             Refusal::OverLimit { .. } => "over_limit",
             Refusal::OverLimitAfterHold { .. } => "over_limit_after_hold",
             Refusal::Dmarc { .. } => "dmarc",
@@ -149,6 +153,9 @@ impl Refusal {
                 "5.1.0",
                 format!("Sender address rejected by the recipient's mail server: {said}"),
             ),
+            Refusal::CalloutClient { said } => {
+                Reply::new(550, "5.7.1", format!("Refused by the recipient's mail server: {said}"))
+            }
             Refusal::OverLimit { block, limit, until_ms }
             | Refusal::OverLimitAfterHold { block, limit, until_ms } => {
                 let text = format!(
@@ -217,6 +224,7 @@ mod tests {
             Refusal::RoutingCharacters,
             Refusal::CalloutRecipient { said: "550 no".into() },
             Refusal::CalloutSender { said: "553 no".into() },
+            Refusal::CalloutClient { said: "554 no".into() },
             Refusal::OverLimit { block, limit: 30.0, until_ms: 0 },
             Refusal::OverLimitAfterHold { block, limit: 30.0, until_ms: 0 },
             Refusal::Dmarc { domain: "x.test".into() },

@@ -28,6 +28,8 @@ pub struct Stats {
     pub bounced: AtomicU64,
     /// Refusals by reason (`penalised`, `over_limit`, `relay_denied`, …).
     refusals: Mutex<BTreeMap<&'static str, u64>>,
+    /// Next hops' configuration faults by kind (`route::hop_faults`).
+    hop_faults: Mutex<BTreeMap<&'static str, u64>>,
     /// Check outcomes by (check, result).
     checks: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     hold_buckets: [AtomicU64; HOLD_BUCKETS_MS.len() + 1],
@@ -61,6 +63,14 @@ impl Stats {
 
     pub fn refusals(&self) -> BTreeMap<&'static str, u64> {
         self.refusals.lock().unwrap().clone()
+    }
+
+    pub fn hop_fault(&self, fault: &'static str) {
+        *self.hop_faults.lock().unwrap().entry(fault).or_default() += 1;
+    }
+
+    pub fn hop_faults(&self) -> BTreeMap<&'static str, u64> {
+        self.hop_faults.lock().unwrap().clone()
     }
 
     pub fn check(&self, check: &'static str, result: &'static str) {

@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use magicmx_node::queue::{Arrival, Body};
-use magicmx_node::route::smtp::{ClientForwarding, Connection, OriginalClient, Timeouts, TlsPolicy};
+use magicmx_node::route::smtp::{
+    ClientForwarding, Connection, NotHandedOver, OriginalClient, Timeouts, TlsPolicy, TransactionError,
+    Xclient,
+};
 use magicmx_node::route::Outcome;
 use magicmx_proto::Address;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -197,7 +200,7 @@ async fn xclient_hands_over_the_original_client_and_the_session_starts_again_as_
     let mut script =
         vec![("XCLIENT ", "220 hop.test ESMTP\r\n"), ("EHLO mta.client.test\r\n", "250 hop.test\r\n")];
     script.extend(TRANSACTION);
-    let both = ClientForwarding { xclient: true, xforward: true };
+    let both = ClientForwarding { xclient: Xclient::Offered, xforward: true };
     let (seen, reusable) = hand_over(both, script).await;
     assert!(
         seen.starts_with("XCLIENT ADDR=192.0.2.7 NAME=mta.client.test HELO=mta.client.test PROTO=ESMTP\r\nEHLO mta.client.test\r\nMAIL FROM:"),
@@ -211,7 +214,7 @@ async fn xclient_hands_over_the_original_client_and_the_session_starts_again_as_
 async fn with_xclient_turned_off_for_the_domain_xforward_carries_the_client_for_logs() {
     let mut script = vec![("XFORWARD ", "250 2.0.0 ok\r\n")];
     script.extend(TRANSACTION);
-    let xforward_only = ClientForwarding { xclient: false, xforward: true };
+    let xforward_only = ClientForwarding { xclient: Xclient::Off, xforward: true };
     let (seen, reusable) = hand_over(xforward_only, script).await;
     assert!(
         seen.starts_with(
@@ -225,9 +228,73 @@ async fn with_xclient_turned_off_for_the_domain_xforward_carries_the_client_for_
 
 #[tokio::test]
 async fn with_both_turned_off_for_the_domain_nothing_is_handed_over() {
-    let neither = ClientForwarding { xclient: false, xforward: false };
+    let neither = ClientForwarding { xclient: Xclient::Off, xforward: false };
     let (seen, reusable) = hand_over(neither, TRANSACTION.to_vec()).await;
     assert!(seen.starts_with("MAIL FROM:<alice@client.test>"), "{seen}");
     assert!(!seen.contains("XCLIENT") && !seen.contains("XFORWARD"), "{seen}");
     assert!(reusable);
+}
+
+/// Sends one message to a next hop whose EHLO is `ehlo`, with the domain's
+/// `xclient` choice; the transaction's result and what the next hop read.
+async fn send_with(
+    ehlo: &'static str,
+    xclient: Xclient,
+    script: Vec<(&'static str, &'static str)>,
+) -> (Result<magicmx_node::route::smtp::Sent, TransactionError>, String) {
+    let (addr, hop) = next_hop(ehlo, script).await;
+    let mut conn =
+        Connection::open(addr, "hop.test", "mx.mesh.test", &TlsPolicy::Off, TIMEOUTS).await.unwrap();
+    let sender = Address::parse("alice@client.test").unwrap();
+    let client = original_client();
+    let forwarding = ClientForwarding { xclient, xforward: true };
+    let result = conn
+        .send(Some(&sender), &addresses(&["bob@example.test"]), &body(), Some((&client, forwarding)))
+        .await;
+    drop(conn);
+    (result, hop.await.unwrap())
+}
+
+#[tokio::test]
+async fn with_xclient_required_a_hop_that_does_not_offer_it_gets_no_message() {
+    let offers_xforward = "250-hop.test\r\n250 XFORWARD NAME ADDR PROTO HELO SOURCE\r\n";
+    let (result, seen) = send_with(offers_xforward, Xclient::Require, vec![]).await;
+    assert!(matches!(result, Err(TransactionError::NotHandedOver(NotHandedOver::NotOffered))));
+    assert!(!seen.contains("MAIL FROM"), "nothing goes as from this node: {seen}");
+}
+
+#[tokio::test]
+async fn with_xclient_required_a_refused_xclient_gets_no_message() {
+    let script = vec![("XCLIENT ", "550 5.7.0 not authorized\r\n")];
+    let (result, seen) = send_with(OFFERS_BOTH, Xclient::Require, script).await;
+    assert!(matches!(result, Err(TransactionError::NotHandedOver(NotHandedOver::Refused(_)))));
+    assert!(!seen.contains("MAIL FROM"), "{seen}");
+}
+
+#[tokio::test]
+async fn with_xclient_offered_a_250_instead_of_a_greeting_sends_as_this_node_and_says_why() {
+    // It goes on with XFORWARD, for the next hop's logs.
+    let mut script = vec![("XCLIENT ", "250 2.0.0 ok\r\n"), ("XFORWARD ", "250 2.0.0 ok\r\n")];
+    script.extend(TRANSACTION);
+    let (result, _) = send_with(OFFERS_BOTH, Xclient::Offered, script).await;
+    let sent = result.unwrap_or_else(|_| panic!("delivered as from this node"));
+    assert_eq!(kinds(&sent.outcomes), ["delivered"]);
+    assert!(matches!(sent.as_node, Some(NotHandedOver::NoNewGreeting(_))));
+}
+
+#[tokio::test]
+async fn a_connection_lost_after_the_final_dot_leaves_the_outcome_unknown_and_transient() {
+    // The next hop reads the whole message, then the connection drops
+    // without its reply: it may have taken the message.
+    let script = vec![
+        ("MAIL FROM:<alice@client.test>", "250 2.1.0 ok\r\n"),
+        ("RCPT TO:<bob@example.test>\r\n", "250 2.1.5 ok\r\n"),
+        ("DATA\r\n", "354 go on\r\n"),
+        ("\r\n.\r\n", ""),
+    ];
+    let (result, seen) = send_with("250 hop.test\r\n", Xclient::Offered, script).await;
+    let sent = result.unwrap_or_else(|_| panic!("an outcome, not a broken connection to retry at once"));
+    assert!(sent.reply_lost && !sent.reusable);
+    assert_eq!(kinds(&sent.outcomes), ["transient"]);
+    assert!(seen.contains("\r\n.\r\n"));
 }

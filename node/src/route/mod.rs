@@ -2,6 +2,7 @@
 //! the magic names), `smtp://host:port` (a fixed next hop) or
 //! `maildir:/path` (local files).
 
+pub mod hop_faults;
 pub mod maildir;
 pub mod mx;
 pub mod outbound;

@@ -5,22 +5,24 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use magicmx_proto::smtp::Reply;
 use magicmx_proto::Address;
 
+use super::hop_faults::HopFaults;
 use super::mx::{self, Hops};
 use super::pool::Pool;
 use super::smtp::{
-    connector, Broken, ClientForwarding, Connection, OriginalClient, Probed, Timeouts, TlsPolicy,
-    TransactionError,
+    connector, Broken, ClientForwarding, Connection, NotHandedOver, OriginalClient, Sent, Timeouts,
+    TlsPolicy, TransactionError,
 };
 use super::tls::ClientTls;
 use super::Outcome;
 use crate::checks::callout::Probe;
+use crate::clock::Clock;
 use crate::dns::{Dns, Failure};
 use crate::error::Result;
 use crate::queue::Body;
 use crate::settings::{DeliverySettings, OutboundTls};
+use crate::stats::Stats;
 
 /// How long a call-out waits for a connection slot to the real MX (under
 /// `delivery.max_per_host`, shared with deliveries); then the recipient is
@@ -43,6 +45,8 @@ pub struct Outbound {
     settings: DeliverySettings,
     /// This node's own SMTP addresses: never a destination.
     own_addrs: Vec<SocketAddr>,
+    faults: HopFaults,
+    clock: Arc<dyn Clock>,
 }
 
 /// What trying one address came to.
@@ -54,13 +58,21 @@ enum Tried {
 }
 
 impl Outbound {
-    pub fn new(dns: Arc<Dns>, settings: DeliverySettings, own_addrs: Vec<SocketAddr>) -> Result<Outbound> {
+    pub fn new(
+        dns: Arc<Dns>,
+        settings: DeliverySettings,
+        own_addrs: Vec<SocketAddr>,
+        stats: Arc<Stats>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Outbound> {
         Ok(Outbound {
             dns,
             pool: Pool::new(settings.max_per_host, settings.idle_connection),
             tls: ClientTls::new(settings.ca_file.as_deref())?,
             settings,
             own_addrs,
+            faults: HopFaults::new(stats),
+            clock,
         })
     }
 
@@ -68,8 +80,15 @@ impl Outbound {
         &self.pool
     }
 
-    /// Asks the next hop whether it would take `recipient` (a call-out).
-    pub async fn probe(&self, hop: &NextHop, sender: Option<&Address>, recipient: &Address) -> Probe {
+    /// Asks the next hop whether it would take `recipient` (a call-out),
+    /// handing over the original `client` as a delivery would.
+    pub async fn probe(
+        &self,
+        hop: &NextHop,
+        sender: Option<&Address>,
+        recipient: &Address,
+        client: Option<(&OriginalClient, ClientForwarding)>,
+    ) -> Probe {
         let (hosts, port) = match self.next_hosts(hop).await {
             Ok(found) => found,
             Err(outcome) => return Probe::Unknown(format!("{outcome:?}")),
@@ -91,18 +110,14 @@ impl Outbound {
             Ok(conn) => conn,
             Err(broken) => return Probe::Unknown(broken.to_string()),
         };
-        let answer = conn.probe(sender, recipient).await;
+        let answer = conn.probe(sender, recipient, client).await;
         // The slot is held until the connection is closed.
         tokio::spawn(async move {
             conn.quit().await;
             drop(slot);
         });
-        let said = |reply: &Reply| reply.to_string().trim_end().replace("\r\n", " ");
         match answer {
-            Ok(Probed::Recipient(reply)) if reply.is_positive() => Probe::Valid,
-            Ok(Probed::Recipient(reply)) if reply.code >= 500 => Probe::Invalid(said(&reply)),
-            Ok(Probed::Sender(reply)) if reply.code >= 500 => Probe::SenderRefused(said(&reply)),
-            Ok(Probed::Recipient(reply) | Probed::Sender(reply)) => Probe::Unknown(said(&reply)),
+            Ok((probed, handed_over)) => Probe::judge(probed, handed_over),
             Err(broken) => Probe::Unknown(broken.to_string()),
         }
     }
@@ -175,43 +190,67 @@ impl Outbound {
     ) -> Tried {
         let _slot = self.pool.slot(addr).await;
         let verified = tls == OutboundTls::Require;
+        let hop = format!("{host}[{}]", addr.ip());
         // A pooled connection may have been closed by the server meanwhile:
-        // on failure, one more try on a fresh connection.
+        // if it broke before the final dot, one more try on a fresh connection.
         if let Some(mut conn) = self.pool.take(addr, verified) {
             match conn.send(sender, recipients, body, client).await {
-                Ok(sent) => {
-                    self.keep_or_close(conn, verified, sent.reusable);
-                    return Tried::Answered(sent.outcomes);
-                }
-                Err(TransactionError::SenderDeferred(reply)) => {
-                    return Tried::Next(format!(
-                        "{host}[{}] deferred the sender: {}",
-                        addr.ip(),
-                        reply.to_string().trim_end()
-                    ));
-                }
                 Err(TransactionError::Broken(_)) => {}
+                result => return self.answered(conn, verified, &hop, result),
             }
         }
-        let mut conn = match self.open(addr, host, tls).await {
-            Ok(conn) => conn,
-            Err(broken) => return Tried::Next(format!("{host}[{}]: {broken}", addr.ip())),
-        };
-        match conn.send(sender, recipients, body, client).await {
+        match self.open(addr, host, tls).await {
+            Ok(mut conn) => {
+                let result = conn.send(sender, recipients, body, client).await;
+                self.answered(conn, verified, &hop, result)
+            }
+            Err(broken) => Tried::Next(format!("{hop}: {broken}")),
+        }
+    }
+
+    /// What one transaction on `conn` came to; the connection is kept for
+    /// the next message or closed, and the hop's faults are counted.
+    fn answered(
+        &self,
+        conn: Connection,
+        verified: bool,
+        hop: &str,
+        result: std::result::Result<Sent, TransactionError>,
+    ) -> Tried {
+        let now = self.clock.now();
+        match result {
             Ok(sent) => {
+                if let Some(why) = &sent.as_node {
+                    if self.faults.count(hop, why.label(), now) {
+                        tracing::warn!(%hop, %why, "the message goes as from this node (xclient = \"offered\"); said once an hour per hop");
+                    }
+                }
+                if sent.reply_lost && self.faults.count(hop, "reply_lost_after_dot", now) {
+                    tracing::warn!(%hop, "no reply after the final dot: the message may have been taken; tried again later");
+                }
                 self.keep_or_close(conn, verified, sent.reusable);
                 Tried::Answered(sent.outcomes)
             }
             Err(TransactionError::SenderDeferred(reply)) => {
                 tokio::spawn(conn.quit());
-                Tried::Next(format!(
-                    "{host}[{}] deferred the sender: {}",
-                    addr.ip(),
-                    reply.to_string().trim_end()
-                ))
+                Tried::Next(format!("{hop} deferred the sender: {}", reply.to_string().trim_end()))
             }
-            Err(TransactionError::Broken(broken)) => Tried::Next(format!("{host}[{}]: {broken}", addr.ip())),
+            Err(TransactionError::NotHandedOver(why)) => {
+                tokio::spawn(conn.quit());
+                self.not_handed_over(hop, &why, now)
+            }
+            Err(TransactionError::Broken(broken)) => Tried::Next(format!("{hop}: {broken}")),
         }
+    }
+
+    /// `xclient = "require"` and the hop did not take it: a configuration
+    /// fault. The message stays queued (never sent as from this node,
+    /// never returned for it).
+    fn not_handed_over(&self, hop: &str, why: &NotHandedOver, now: u64) -> Tried {
+        if self.faults.count(hop, why.label(), now) {
+            tracing::warn!(%hop, %why, "xclient = \"require\": messages for this hop wait in the queue until it takes XCLIENT from this node; said once an hour per hop");
+        }
+        Tried::Next(format!("{hop}: {why}; xclient = \"require\", so the message waits"))
     }
 
     /// Keeps a connection for the next message, or closes it (one that

@@ -86,6 +86,16 @@ pub enum Probed {
     Recipient(Reply),
 }
 
+/// What [`Connection::hand_over`] came to.
+enum HandOver {
+    /// The session is now the original client's.
+    Xclient,
+    /// XCLIENT was wanted and not taken.
+    AsNode(NotHandedOver),
+    /// XCLIENT is off for this domain.
+    NotWanted,
+}
+
 /// The server's replies to a transaction's envelope: MAIL, each RCPT, and
 /// DATA when it was sent.
 struct Envelope {
@@ -99,8 +109,13 @@ pub struct Sent {
     /// One outcome per recipient, in order.
     pub outcomes: Vec<Outcome>,
     /// The connection may carry another message (not after XCLIENT: the
-    /// session then belongs to the original client).
+    /// session then belongs to the original client; not after a break).
     pub reusable: bool,
+    /// XCLIENT was wanted (`offered`) and the message went as from this
+    /// node instead, for this reason.
+    pub as_node: Option<NotHandedOver>,
+    /// The connection broke after the final dot: the outcome is unknown.
+    pub reply_lost: bool,
 }
 
 /// A message's original client, as XCLIENT or XFORWARD hand it to the next
@@ -118,10 +133,62 @@ pub struct OriginalClient {
 /// How the original client may be handed on to a domain's next hop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct ClientForwarding {
-    /// XCLIENT, where offered: the next hop treats the session as the client's.
-    pub xclient: bool,
+    /// XCLIENT: the next hop treats the session as the client's.
+    pub xclient: Xclient,
     /// XFORWARD, where offered and XCLIENT is not: for logs and filters only.
     pub xforward: bool,
+}
+
+/// A domain's choice about XCLIENT (`xclient` in its `[[domain]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Xclient {
+    /// Never sent.
+    Off,
+    /// Used where the next hop offers it; otherwise the message goes as
+    /// from this node.
+    #[default]
+    Offered,
+    /// The next hop must take it: a hop that does not is a configuration
+    /// fault, and the message waits in the queue rather than go as from
+    /// this node (whose address the next hop's SPF would judge).
+    Require,
+}
+
+/// Why the original client was not handed over with XCLIENT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotHandedOver {
+    /// The next hop's EHLO does not offer XCLIENT to this node.
+    NotOffered,
+    /// It offered XCLIENT and refused the command.
+    Refused(Reply),
+    /// It answered 250 where a new 220 greeting belongs (smtp-sink does):
+    /// the session goes on as this node's.
+    NoNewGreeting(Reply),
+}
+
+impl NotHandedOver {
+    /// For metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            NotHandedOver::NotOffered => "xclient_not_offered",
+            NotHandedOver::Refused(_) => "xclient_refused",
+            NotHandedOver::NoNewGreeting(_) => "xclient_no_new_greeting",
+        }
+    }
+}
+
+impl std::fmt::Display for NotHandedOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotHandedOver::NotOffered => f.write_str(
+                "XCLIENT is not offered to this node (is its address in the next hop's smtpd_authorized_xclient_hosts?)",
+            ),
+            NotHandedOver::Refused(reply) => write!(f, "XCLIENT refused: {}", reply.to_string().trim_end()),
+            NotHandedOver::NoNewGreeting(reply) => {
+                write!(f, "XCLIENT answered without a new greeting: {}", reply.to_string().trim_end())
+            }
+        }
+    }
 }
 
 impl OriginalClient {
@@ -146,7 +213,9 @@ impl OriginalClient {
 pub enum TransactionError {
     /// MAIL FROM got a temporary refusal: another host may take it.
     SenderDeferred(Reply),
-    /// The connection broke.
+    /// XCLIENT is required and the next hop did not take it.
+    NotHandedOver(NotHandedOver),
+    /// The connection broke before the final dot: nothing was taken.
     Broken(Broken),
 }
 
@@ -231,8 +300,12 @@ impl Connection {
         client: Option<(&OriginalClient, ClientForwarding)>,
     ) -> Result<Sent, TransactionError> {
         let needs_utf8 = sender.is_some_and(Address::is_utf8) || recipients.iter().any(Address::is_utf8);
-        let refused =
-            |why: String| Sent { outcomes: vec![Outcome::Permanent(why); recipients.len()], reusable: true };
+        let refused = |why: String| Sent {
+            outcomes: vec![Outcome::Permanent(why); recipients.len()],
+            reusable: true,
+            as_node: None,
+            reply_lost: false,
+        };
         if needs_utf8 && !self.caps.smtputf8 {
             return Ok(refused(format!(
                 "{} does not support SMTPUTF8, which these addresses need",
@@ -243,9 +316,16 @@ impl Connection {
         if let Some(limit) = self.caps.size.filter(|&n| n > 0 && size > n as u64) {
             return Ok(refused(format!("message of {size} octets exceeds {}'s limit of {limit}", self.host)));
         }
-        let mut reusable = true;
+        let (mut reusable, mut as_node) = (true, None);
         if let Some((client, forwarding)) = client {
-            reusable = self.hand_over(client, forwarding).await.map_err(TransactionError::Broken)?;
+            match self.hand_over(client, forwarding).await.map_err(TransactionError::Broken)? {
+                HandOver::Xclient => reusable = false,
+                HandOver::AsNode(why) if forwarding.xclient == Xclient::Require => {
+                    return Err(TransactionError::NotHandedOver(why))
+                }
+                HandOver::AsNode(why) => as_node = Some(why),
+                HandOver::NotWanted => {}
+            }
         }
         let mut mail = format!("MAIL FROM:<{}>", sender.map(ToString::to_string).unwrap_or_default());
         if self.caps.size.is_some() {
@@ -269,7 +349,12 @@ impl Connection {
         if !reply.is_positive() {
             let outcome = self.refusal(&reply);
             self.reset().await;
-            return Ok(Sent { outcomes: vec![outcome; recipients.len()], reusable });
+            return Ok(Sent {
+                outcomes: vec![outcome; recipients.len()],
+                reusable,
+                as_node,
+                reply_lost: false,
+            });
         }
         let mut outcomes = Vec::with_capacity(recipients.len());
         let mut accepted = Vec::new();
@@ -283,11 +368,27 @@ impl Connection {
         }
         let Some(reply) = data.filter(|_| !accepted.is_empty()) else {
             self.reset().await;
-            return Ok(Sent { outcomes, reusable });
+            return Ok(Sent { outcomes, reusable, as_node, reply_lost: false });
         };
         let final_reply = if reply.code == 354 {
             self.write_body(body).await.map_err(TransactionError::Broken)?;
-            self.read_reply(self.timeouts.data).await.map_err(TransactionError::Broken)?
+            match self.read_reply(self.timeouts.data).await {
+                Ok(reply) => reply,
+                // After the final dot the next hop may have taken the
+                // message: as after a crash, it is tried again later (a
+                // duplicate at worst), never sent again at once.
+                Err(broken) => {
+                    let unknown = Outcome::Transient(format!(
+                        "{}[{}]: no reply to the end of the message ({broken}); it may have been taken, so it is tried again later, not at once",
+                        self.host,
+                        self.addr.ip()
+                    ));
+                    for i in accepted {
+                        outcomes[i] = unknown.clone();
+                    }
+                    return Ok(Sent { outcomes, reusable: false, as_node, reply_lost: true });
+                }
+            }
         } else {
             reply
         };
@@ -299,7 +400,7 @@ impl Connection {
         for i in accepted {
             outcomes[i] = result.clone();
         }
-        Ok(Sent { outcomes, reusable })
+        Ok(Sent { outcomes, reusable, as_node, reply_lost: false })
     }
 
     /// MAIL, each RCPT and DATA one at a time, each reply awaited: no RCPT
@@ -350,25 +451,36 @@ impl Connection {
 
     /// Hands the original client on before MAIL: XCLIENT where the next hop
     /// offers it (it answers with a new greeting, and the session starts
-    /// again with the client's own EHLO), else XFORWARD. A refusal is logged
-    /// and the message goes as from this node. Returns whether the
-    /// connection may carry another message afterwards.
+    /// again with the client's own EHLO), else XFORWARD (logs only). Says
+    /// whether XCLIENT took, and why not when it was wanted.
     async fn hand_over(
         &mut self,
         client: &OriginalClient,
         forwarding: ClientForwarding,
-    ) -> Result<bool, Broken> {
+    ) -> Result<HandOver, Broken> {
         let attributes = client.attributes();
-        let xclient = self.caps.xclient.as_ref().filter(|_| forwarding.xclient);
-        if let Some(command) = xclient.and_then(|o| client_attributes_command("XCLIENT", &attributes, o)) {
-            let reply = self.command(command.as_bytes(), self.timeouts.command).await?;
-            if reply.code == 220 {
-                let helo = if client.helo.is_empty() { "[UNAVAILABLE]" } else { client.helo.as_str() };
-                self.hello(helo).await?;
-                return Ok(false);
+        let mut outcome = HandOver::NotWanted;
+        if forwarding.xclient != Xclient::Off {
+            let offered = self.caps.xclient.clone().unwrap_or_default();
+            match client_attributes_command("XCLIENT", &attributes, &offered) {
+                None => outcome = HandOver::AsNode(NotHandedOver::NotOffered),
+                Some(command) => {
+                    let reply = self.command(command.as_bytes(), self.timeouts.command).await?;
+                    if reply.code == 220 {
+                        let helo =
+                            if client.helo.is_empty() { "[UNAVAILABLE]" } else { client.helo.as_str() };
+                        self.hello(helo).await?;
+                        return Ok(HandOver::Xclient);
+                    }
+                    outcome = HandOver::AsNode(match reply.code {
+                        250 => NotHandedOver::NoNewGreeting(reply),
+                        _ => NotHandedOver::Refused(reply),
+                    });
+                }
             }
-            tracing::warn!(host = %self.host, reply = %reply.to_string().trim_end(), "XCLIENT refused: the message goes as from this node");
-            return Ok(true);
+        }
+        if matches!(outcome, HandOver::AsNode(_)) && forwarding.xclient == Xclient::Require {
+            return Ok(outcome);
         }
         let mut attributes = attributes;
         attributes.push(("SOURCE", "REMOTE".to_string()));
@@ -379,21 +491,35 @@ impl Connection {
                 tracing::warn!(host = %self.host, reply = %reply.to_string().trim_end(), "XFORWARD refused");
             }
         }
-        Ok(true)
+        Ok(outcome)
     }
 
     /// Asks whether the server would take `recipient` from `sender`, and
     /// takes nothing (RSET): the reply to RCPT, or to MAIL if that refused.
-    pub async fn probe(&mut self, sender: Option<&Address>, recipient: &Address) -> Result<Probed, Broken> {
+    /// The original client is handed over first, as for a delivery, so
+    /// that the next hop judges the sender, not this node; the answer says
+    /// whether it was.
+    pub async fn probe(
+        &mut self,
+        sender: Option<&Address>,
+        recipient: &Address,
+        client: Option<(&OriginalClient, ClientForwarding)>,
+    ) -> Result<(Probed, bool), Broken> {
+        let handed_over = match client {
+            Some((client, forwarding)) => {
+                matches!(self.hand_over(client, forwarding).await?, HandOver::Xclient)
+            }
+            None => false,
+        };
         let command = self.timeouts.command;
         let mail = format!("MAIL FROM:<{}>\r\n", sender.map(ToString::to_string).unwrap_or_default());
         let reply = self.command(mail.as_bytes(), command).await?;
         if !reply.is_positive() {
-            return Ok(Probed::Sender(reply));
+            return Ok((Probed::Sender(reply), handed_over));
         }
         let reply = self.command(format!("RCPT TO:<{recipient}>\r\n").as_bytes(), command).await?;
         self.reset().await;
-        Ok(Probed::Recipient(reply))
+        Ok((Probed::Recipient(reply), handed_over))
     }
 
     /// Ends the session politely.

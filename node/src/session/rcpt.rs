@@ -12,6 +12,7 @@ use crate::clock::Millis;
 use crate::domains::Domains;
 use crate::replies::Refusal;
 use crate::route::outbound::{NextHop, Outbound};
+use crate::route::smtp::OriginalClient;
 use crate::route::Route;
 use crate::throttle::Throttle;
 
@@ -23,10 +24,12 @@ pub(crate) struct Rcpt<'a> {
     pub callout: Option<Callout<'a>>,
 }
 
-/// What a call-out uses: the cache of verdicts and the way out.
+/// What a call-out uses: the cache of verdicts, the way out, and the
+/// original client to hand over as a delivery would.
 pub(crate) struct Callout<'a> {
     pub checks: &'a Checks,
     pub outbound: &'a Outbound,
+    pub client: OriginalClient,
 }
 
 impl Rcpt<'_> {
@@ -70,7 +73,9 @@ impl Callout<'_> {
         let refusal = match callouts.cached(&address, now_ms) {
             Some(cached) => cached,
             None => {
-                let probe = self.outbound.probe(&hop, sender, &address).await;
+                let forwarding = domains.forwarding_for(&address);
+                let probe =
+                    self.outbound.probe(&hop, sender, &address, Some((&self.client, forwarding))).await;
                 callouts.record(&address, probe, now_ms)
             }
         };

@@ -5,6 +5,7 @@
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use magicmx_node::route::hop_faults::HOP_FAULTS;
 use magicmx_node::stats::HOLD_BUCKETS_MS;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -31,6 +32,8 @@ pub async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
 struct Snapshot {
     status: StatusJson,
     checks: Vec<((&'static str, &'static str), u64)>,
+    /// Next hops' configuration faults, by kind (every kind, zero or not).
+    hop_faults: Vec<(&'static str, u64)>,
     gossip: Option<Gossip>,
     /// Per-bucket counts (not cumulative) of the hold, and their sum in milliseconds.
     hold: (Vec<u64>, u64),
@@ -134,6 +137,10 @@ impl Snapshot {
         Snapshot {
             status: status(admin),
             checks: stats.checks().into_iter().collect(),
+            hop_faults: {
+                let counted = stats.hop_faults();
+                HOP_FAULTS.iter().map(|f| (*f, counted.get(f).copied().unwrap_or(0))).collect()
+            },
             gossip,
             hold: stats.hold_histogram(),
         }
@@ -221,6 +228,13 @@ impl Collector for Snapshot {
             .map(|((check, result), n)| (vec![("check", *check), ("result", *result)], ConstCounter::new(*n)))
             .collect();
         family(e, "magicmx_checks", "Check outcomes.", MetricType::Counter, &checks)?;
+        family(
+            e,
+            "magicmx_next_hop_faults",
+            "Next hops that did not take XCLIENT, or lost their reply after the final dot.",
+            MetricType::Counter,
+            &counters("fault", &self.hop_faults),
+        )?;
         if let Some(g) = &self.gossip {
             family(
                 e,

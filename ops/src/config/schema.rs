@@ -215,9 +215,11 @@ pub struct DomainSection {
     pub route: Route,
     #[serde(default)]
     pub tls: OutboundTls,
-    /// Hand the original client to the next hop with XCLIENT where it offers it.
-    #[serde(default = "yes")]
-    pub xclient: bool,
+    /// Hand the original client to the next hop with XCLIENT: `require`
+    /// (a hop that does not take it keeps the message queued), `offered`
+    /// (where it is offered), `off`.
+    #[serde(deserialize_with = "values::xclient", default)]
+    pub xclient: magicmx_node::route::smtp::Xclient,
     /// Or with XFORWARD (logs and filters only), where it offers that.
     #[serde(default = "yes")]
     pub xforward: bool,

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use magicmx_node::route::smtp::Xclient;
 use magicmx_node::route::Route;
 use magicmx_proto::Domain;
 use serde::{de::Error, Deserialize, Deserializer};
@@ -37,4 +38,25 @@ pub fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Er
                 .map_err(|_| D::Error::custom(format!("{text:?} is not an address or CIDR block")))
         })
         .collect()
+}
+
+/// `xclient = "require" | "offered" | "off"`; `true` and `false`, as older
+/// releases wrote it, mean `"offered"` and `"off"`.
+pub fn xclient<'de, D: Deserializer<'de>>(d: D) -> Result<Xclient, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Flag(bool),
+        Word(String),
+    }
+    match Given::deserialize(d)? {
+        Given::Flag(true) => Ok(Xclient::Offered),
+        Given::Flag(false) => Ok(Xclient::Off),
+        Given::Word(word) => match word.as_str() {
+            "require" => Ok(Xclient::Require),
+            "offered" => Ok(Xclient::Offered),
+            "off" => Ok(Xclient::Off),
+            _ => Err(D::Error::custom(format!("{word:?}: use \"require\", \"offered\" or \"off\""))),
+        },
+    }
 }

@@ -248,6 +248,11 @@ impl Session {
         self.tls
     }
 
+    /// The client said EHLO (not HELO).
+    pub fn is_esmtp(&self) -> bool {
+        self.esmtp
+    }
+
     /// Queues a reply, counting errors; past the error limit the session is closed.
     pub(super) fn reply(&mut self, reply: Reply) {
         let is_error = reply.code >= 400 && reply.code != 421;
