@@ -66,6 +66,17 @@ pub fn text(domain: &str, magic_mx: &str, real_mx: &RealMx) -> String {
 # sender, not the node. Client restrictions cannot keep strangers off this
 # port once XCLIENT has changed the client's address; postscreen, which
 # judges the connection before smtpd, does.
+#
+# Nothing the node has already judged is judged again here: the node said
+# 250 to the sender, so any 5xx on this listener would become a bounce (a
+# DSN) sent in the mesh's name. main.cf's client, HELO, sender, data and
+# end-of-data restrictions (reject_non_fqdn_helo_hostname against an
+# Exchange server's NetBIOS HELO, reject_unknown_sender_domain,
+# reject_rbl_client...) are emptied on this listener; only the recipient's
+# domain is checked. Milters still run, and see the original client.
+# The nodes require XCLIENT here (xclient = "require"): a node missing from
+# smtpd_authorized_xclient_hosts keeps its mail queued, with a warning and
+# magicmx_next_hop_faults_total, instead of delivering it as from itself.
 
 # ---- main.cf ----
 smtpd_recipient_restrictions =
@@ -81,7 +92,15 @@ smtpd_recipient_restrictions =
 magicmx-smtpd pass  -       -       n       -       -       smtpd
     -o syslog_name=postfix/magicmx
     -o smtpd_authorized_xclient_hosts={nodes}
+    -o smtpd_client_restrictions=
+    -o smtpd_helo_required=no
+    -o smtpd_helo_restrictions=
+    -o smtpd_sender_restrictions=
+    -o smtpd_relay_restrictions=reject_unauth_destination
     -o smtpd_recipient_restrictions=reject_unauth_destination
+    -o smtpd_data_restrictions=
+    -o smtpd_end_of_data_restrictions=
+    -o smtpd_reject_unlisted_sender=no
 # postscreen needs these; they are in Debian's master.cf, commented out:
 tlsproxy  unix  -       -       n       -       0       tlsproxy
 dnsblog   unix  -       -       n       -       0       dnsblog
@@ -94,7 +113,7 @@ dnsblog   unix  -       -       n       -       0       dnsblog
 [[domain]]
 name = "{domain_name}"
 route = "smtp://{bare}:{port}"
-xclient = true
+xclient = "require"
 "#
     )
 }
@@ -116,7 +135,10 @@ mod tests {
         assert!(text.contains("192.0.2.25:2525      inet  n"), "{text}");
         assert!(text.contains("smtpd_authorized_xclient_hosts=192.0.2.10,2001:db8::10\n"), "{text}");
         assert!(text.contains("192.0.2.10 permit\n2001:db8::10 permit\n0.0.0.0/0 reject"), "{text}");
-        assert!(text.contains("route = \"smtp://mail.example.org:2525\""), "{text}");
+        assert!(text.contains("route = \"smtp://mail.example.org:2525\"\nxclient = \"require\""), "{text}");
+        for emptied in ["client", "helo", "sender", "data", "end_of_data"] {
+            assert!(text.contains(&format!("    -o smtpd_{emptied}_restrictions=\n")), "{emptied}: {text}");
+        }
         assert!(text.contains("check_policy_service inet:mx1.mesh.example:10040"), "{text}");
     }
 }

@@ -113,7 +113,14 @@ fn dns_records(postfix_dir: &Path) -> std::collections::HashMap<String, String> 
     parts
 }
 
-fn node_config(name: &str, ip: &str, dir: &Path, throttle: &str, route: &str) -> String {
+/// A node's configuration; `domain` is what its `[[domain]]` says besides
+/// the name (the route, and `xclient` as printed).
+fn node_config(name: &str, ip: &str, dir: &Path, throttle: &str, domain: &str, extras: &Extras) -> String {
+    let delivery = extras.delivery;
+    let checks = match extras.callouts {
+        true => CHECKS_OFF.replace("verify_recipients = false", "verify_recipients = true"),
+        false => CHECKS_OFF.to_string(),
+    };
     let d = dir.display();
     let seeds: Vec<String> =
         NODES.iter().filter(|(n, _)| *n != name).map(|(_, ip)| format!("\"{ip}:7946\"")).collect();
@@ -145,11 +152,14 @@ magic_mx_names = ["mx.mesh.test", "*.mesh.test"]
 {throttle}
 
 [checks]
-{CHECKS_OFF}nameservers = ["{RESOLVER}"]
+{checks}nameservers = ["{RESOLVER}"]
 
 [[domain]]
 name = "example.test"
-route = "{route}"
+{domain}
+
+[delivery]
+{delivery}
 
 [admin]
 listen = "{ip}:8025"
@@ -162,10 +172,33 @@ magic_mx = "mx.mesh.test"
     )
 }
 
+/// What a test changes in the deployment besides the throttle and wiring.
+#[derive(Default)]
+struct Extras {
+    /// More main.cf settings of the real MX (after the printed ones).
+    real_mx: &'static str,
+    /// More main.cf settings of the sending MTA.
+    sender: &'static str,
+    /// The nodes call the real MX out about each recipient.
+    callouts: bool,
+    /// The nodes' `[delivery]` settings.
+    delivery: &'static str,
+    /// A change to the printed master.cf of the real MX: (from, to).
+    master_cf: Option<(&'static str, &'static str)>,
+    /// More zones in the world's DNS.
+    zones: Vec<Zone>,
+}
+
 impl Deployment {
     fn start(tag: &str, throttle: &str, wiring: Wiring) -> Deployment {
+        Deployment::start_with(tag, throttle, wiring, Extras::default())
+    }
+
+    fn start_with(tag: &str, throttle: &str, wiring: Wiring, extras: Extras) -> Deployment {
         let root = tempfile::tempdir().unwrap();
-        let world = World::create(tag, root.path(), &zones());
+        let mut all_zones = zones();
+        all_zones.extend(extras.zones.iter().cloned());
+        let world = World::create(tag, root.path(), &all_zones);
         let names: Vec<&str> = NODES.iter().map(|(n, _)| *n).collect();
         let dirs = certified_nodes(root.path(), &names);
         // The magic MX offers STARTTLS, as any MX does, with a certificate of
@@ -175,9 +208,9 @@ impl Deployment {
         std::fs::write(root.path().join("smtp-key.pem"), smtp_cert.signing_key.serialize_pem()).unwrap();
         let real_mx_etc = root.path().join("real-mx/etc");
         let printed = dns_records(&real_mx_etc);
-        let (route, main_cf, master_cf) = match wiring {
+        let (domain, main_cf, master_cf) = match wiring {
             Wiring::Policy => (
-                "mx".to_string(),
+                "route = \"mx\"".to_string(),
                 format!(
                     "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination, check_policy_service inet:{}:10040",
                     NODES[2].1
@@ -186,21 +219,33 @@ impl Deployment {
             ),
             Wiring::Xclient | Wiring::Xforward => {
                 let toml = &printed["magicmx.toml, on every node: deliver through the mesh's own way in"];
-                let route = toml.lines().find_map(|l| l.strip_prefix("route = \"")?.strip_suffix('"'));
+                // Its [[domain]] as printed, but for the name.
+                let domain: Vec<&str> = toml
+                    .lines()
+                    .skip_while(|l| !l.starts_with("name = "))
+                    .skip(1)
+                    .take_while(|l| !l.is_empty())
+                    .collect();
                 std::fs::create_dir_all(&real_mx_etc).unwrap();
                 let cidr = format!("{}/magicmx-nodes.cidr", real_mx_etc.display());
                 std::fs::write(&cidr, &printed[&cidr]).unwrap();
                 let mut master_cf = printed["master.cf"].clone();
+                let mut domain = domain.join("\n");
                 if wiring == Wiring::Xforward {
                     master_cf = master_cf.replace("smtpd_authorized_xclient_hosts", "smtpd_authorized_xforward_hosts");
+                    domain = domain.replace("xclient = \"require\"", "xclient = \"off\"");
                 }
-                (route.unwrap().to_string(), printed["main.cf"].clone(), master_cf)
+                if let Some((from, to)) = extras.master_cf {
+                    assert!(master_cf.contains(from), "{master_cf}");
+                    master_cf = master_cf.replace(from, to);
+                }
+                (domain, printed["main.cf"].clone(), master_cf)
             }
         };
         let configs: Vec<String> = NODES
             .iter()
             .zip(&dirs)
-            .map(|((name, ip), dir)| node_config(name, ip, dir, throttle, &route))
+            .map(|((name, ip), dir)| node_config(name, ip, dir, throttle, &domain, &extras))
             .collect();
         let nodes = (0..NODES.len())
             .map(|i| Some(NodeProcess::start_in(&world, &dirs[i], &configs[i], at25(NODES[i].1))))
@@ -217,7 +262,9 @@ relay_domains = example.test
 relay_recipient_maps =
 smtpd_relay_restrictions = reject_unauth_destination
 smtp_dns_support_level = disabled
-{main_cf}"
+{main_cf}
+{}",
+                extras.real_mx
             ),
             &master_cf,
             Some(&format!("example.test smtp:[{MAILBOX}]:25\n")),
@@ -238,7 +285,9 @@ minimal_backoff_time = 5s
 maximal_backoff_time = 10s
 smtp_connect_timeout = 5s
 smtp_tls_security_level = may
-smtp_tls_loglevel = 1"
+smtp_tls_loglevel = 1
+{}",
+                extras.sender
             ),
             "",
             None,
@@ -362,11 +411,41 @@ print("handed over")
         self.wait_sent(id, &rcpts(&["bob"]), Duration::from_secs(60));
         self.assert_nothing_bounced();
         assert!(wait_until(Duration::from_secs(20), || self.in_mailbox(id) == 1));
+        // The queue id the real MX gave it (a call-out's MAIL logs a
+        // `client=` line too, under a queue id no message ever gets).
         let log = self.real_mx.log();
-        let queued: Vec<&str> =
-            log.lines().filter(|l| l.contains("postfix/magicmx/smtpd") && l.contains(": client=")).collect();
+        let queue_id = |l: &str| l.split(": ").nth(1).map(String::from);
+        let ids: Vec<String> =
+            log.lines().filter(|l| l.contains(&format!("message-id=<{id}>"))).filter_map(queue_id).collect();
+        let queued: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("postfix/magicmx/smtpd") && l.contains(": client="))
+            .filter(|l| queue_id(l).is_some_and(|q| ids.contains(&q)))
+            .collect();
         assert_eq!(queued.len(), 1, "{log}");
         queued[0].to_string()
+    }
+
+    /// What node `i`'s admin listener serves at `path`.
+    fn admin_get(&self, i: usize, path: &str) -> String {
+        let script = r#"
+import sys, urllib.request
+print(urllib.request.urlopen("http://%s:8025%s" % (sys.argv[1], sys.argv[2]), timeout=10).read().decode())
+"#;
+        self.world.python(script, &[NODES[i].1, path])
+    }
+
+    /// Waits until every node running holds a penalty on `block` (a peer's
+    /// penalty reaches a node within a gossip interval, and is in force
+    /// once the block's homes bear it out).
+    fn wait_penalised_everywhere(&self, block: &str) {
+        let held = |i: usize| {
+            let status: serde_json::Value = serde_json::from_str(&self.admin_get(i, "/status")).unwrap();
+            status["penalised"].as_array().unwrap().iter().any(|p| p["block"] == block)
+        };
+        let running: Vec<usize> = (0..NODES.len()).filter(|&i| self.nodes[i].is_some()).collect();
+        let everywhere = wait_until(Duration::from_secs(20), || running.iter().all(|&i| held(i)));
+        assert!(everywhere, "every node holds the penalty on {block}:\n{}", self.node_logs());
     }
 
     fn in_mailbox(&self, id: &str) -> usize {
@@ -415,6 +494,8 @@ print("done")
     let penalised_at = Instant::now();
     let penalised = wait_until(Duration::from_secs(5), || mesh.node_logs().contains("block=127.0.3.0/24"));
     assert!(penalised, "the block is penalised:\n{}", mesh.node_logs());
+    // Not before every node holds it: one that has not heard yet would take the message.
+    mesh.wait_penalised_everywhere("127.0.3.0/24");
 
     mesh.send("penalty-1@client.test", &rcpts(&["bob"]));
     // Refused by both magic MX nodes (421), sent back by the real MX (450),
@@ -578,4 +659,118 @@ fn where_the_real_mx_offers_only_xforward_its_log_still_names_the_original_clien
     // The client is the node; XFORWARD adds the sending MTA as orig_client.
     let queued = mesh.relay_one_to_the_mesh_listener("xforward-1@client.test");
     assert!(queued.contains(&format!("[127.0.0.1], orig_client=unknown[{SENDER}]")), "{queued}");
+}
+
+/// main.cf restrictions common on real MXs: each would refuse the sending
+/// MTA below (an Exchange server's NetBIOS HELO, a sender domain without
+/// MX or address records, a client on a DNS list).
+const STRICT_REAL_MX: &str = "smtpd_helo_required = yes
+smtpd_helo_restrictions = reject_non_fqdn_helo_hostname
+smtpd_sender_restrictions = reject_unknown_sender_domain
+smtpd_client_restrictions = reject_rbl_client rbl.test";
+
+#[test]
+fn wired_as_printed_a_real_mx_with_strict_restrictions_judges_nothing_the_node_took_again() {
+    let listed = Zone::new("rbl.test").a("1.3.0.127.rbl.test", "127.0.0.2".parse().unwrap());
+    let extras = Extras {
+        real_mx: STRICT_REAL_MX,
+        sender: "smtp_helo_name = EXCHANGE01",
+        callouts: true,
+        zones: vec![listed],
+        ..Extras::default()
+    };
+    let mesh = Deployment::start_with("strict", "recipients_per_hour = 30", Wiring::Xclient, extras);
+    // The restrictions are real: the same sender straight at the real MX's port 25 is refused.
+    let direct = r#"
+import smtplib, sys
+s = smtplib.SMTP(sys.argv[2], 25, source_address=(sys.argv[1], 0), timeout=30)
+s.ehlo("EXCHANGE01")
+try:
+    s.sendmail("alice@client.test", ["bob@example.test"], b"Subject: direct\r\n\r\nhi\r\n")
+    print("code=250")
+except smtplib.SMTPRecipientsRefused as e:
+    code, text = list(e.recipients.values())[0]
+    print("code=%d %s" % (code, text.decode()))
+"#;
+    let said = mesh.world.python(direct, &[SENDER, REAL_MX]);
+    assert!(said.contains("code=554") && said.contains("rbl.test"), "{said}");
+    // Through the mesh: the call-out and the delivery both hand over the
+    // original client, and the mesh listener judges only the recipient.
+    let queued = mesh.relay_one_to_the_mesh_listener("strict-1@client.test");
+    assert!(queued.contains(&format!("client=unknown[{SENDER}]")), "{queued}");
+    let refused: Vec<String> = mesh
+        .real_mx
+        .log_lines("postfix/magicmx/smtpd")
+        .into_iter()
+        .filter(|l| l.contains("reject:"))
+        .collect();
+    assert!(refused.is_empty(), "nothing refused on the mesh listener: {refused:?}");
+    let probed: u64 = (0..2)
+        .map(|i| {
+            metric(&mesh.admin_get(i, "/metrics"), "magicmx_checks_total{check=\"callout\",result=\"valid\"}")
+        })
+        .sum();
+    assert_eq!(probed, 1, "the recipient was called out once, and found valid");
+}
+
+#[test]
+fn a_node_missing_from_the_xclient_hosts_keeps_its_mail_queued_until_it_is_named() {
+    // The postmaster forgot the nodes' address: the mesh listener does not
+    // offer them XCLIENT. The nodes require it, as printed.
+    let extras = Extras {
+        delivery: "retry_first = \"2s\"\nretry_max = \"2s\"",
+        master_cf: Some((
+            "smtpd_authorized_xclient_hosts=127.0.0.1",
+            "smtpd_authorized_xclient_hosts=127.0.9.9",
+        )),
+        ..Extras::default()
+    };
+    let mesh = Deployment::start_with("forgotten", "recipients_per_hour = 30", Wiring::Xclient, extras);
+    let id = "forgotten-1@client.test";
+    mesh.send(id, &rcpts(&["bob"]));
+    mesh.wait_sent(id, &rcpts(&["bob"]), Duration::from_secs(60));
+    // Taken by the magic MX, and never delivered as from the node.
+    let counted = |mesh: &Deployment| -> u64 {
+        (0..2)
+            .map(|i| {
+                metric(
+                    &mesh.admin_get(i, "/metrics"),
+                    "magicmx_next_hop_faults_total{fault=\"xclient_not_offered\"}",
+                )
+            })
+            .sum()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || counted(&mesh) >= 2),
+        "retried and counted:\n{}",
+        mesh.node_logs()
+    );
+    assert_eq!(mesh.in_mailbox(id), 0);
+    let warned =
+        mesh.node_logs().lines().filter(|l| l.contains("messages for this hop wait in the queue")).count();
+    assert_eq!(warned, 1, "said once, with what is missing:\n{}", mesh.node_logs());
+    // The postmaster names the node; the next retry goes through, once, and nothing bounced.
+    let master = mesh.real_mx.etc().join("master.cf");
+    let fixed = std::fs::read_to_string(&master).unwrap().replace("127.0.9.9", "127.0.0.1");
+    std::fs::write(&master, fixed).unwrap();
+    let etc = mesh.real_mx.etc();
+    let out = mesh.world.command("postfix").args(["-c", etc.to_str().unwrap(), "reload"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(wait_until(Duration::from_secs(30), || mesh.in_mailbox(id) == 1), "{}", mesh.node_logs());
+    let queued = mesh.real_mx.log_lines("postfix/magicmx/smtpd");
+    assert!(queued.iter().any(|l| l.contains(&format!("client=unknown[{SENDER}]"))), "{}", queued.join("\n"));
+    mesh.assert_nothing_bounced();
+    assert!(mesh
+        .sink
+        .messages()
+        .iter()
+        .all(|m| !m.contains("Undelivered Mail") && !m.contains("delivery-status")));
+}
+
+/// The value of one sample in a /metrics text; 0 for a labelled counter
+/// not counted yet (the node shows only what it has seen).
+fn metric(text: &str, sample: &str) -> u64 {
+    let family = sample.split('{').next().unwrap().trim_end_matches("_total");
+    assert!(text.contains(&format!("# TYPE {family} ")), "{family} in:\n{text}");
+    text.lines().find_map(|l| l.strip_prefix(sample)?.trim().parse::<f64>().ok()).unwrap_or(0.0) as u64
 }
