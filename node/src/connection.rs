@@ -25,7 +25,7 @@ enum Outcome {
 
 pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, trusted: bool) {
     let client_ip = peer.ip().to_canonical();
-    let mut session = Session::new(shared.session_config.clone(), client_ip, Instant::now());
+    let mut session = Session::new(shared.sizes.session_config(), client_ip, Instant::now());
     // A trusted host name counts once its reverse DNS is forward-confirmed;
     // the gate remembers it for the next connections.
     let trusted = trusted || {

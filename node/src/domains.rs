@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use crate::replies::Refusal;
 use magicmx_proto::{Address, Domain};
 
+use crate::route::outbound::NextHop;
 use crate::route::smtp::ClientForwarding;
 use crate::route::Route;
 use crate::settings::{DomainSettings, OutboundTls};
@@ -45,6 +46,11 @@ impl Domains {
     /// How a served domain's next hop may be told the original client.
     pub fn forwarding_for(&self, recipient: &Address) -> ClientForwarding {
         self.served.get(&recipient.domain).map(|d| d.forwarding).unwrap_or_default()
+    }
+
+    /// The next hops of the served domains that leave by SMTP.
+    pub fn next_hops(&self) -> Vec<NextHop> {
+        self.served.values().filter_map(|d| NextHop::for_route(&d.route, d.name.as_str())).collect()
     }
 
     /// The route for a recipient and the address to deliver to (the bare

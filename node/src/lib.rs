@@ -59,6 +59,8 @@ use route::outbound::Outbound;
 pub(crate) struct Shared {
     pub settings: NodeSettings,
     pub session_config: Arc<SessionConfig>,
+    /// What the served domains' next hops take, and so the node.
+    pub sizes: route::sizes::NextHopSizes,
     pub domains: Domains,
     pub queue: Queue,
     /// The queue stage: what taking a message in uses.
@@ -161,13 +163,16 @@ impl Node {
             stats: stats.clone(),
             delivery: delivery.clone(),
         };
+        let domains = Domains::new(&settings.domains, &session_config.hostname);
+        let session_config = Arc::new(session_config);
         let shared = Arc::new(Shared {
-            domains: Domains::new(&settings.domains, &session_config.hostname),
+            sizes: route::sizes::NextHopSizes::new(domains.next_hops(), session_config.clone()),
+            domains,
             connections: ConnectionSlots::new(
                 settings.smtp.max_connections,
                 settings.smtp.max_connections_per_ip,
             ),
-            session_config: Arc::new(session_config),
+            session_config,
             settings,
             queue,
             intake,

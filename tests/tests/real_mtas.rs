@@ -774,3 +774,49 @@ fn metric(text: &str, sample: &str) -> u64 {
     assert!(text.contains(&format!("# TYPE {family} ")), "{family} in:\n{text}");
     text.lines().find_map(|l| l.strip_prefix(sample)?.trim().parse::<f64>().ok()).unwrap_or(0.0) as u64
 }
+
+#[test]
+fn a_message_larger_than_the_real_mx_takes_is_refused_before_the_250_never_returned_after() {
+    let extras = Extras { real_mx: "message_size_limit = 100000", ..Extras::default() };
+    let mesh = Deployment::start_with("size", "recipients_per_hour = 30", Wiring::Xclient, extras);
+    // The node learns the real MX's SIZE and advertises it as its own.
+    let client = r#"
+import smtplib, sys
+src, node, size, declare = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "yes"
+s = smtplib.SMTP(node, 25, source_address=(src, 0), timeout=30)
+s.ehlo("mta.client.test")
+print("advertised=%s" % s.esmtp_features.get("size"))
+if not declare:
+    s.esmtp_features.pop("size", None)
+body = b"Subject: big\r\nMessage-ID: <size-%d@client.test>\r\n\r\n" % size + (b"x" * 76 + b"\r\n") * (size // 78)
+try:
+    s.sendmail("alice@client.test", ["bob@example.test"], body)
+    print("code=250")
+except smtplib.SMTPSenderRefused as e:
+    print("mail=%d %s" % (e.smtp_code, e.smtp_error.decode()))
+except smtplib.SMTPDataError as e:
+    print("data=%d %s" % (e.smtp_code, e.smtp_error.decode()))
+"#;
+    let send = |size: usize, declare: bool| {
+        let declare = if declare { "yes" } else { "no" };
+        mesh.world.python(client, &["127.0.7.1", NODES[0].1, &size.to_string(), declare])
+    };
+    // (Asked at start, and again 15 s later if the real MX was not up yet.)
+    let learned = wait_until(Duration::from_secs(40), || {
+        mesh.nodes[0].as_ref().unwrap().log_text().contains("the node now takes messages up to this size")
+    });
+    assert!(learned, "n1 learned the real MX's SIZE:\n{}", mesh.node_logs());
+    assert!(send(0, true).contains("advertised=100000"), "and advertises it");
+    // Declared at MAIL: refused there, before anything is taken.
+    let said = send(150_000, true);
+    assert!(said.contains("mail=552") && said.contains("5.3.4"), "{said}");
+    // Not declared: refused at the end of DATA, still before any 250.
+    let said = send(150_000, false);
+    assert!(said.contains("data=552") && said.contains("5.3.4"), "{said}");
+    // What the real MX takes goes through.
+    assert!(send(50_000, true).contains("code=250"));
+    assert!(wait_until(Duration::from_secs(30), || mesh.in_mailbox("size-50000@client.test") == 1));
+    assert_eq!(mesh.in_mailbox("size-150000@client.test"), 0);
+    // The node made no DSN: it took nothing it could not deliver.
+    assert!(!mesh.node_logs().contains("DSN queued"), "{}", mesh.node_logs());
+}

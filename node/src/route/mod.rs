@@ -7,6 +7,7 @@ pub mod maildir;
 pub mod mx;
 pub mod outbound;
 pub mod pool;
+pub mod sizes;
 pub mod smtp;
 pub mod tls;
 

@@ -38,6 +38,17 @@ pub enum NextHop {
     Fixed { host: String, port: u16 },
 }
 
+impl NextHop {
+    /// Where a served domain's `route` sends its mail by SMTP; `None` for a maildir.
+    pub fn for_route(route: &super::Route, domain: &str) -> Option<NextHop> {
+        match route {
+            super::Route::Mx => Some(NextHop::Mx(domain.to_string())),
+            super::Route::Smtp { host, port } => Some(NextHop::Fixed { host: host.clone(), port: *port }),
+            super::Route::Maildir(_) => None,
+        }
+    }
+}
+
 pub struct Outbound {
     dns: Arc<Dns>,
     pool: Pool,
@@ -120,6 +131,22 @@ impl Outbound {
             Ok((probed, handed_over)) => Probe::judge(probed, handed_over),
             Err(broken) => Probe::Unknown(broken.to_string()),
         }
+    }
+
+    /// The SIZE `hop` offers in its EHLO (`None`: no limit), or `None`
+    /// when no host of it could be asked.
+    pub async fn size_of(&self, hop: &NextHop) -> Option<Option<u64>> {
+        let (hosts, port) = self.next_hosts(hop).await.ok()?;
+        for host in hosts {
+            let Ok(ips) = self.dns.addresses(&host).await else { continue };
+            for addr in ips.into_iter().map(|ip| SocketAddr::new(ip, port)).filter(|a| !self.is_own(*a)) {
+                let Ok(conn) = self.open(addr, &host, OutboundTls::Opportunistic).await else { continue };
+                let size = conn.size_limit();
+                tokio::spawn(conn.quit());
+                return Some(size);
+            }
+        }
+        None
     }
 
     /// The hosts to try for `hop` and their port, or the outcome for all

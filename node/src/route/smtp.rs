@@ -276,6 +276,11 @@ impl Connection {
         Ok(conn)
     }
 
+    /// The largest message the server takes (its EHLO's SIZE), if it says.
+    pub fn size_limit(&self) -> Option<u64> {
+        self.caps.size.filter(|&n| n > 0).map(|n| n as u64)
+    }
+
     async fn hello(&mut self, helo: &str) -> Result<(), Broken> {
         let reply = self.command(format!("EHLO {helo}\r\n").as_bytes(), self.timeouts.command).await?;
         if reply.code == 250 {

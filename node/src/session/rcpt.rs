@@ -13,7 +13,6 @@ use crate::domains::Domains;
 use crate::replies::Refusal;
 use crate::route::outbound::{NextHop, Outbound};
 use crate::route::smtp::OriginalClient;
-use crate::route::Route;
 use crate::throttle::Throttle;
 
 /// What the RCPT stage uses.
@@ -64,11 +63,7 @@ impl Callout<'_> {
         now_ms: Millis,
     ) -> Result<(), Refusal> {
         let Some((route, address)) = domains.route_for(recipient) else { return Ok(()) };
-        let hop = match route {
-            Route::Mx => NextHop::Mx(address.domain.to_string()),
-            Route::Smtp { host, port } => NextHop::Fixed { host: host.clone(), port: *port },
-            Route::Maildir(_) => return Ok(()),
-        };
+        let Some(hop) = NextHop::for_route(route, address.domain.as_str()) else { return Ok(()) };
         let callouts = &self.checks.callouts;
         let refusal = match callouts.cached(&address, now_ms) {
             Some(cached) => cached,
