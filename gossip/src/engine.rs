@@ -134,6 +134,8 @@ pub struct Answer {
     pub yes: bool,
     /// The penalty now on the block, if any.
     pub penalty: Option<Penalty>,
+    /// No home was heard: this node judged with what it holds alone.
+    pub alone: bool,
 }
 
 /// What [`Engine::ask`] did.
@@ -528,7 +530,7 @@ impl Engine {
     pub fn answer_alone(&mut self, block: WireBlock, question: Question, now_ms: u64) -> Answer {
         self.stats.judged_alone += 1;
         let yes = self.verdict(self.own, block, question, now_ms);
-        self.settle_verdict(block, question, yes, true, now_ms)
+        Answer { alone: true, ..self.settle_verdict(block, question, yes, true, now_ms) }
     }
 
     /// The asker's own answer from what the homes said. All agreeing: so
@@ -602,7 +604,7 @@ impl Engine {
             let view = self.weighed(self.counts.view(block, now_ms));
             self.penalise_over(block, &view, now_ms, over_limit(question));
         }
-        Answer { yes, penalty: self.penalties.active(block, now_ms) }
+        Answer { yes, penalty: self.penalties.active(block, now_ms), alone: false }
     }
 
     /// Does what this node holds, as a home of `block`, bear out a penalty

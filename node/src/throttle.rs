@@ -92,8 +92,18 @@ impl Throttle {
     pub(crate) async fn ask(&self, block: SourceBlock, question: Question, now_ms: u64) -> Answer {
         match &self.mesh {
             Some(mesh) => mesh.ask(block, question).await,
-            None => self.tally.answer_alone(block, question, now_ms),
+            // Without a mesh, this node is the whole mesh.
+            None => Answer { alone: false, ..self.tally.answer_alone(block, question, now_ms) },
         }
+    }
+
+    /// Whether this node's answers can speak for the whole mesh now: no
+    /// mesh, or every member it knows (ghosts too) heard lately.
+    pub(crate) fn hears_whole_mesh(&self) -> bool {
+        self.mesh.as_ref().is_none_or(|mesh| {
+            let (alive, known) = mesh.heard_share();
+            alive == known
+        })
     }
 
     /// A new transaction from `ip`: nothing reserved yet.

@@ -9,6 +9,11 @@
 //! through the mesh moments ago, so the trap asks the block's home, which
 //! holds every node's count for it, and spares a block the mesh has just
 //! seen (`limits`); a block already penalised is not penalised again.
+//!
+//! "Not seen" is believed only from a whole view: while this node hears
+//! less than the whole mesh (a split, a member down) or no home answered,
+//! the sender may have been throttled where this node cannot see, so the
+//! trap closes the connection without penalising anyone.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -59,6 +64,11 @@ async fn hit(shared: &Shared, ip: IpAddr) -> Verdict {
     }
     if seen.yes {
         tracing::info!(%block, client = %ip, "trap hit by a sender the mesh throttled: not penalised");
+        return closing;
+    }
+    if seen.alone || !throttle.hears_whole_mesh() {
+        shared.stats.check("trap", "spared_unsure");
+        tracing::info!(%block, client = %ip, "trap hit while this node hears less than the whole mesh: not penalised");
         return closing;
     }
     let penalty = throttle.penalise_for(block, now, shared.settings.throttle.trap_penalty, "trap hit");

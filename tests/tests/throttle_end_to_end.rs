@@ -224,6 +224,45 @@ fn a_trap_hit_at_one_node_makes_every_node_refuse_the_block_within_two_rounds() 
 }
 
 #[test]
+fn a_trap_hit_while_a_member_is_down_penalises_no_one_and_once_whole_it_does() {
+    let root = tempfile::tempdir().unwrap();
+    let mut meshed = specs(root.path(), 3, true, RECIPIENT_LIMIT);
+    meshed[0].trap = Some(magicmx_tests::claim_port());
+    let mut nodes: Vec<NodeProcess> = meshed.iter().map(Spec::start).collect();
+    assert!(wait_for_mesh(&nodes, Duration::from_secs(30)), "the mesh formed");
+    let trap = format!("127.0.0.1:{}", meshed[0].trap.unwrap()).parse().unwrap();
+    // A member goes down: the sender may have been throttled there, where
+    // the trap's node cannot see.
+    nodes.pop().unwrap().kill9();
+    let down = Instant::now();
+    while !nodes[0].log_text().contains("mesh peer down") && down.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(nodes[0].log_text().contains("mesh peer down"), "{}", nodes[0].log_text());
+    let hit = RawClient::from_stream(connect_from("127.0.52.66", trap)).reply();
+    assert!(hit.starts_with("421"), "the trap still answers 421: {hit}");
+    std::thread::sleep(Duration::from_millis(500));
+    for spec in &meshed[..2] {
+        let reply = first_reply(spec, "127.0.52.1");
+        assert!(reply.starts_with("220"), "not penalised anywhere: {reply}");
+    }
+    assert!(nodes[0].log_text().contains("hears less than the whole mesh: not penalised"));
+    // The member is back: the trap speaks for the whole mesh again.
+    nodes.push(meshed[2].start());
+    assert!(wait_for_mesh(&nodes, Duration::from_secs(30)), "the mesh formed again");
+    let whole = Instant::now();
+    let mut penalised = false;
+    while !penalised && whole.elapsed() < Duration::from_secs(20) {
+        // A block of its own each time: a spared hit leaves nothing behind.
+        let source = format!("127.0.{}.66", 53 + whole.elapsed().as_secs());
+        RawClient::from_stream(connect_from(&source, trap)).reply();
+        std::thread::sleep(Duration::from_millis(300));
+        penalised = first_reply(&meshed[0], &source.replace(".66", ".1")).starts_with("421");
+    }
+    assert!(penalised, "a trap hit penalises once every member is heard:\n{}", nodes[0].log_text());
+}
+
+#[test]
 fn penalties_survive_a_restart() {
     let root = tempfile::tempdir().unwrap();
     let mut spec = specs(root.path(), 1, false, RECIPIENT_LIMIT).remove(0);
