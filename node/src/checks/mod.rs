@@ -17,6 +17,7 @@ use std::sync::Arc;
 use magicmx_proto::Address;
 
 use crate::dns::Dns;
+use crate::named_trust::Proof;
 use crate::replies::Refusal;
 use crate::settings::{CheckMode, CheckSettings};
 use crate::stats::Stats;
@@ -163,19 +164,22 @@ impl Checks {
         &self.settings
     }
 
-    /// True when `ip`'s forward-confirmed name matches a trusted host name
-    /// (asked within a DNS budget of its own).
-    pub async fn trusted_by_name(&self, ip: IpAddr) -> bool {
+    /// Whether `ip`'s forward-confirmed name is a trusted host name (asked
+    /// within a DNS budget of its own).
+    pub async fn prove_name(&self, ip: IpAddr) -> Proof {
         if self.settings.trusted_hostnames.is_empty() {
-            return false;
+            return Proof::Refuted;
         }
         let mut budget = self.dns_budget();
         let iprev = budget
             .run(|deadline| async move { iprev::check(&self.dns.until(deadline), &self.stats, ip).await })
             .await;
-        iprev.name.as_deref().is_some_and(|name| {
-            iprev.result == "pass" && self.settings.trusted_hostnames.iter().any(|p| host_matches(name, p))
-        })
+        let trusted = |name: &str| self.settings.trusted_hostnames.iter().any(|p| host_matches(name, p));
+        match (iprev.result, iprev.name.as_deref()) {
+            ("pass", Some(name)) if trusted(name) => Proof::Proved,
+            ("temperror", _) => Proof::Unknown,
+            _ => Proof::Refuted,
+        }
     }
 
     /// The checks at MAIL FROM: the client (block lists, reverse DNS), then
