@@ -74,7 +74,7 @@ impl DkimChecker {
         let mut refusal = None;
         if self.dmarc != CheckMode::Off {
             let spf_output = match spf {
-                Some(spf) => SpfOutput::new(spf.domain.clone()).with_result(spf.result.clone()),
+                Some(spf) => SpfOutput::new(spf.domain.clone()).with_result(spf.result),
                 None => SpfOutput::new(mail_from.to_string()),
             };
             let params = DmarcParameters::new(&message, &dkim, mail_from, &spf_output);
