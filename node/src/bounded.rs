@@ -56,6 +56,18 @@ impl<K: Eq + Hash + Clone, V: Clone> BoundedMap<K, V> {
         change(&mut entry.value)
     }
 
+    /// Changes a live `key` in place, its value and its expiry (Unix ms);
+    /// `None` when it is absent or expired at `now_ms`.
+    pub fn modify<R>(&self, key: &K, now_ms: u64, change: impl FnOnce(&mut V, &mut u64) -> R) -> Option<R> {
+        let mut entry = self.entries.get_mut(key).filter(|e| e.expires_ms > now_ms)?;
+        let Entry { value, expires_ms } = &mut *entry;
+        Some(change(value, expires_ms))
+    }
+
+    pub fn remove(&self, key: &K) {
+        self.entries.remove(key);
+    }
+
     /// Forgets what has expired at `now_ms`.
     pub fn sweep(&self, now_ms: u64) {
         self.entries.retain(|_, e| e.expires_ms > now_ms);

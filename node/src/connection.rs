@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::intake;
+use crate::named_trust;
 use crate::replies;
 use crate::route::smtp::OriginalClient;
 use crate::session::{self, Callout, Data, Rcpt, Transaction};
@@ -27,14 +28,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
     let client_ip = peer.ip().to_canonical();
     let mut session = Session::new(shared.sizes.session_config(), client_ip, Instant::now());
     // A trusted host name counts once its reverse DNS is forward-confirmed;
-    // the gate remembers it for the next connections.
-    let trusted = trusted || {
-        let named = shared.checks.trusted_by_name(client_ip).await;
-        if named {
-            shared.trust.trust_by_name(client_ip, shared.clock.now());
-        }
-        named
-    };
+    // the gate remembers it for the next connections, and it is proved
+    // again before the proof lapses.
+    let trusted = named_trust::at_connect(&shared, client_ip, trusted).await;
     let pause = shared.settings.smtp.greet_pause;
     // Trusted senders are known: no need to test their manners.
     if !pause.is_zero() && !trusted {

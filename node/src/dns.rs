@@ -1,7 +1,11 @@
-//! DNS look-ups for delivery (and later the checks), through hickory-resolver
-//! with its cache. Answers are reduced to what mail routing needs: records,
-//! "no such records" (final), or a temporary failure (try again later).
+//! DNS look-ups for delivery and the checks, through hickory-resolver with
+//! its cache. Answers are reduced to what mail routing needs: records, "no
+//! such records" (final), or a temporary failure (try again later). Each
+//! name is asked once per look-up (one try of `checks.dns_timeout`, within
+//! which UDP resends its datagram at most twice); a view made with
+//! [`Dns::until`] also gives up at a deadline (a message's DNS budget).
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
@@ -30,29 +34,50 @@ pub struct Mx {
     pub exchange: String,
 }
 
+#[derive(Clone)]
 pub struct Dns {
     resolver: TokioResolver,
     settings: DnsSettings,
+    /// Look-ups still running then are temporary failures.
+    deadline: Option<tokio::time::Instant>,
 }
+
+/// Why a look-up cut short by its deadline failed.
+pub const SPENT: &str = "the DNS time of this message is spent";
 
 impl Dns {
     pub fn new(settings: &DnsSettings) -> Result<Dns> {
-        let mut builder = if settings.nameservers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| Error::Dns(Box::new(e)))?
-        } else {
-            let (config, _) = resolver_config(settings);
-            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
-        };
-        tune(builder.options_mut(), settings);
+        let (config, options) = resolver_config(settings).map_err(|e| Error::Dns(Box::new(e)))?;
+        let builder = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
         Ok(Dns {
-            resolver: builder.build().map_err(|e| Error::Dns(Box::new(e)))?,
+            resolver: builder.with_options(options).build().map_err(|e| Error::Dns(Box::new(e)))?,
             settings: settings.clone(),
+            deadline: None,
         })
+    }
+
+    /// The same resolver (and cache), giving up at `deadline`.
+    pub fn until(&self, deadline: tokio::time::Instant) -> Dns {
+        Dns { deadline: Some(deadline), ..self.clone() }
+    }
+
+    /// Runs one look-up, bounded by the deadline if there is one.
+    async fn ask<T>(
+        &self,
+        lookup: impl Future<Output = std::result::Result<T, NetError>>,
+    ) -> std::result::Result<T, Failure> {
+        match self.deadline {
+            None => lookup.await.map_err(failure),
+            Some(deadline) => match tokio::time::timeout_at(deadline, lookup).await {
+                Ok(answer) => answer.map_err(failure),
+                Err(_elapsed) => Err(Failure::Temporary(SPENT.into())),
+            },
+        }
     }
 
     /// The MX records of `domain`, most preferred first.
     pub async fn mx(&self, domain: &str) -> std::result::Result<Vec<Mx>, Failure> {
-        let lookup = self.resolver.mx_lookup(fqdn(domain)).await.map_err(failure)?;
+        let lookup = self.ask(self.resolver.mx_lookup(fqdn(domain))).await?;
         let mut records: Vec<Mx> = lookup
             .answers()
             .iter()
@@ -76,7 +101,7 @@ impl Dns {
         if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
             return Ok(vec![ip]);
         }
-        let lookup = self.resolver.lookup_ip(fqdn(host)).await.map_err(failure)?;
+        let lookup = self.ask(self.resolver.lookup_ip(fqdn(host))).await?;
         let ips: Vec<IpAddr> = lookup.iter().collect();
         if ips.is_empty() {
             return Err(Failure::NotFound);
@@ -105,7 +130,7 @@ impl Dns {
 
     /// The names a PTR look-up gives for `ip`, without trailing dots.
     pub async fn ptr(&self, ip: IpAddr) -> std::result::Result<Vec<String>, Failure> {
-        let lookup = self.resolver.lookup(reverse_name(ip), RecordType::PTR).await.map_err(failure)?;
+        let lookup = self.ask(self.resolver.lookup(reverse_name(ip), RecordType::PTR)).await?;
         let names: Vec<String> = lookup
             .answers()
             .iter()
@@ -122,7 +147,7 @@ impl Dns {
 
     /// The TXT strings at `name`, each record's strings joined.
     pub async fn txt(&self, name: &str) -> std::result::Result<Vec<String>, Failure> {
-        let lookup = self.resolver.txt_lookup(fqdn(name)).await.map_err(failure)?;
+        let lookup = self.ask(self.resolver.txt_lookup(fqdn(name))).await?;
         Ok(lookup
             .answers()
             .iter()
@@ -170,24 +195,34 @@ fn reverse_name(ip: IpAddr) -> String {
 }
 
 /// Builds a resolver configuration for `settings` (the same servers and
-/// options as [`Dns`] uses), for libraries that make their own resolver.
-pub fn resolver_config(settings: &DnsSettings) -> (ResolverConfig, ResolverOpts) {
-    let mut config = ResolverConfig::from_parts(None, vec![], vec![]);
-    for server in &settings.nameservers {
-        config.add_name_server(name_server(*server));
-    }
-    let mut options = ResolverOpts::default();
+/// options as [`Dns`] uses), for libraries that make their own resolver:
+/// the configured servers, or the system's (with the node's options, not
+/// the system's tries and time-outs).
+pub fn resolver_config(
+    settings: &DnsSettings,
+) -> std::result::Result<(ResolverConfig, ResolverOpts), NetError> {
+    let (config, mut options) = if settings.nameservers.is_empty() {
+        hickory_resolver::system_conf::read_system_conf()?
+    } else {
+        let mut config = ResolverConfig::from_parts(None, vec![], vec![]);
+        for server in &settings.nameservers {
+            config.add_name_server(name_server(*server));
+        }
+        (config, ResolverOpts::default())
+    };
     tune(&mut options, settings);
-    (config, options)
+    Ok((config, options))
 }
 
-/// The options every resolver of the node uses: the configured time-out, two
-/// tries, and names always asked as written.
+/// The options every resolver of the node uses: the configured time-out,
+/// one try (no retries after it: hickory's default of two more tries, each
+/// with UDP's own resends, asked a dead server 9 times a name and took 3
+/// time-outs), and names always asked as written.
 fn tune(options: &mut ResolverOpts, settings: &DnsSettings) {
     if !settings.timeout.is_zero() {
         options.timeout = settings.timeout;
     }
-    options.attempts = 2;
+    options.attempts = 0;
     options.ndots = 0;
 }
 

@@ -84,6 +84,60 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::named_trust::{Proof, PROOF_LIFE_MS};
+
+    /// A provider's host, trusted by name at 0, sends a burst of 40
+    /// connections in 80 ms every ten minutes for three hours. A connection
+    /// the gate does not trust proves the name itself (answered 200 ms
+    /// later, as `connection.rs` does); with `renew`, a trusted one past
+    /// half its proof's life renews it in the background. All the gate's
+    /// verdicts, and whether the block was ever penalised.
+    fn bursts_for_hours(renew: bool) -> (Vec<Verdict>, bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let trust = TrustList::load(&[], crate::queue::Queue::open(dir.path()).unwrap()).unwrap();
+        let limits = std::sync::Arc::new(crate::settings::ThrottleSettings::default().limits());
+        let settings = magicmx_gossip::EngineSettings::default();
+        let tally = std::sync::Arc::new(magicmx_gossip::Tally::new(settings, limits.clone()));
+        let clock = std::sync::Arc::new(crate::clock::ManualClock::at(0));
+        let throttle = Throttle::new(limits, (24, 48), tally, None, clock);
+        let gate = Gate::new(3);
+        let host: IpAddr = "192.0.2.25".parse().unwrap();
+        trust.by_name().record(host, Proof::Proved, 0);
+        let (mut verdicts, mut penalised, mut answer_at) = (vec![], false, None::<u64>);
+        for burst in 0..18 {
+            for n in 0..40 {
+                let now = burst * PROOF_LIFE_MS / 6 + n * 2;
+                if let Some(at) = answer_at.filter(|at| *at <= now) {
+                    trust.by_name().record(host, Proof::Proved, at);
+                    answer_at = None;
+                }
+                let verdict = gate.judge(&throttle, &trust, host, now);
+                let prove = match verdict {
+                    Verdict::Trusted => renew && trust.by_name().begin_refresh(host, now),
+                    _ => answer_at.is_none(),
+                };
+                if prove {
+                    answer_at = Some(now + 200);
+                }
+                verdicts.push(verdict);
+                penalised |= throttle.penalty(throttle.block_of(host), now).is_some();
+            }
+        }
+        (verdicts, penalised)
+    }
+
+    #[test]
+    fn a_provider_trusted_by_name_is_never_penalised_when_its_proof_would_lapse() {
+        let (verdicts, penalised) = bursts_for_hours(true);
+        assert_eq!(verdicts.len(), 18 * 40);
+        assert!(verdicts.iter().all(|v| *v == Verdict::Trusted), "{verdicts:?}");
+        assert!(!penalised);
+        // Without the renewal (as before): the proof lapses at the hour, and
+        // the burst then is counted and penalised.
+        let (verdicts, penalised) = bursts_for_hours(false);
+        assert!(verdicts.iter().any(|v| matches!(v, Verdict::Refuse(_))), "{verdicts:?}");
+        assert!(penalised);
+    }
 
     #[test]
     fn a_million_penalised_blocks_keep_at_most_the_cap_of_refusal_counts() {

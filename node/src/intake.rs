@@ -13,7 +13,7 @@ use magicmx_proto::SourceBlock;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
-use crate::checks::{Checks, Findings};
+use crate::checks::{Checks, DnsBudget, Findings, Origin};
 use crate::clock::Millis;
 use crate::deliver::Job;
 use crate::queue::{
@@ -182,16 +182,17 @@ impl Incoming {
     }
 }
 
-/// Queues a message at `now_ms` and answers it; with `verify`, after DKIM
-/// and DMARC (not for trusted senders, like the other checks). A refusal is
-/// logged here and counted by the caller.
+/// Queues a message at `now_ms` and answers it; with `verify` (the DNS
+/// budget the message has left), after DKIM and DMARC (not for trusted
+/// senders, like the other checks). A refusal is logged here and counted by
+/// the caller.
 pub(crate) async fn accept(
     intake: &Intake,
     session: &Session,
     message: Message,
     incoming: Incoming,
     findings: &Findings,
-    verify: bool,
+    verify: Option<&mut DnsBudget>,
     now_ms: Millis,
 ) -> Result<(Reply, AfterReply), Refusal> {
     let client_ip = session.client_ip();
@@ -221,9 +222,10 @@ pub(crate) async fn accept(
         Ok(source) => source,
         Err(error) => return failed(crate::Error::Io { path: intake.queue.spool().path(id), error }),
     };
+    let origin = Origin { ip: client_ip, helo: &message.helo, sender: message.sender.as_ref() };
     let authenticity = match verify {
-        true => intake.checks.authenticity(&source, message.sender.as_ref(), &message.helo, findings).await,
-        false => None,
+        Some(budget) => intake.checks.authenticity(&source, origin, findings, budget).await,
+        None => None,
     };
     let authenticity = authenticity.unwrap_or_default();
     if let Some(refusal) = &authenticity.refusal {

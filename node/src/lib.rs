@@ -17,6 +17,7 @@ mod housekeeping;
 mod intake;
 pub mod limits;
 mod listener;
+pub mod named_trust;
 pub mod queue;
 mod replies;
 mod resend;

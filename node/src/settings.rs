@@ -104,12 +104,30 @@ pub struct DeliverySettings {
     pub magic_mx_names: Vec<String>,
 }
 
-/// Where DNS questions go.
+/// Where DNS questions go, and how long they may take.
 #[derive(Debug, Clone, Default)]
 pub struct DnsSettings {
     /// Servers to ask; empty means the system's resolver configuration.
     pub nameservers: Vec<SocketAddr>,
+    /// One look-up's time-out; zero: hickory's (5 s).
     pub timeout: Duration,
+    /// All the check look-ups of one message together (`checks.dns_budget`);
+    /// zero: [`DEFAULT_DNS_BUDGET`].
+    pub budget: Duration,
+}
+
+/// The DNS time of one message when none is configured.
+pub const DEFAULT_DNS_BUDGET: Duration = Duration::from_secs(5);
+
+impl DnsSettings {
+    /// The DNS time one message may spend on its checks.
+    pub fn budget(&self) -> Duration {
+        if self.budget.is_zero() {
+            DEFAULT_DNS_BUDGET
+        } else {
+            self.budget
+        }
+    }
 }
 
 /// The throttle's limits, mesh-wide per source block.

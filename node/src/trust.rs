@@ -1,9 +1,9 @@
 //! The trust list: sources that bypass counting, the gate and the hold. It
 //! is the configuration's `[trust] cidrs` plus what operators add at run
 //! time (persisted beside the queue), and addresses whose reverse DNS
-//! proved a trusted host name lately (the gate cannot ask DNS, so it
-//! remembers them for an hour). Checked on every connection, so a read lock
-//! and a short scan.
+//! proved a trusted host name lately (`named_trust.rs`: the gate cannot ask
+//! DNS, so it remembers them, and keeps the proofs fresh). Checked on every
+//! connection, so a read lock and a short scan.
 
 use std::net::IpAddr;
 use std::sync::RwLock;
@@ -11,8 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 
-use crate::bounded::BoundedMap;
 use crate::error::Result;
+use crate::named_trust::NamedTrust;
 use crate::queue::{Queue, TrustRecord};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,13 +36,11 @@ pub enum Removed {
 
 pub struct TrustList {
     entries: RwLock<Vec<Trusted>>,
-    /// Addresses trusted by forward-confirmed host name, for an hour.
-    named: BoundedMap<IpAddr, ()>,
+    /// Addresses trusted by forward-confirmed host name.
+    named: NamedTrust,
     queue: Queue,
 }
 
-/// How long a forward-confirmed trusted host name is remembered by address.
-const NAMED_TRUST_MS: u64 = 3600 * 1000;
 /// Addresses remembered by trusted host name, at most (one lost is asked
 /// of DNS again at its next connection).
 const MAX_NAMED: usize = 100_000;
@@ -63,7 +61,7 @@ impl TrustList {
                 entries.push(Trusted { net, reason: record.reason, from_config: false, added: record.added });
             }
         }
-        Ok(TrustList { entries: RwLock::new(entries), named: BoundedMap::new(MAX_NAMED), queue })
+        Ok(TrustList { entries: RwLock::new(entries), named: NamedTrust::new(MAX_NAMED), queue })
     }
 
     /// Is `ip` in a trusted network (configured or added)?
@@ -74,12 +72,12 @@ impl TrustList {
     /// Is `ip` trusted at `now_ms`: in a trusted network, or lately proved
     /// to be a trusted host name?
     pub fn is_trusted(&self, ip: IpAddr, now_ms: u64) -> bool {
-        self.contains(ip) || self.named.get(&ip, now_ms).is_some()
+        self.contains(ip) || self.named.is_trusted(ip, now_ms)
     }
 
-    /// `ip` proved to be a trusted host name: the gate lets it through from now on.
-    pub fn trust_by_name(&self, ip: IpAddr, now_ms: u64) {
-        self.named.insert(ip, (), now_ms + NAMED_TRUST_MS, now_ms);
+    /// Addresses trusted by host name, and their proofs.
+    pub fn by_name(&self) -> &NamedTrust {
+        &self.named
     }
 
     /// Forgets host names proved too long ago.
@@ -121,22 +119,5 @@ impl TrustList {
         tokio::task::spawn_blocking(move || queue.remove_trust(&key)).await??;
         self.entries.write().unwrap().retain(|t| t.from_config || t.net != net);
         Ok(Removed::Removed)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_million_names_proved_keep_at_most_the_cap_and_the_latest() {
-        let dir = tempfile::tempdir().unwrap();
-        let trust = TrustList::load(&[], Queue::open(dir.path()).unwrap()).unwrap();
-        for n in 0..1_000_000u32 {
-            trust.trust_by_name(std::net::Ipv4Addr::from(n).into(), 0);
-            assert!(trust.named.len() <= MAX_NAMED);
-        }
-        assert!(trust.is_trusted(std::net::Ipv4Addr::from(999_999u32).into(), 1));
-        assert!(!trust.is_trusted(std::net::Ipv4Addr::from(999_999u32).into(), NAMED_TRUST_MS));
     }
 }

@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use magicmx_node::checks::callout::{Callouts, Probe, MAX_CACHED};
+use magicmx_node::named_trust::Proof;
 use magicmx_node::stats::Stats;
 use magicmx_node::trust::TrustList;
 use magicmx_node::Queue;
@@ -28,7 +29,7 @@ fn a_million_strangers_grow_no_map_past_its_cap() {
         for n in from..to {
             let rcpt = Address::parse(&format!("stranger{n}@example.test")).unwrap();
             callouts.record(&rcpt, Probe::Invalid("550 5.1.1 no such user".into()), 0);
-            trust.trust_by_name(Ipv4Addr::from(n).into(), 0);
+            trust.by_name().record(Ipv4Addr::from(n).into(), Proof::Proved, 0);
         }
     };
     // Full twice over first, so that the maps have been through their

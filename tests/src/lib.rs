@@ -1,11 +1,13 @@
 //! Shared harness for the cross-crate tests: the real `magicmx` binary run as
 //! a child process, an authoritative DNS server (hickory-server) answering
-//! test zones, Postfix's smtp-sink as a real MX, Python's smtplib as the
-//! sending client, and a private Internet in a network namespace where real
-//! Postfix instances send mail by MX look-ups and act as the real MX.
+//! test zones, and one that never answers, Postfix's smtp-sink as a real
+//! MX, Python's smtplib as the sending client, and a private Internet in a
+//! network namespace where real Postfix instances send mail by MX look-ups
+//! and act as the real MX.
 
 mod client;
 mod cluster;
+mod dead_dns;
 mod dns;
 mod netns;
 mod node;
@@ -16,6 +18,7 @@ mod world;
 
 pub use client::{connect_from, python, RawClient};
 pub use cluster::{certified_nodes, magicmx, specs, wait_for_mesh, Spec};
+pub use dead_dns::DeadDns;
 pub use dns::{Rec, TestDns, Zone};
 pub use netns::TestHost;
 pub use node::{

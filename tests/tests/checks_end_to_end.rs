@@ -550,3 +550,32 @@ fn dkim_and_dmarc_are_recorded_and_a_p_reject_is_honoured_when_asked() {
     assert!(send(&spec, "127.0.76.1", "alice@signed.test", Some("signed.test"), false).contains("DATA 250"));
     assert!(node.log_text().contains("dkim=none dmarc=fail"), "{}", node.log_text());
 }
+
+#[test]
+fn dmarc_weighs_spf_even_when_the_spf_check_is_off() {
+    let root = tempfile::tempdir().unwrap();
+    let dns = TestDns::start(&[
+        Zone::with_mx_at("aligned.test", ip(0, 99, 9))
+            .txt("aligned.test", "v=spf1 ip4:127.0.77.0/24 -all")
+            .txt("_dmarc.aligned.test", "v=DMARC1; p=reject"),
+        Zone::new("test"),
+    ]);
+    // SPF's own check off; DMARC honoured.
+    let others = ALL_OFF_BUT.lines().filter(|l| !l.starts_with("dkim") && !l.starts_with("dmarc"));
+    let checks = others.chain(["dkim = \"header\"", "dmarc = \"reject\""]).collect::<Vec<_>>().join("\n");
+    let (spec, node) = start_node(root.path(), "dmarc", &dns, &checks);
+    let send = |source: &str| {
+        let (listen, port) = (spec.listen_ip.to_string(), spec.smtp.to_string());
+        python(SIGNED, &[&listen, &port, source, "alice@aligned.test", "-", "-", "0"])
+    };
+    // Unsigned, from inside the domain's SPF: DMARC passes on SPF alone.
+    let aligned = send("127.0.77.1");
+    assert!(aligned.contains("DATA 250"), "{aligned}\n{}", node.log_text());
+    let files = wait_for_maildir_files(&spec.maildir(), "bob", 1, Duration::from_secs(10));
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(text.contains("dmarc=pass header.from=aligned.test"), "{text}");
+    assert!(!text.contains("spf="), "SPF's own result is not recorded with spf = off: {text}");
+    // Unsigned, from outside it: DMARC fails, and p=reject is honoured.
+    let forged = send("127.0.78.1");
+    assert!(forged.contains("DATA 550 5.7.1"), "{forged}");
+}

@@ -38,6 +38,38 @@ fn check_config_names_the_file_line_and_key_of_a_mistake() {
 }
 
 #[test]
+fn check_config_names_an_unknown_table_itself_not_the_one_above_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    // node_config ends with [admin]: the unknown table comes after it.
+    let text = format!("{}\n[bulk]\nrate = 10\n", node_config(dir.path(), 2525, ""));
+    let line = text.lines().position(|l| l == "[bulk]").unwrap() + 1;
+    std::fs::write(&path, &text).unwrap();
+    let (ok, _, stderr) = magicmx(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(!ok, "a bad file fails");
+    assert!(stderr.contains(&format!("{}:{line}: unknown table [bulk]", path.display())), "{stderr}");
+    assert!(!stderr.contains("admin: unknown field"), "{stderr}");
+}
+
+#[test]
+fn check_config_bounds_the_dns_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("budget.toml");
+    let text = node_config(dir.path(), 2525, "").replace("[checks]\n", "[checks]\ndns_budget = \"0s\"\n");
+    let line = text.lines().position(|l| l.starts_with("dns_budget")).unwrap() + 1;
+    std::fs::write(&path, &text).unwrap();
+    let (ok, _, stderr) = magicmx(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(!ok, "a zero budget fails");
+    assert!(
+        stderr.contains(&format!("{}:{line}: checks.dns_budget: more than zero", path.display())),
+        "{stderr}"
+    );
+    std::fs::write(&path, text.replace("dns_budget = \"0s\"", "dns_budget = \"3s\"")).unwrap();
+    let (ok, stdout, stderr) = magicmx(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(ok, "{stdout}{stderr}");
+}
+
+#[test]
 fn run_with_a_bad_config_fails_with_the_same_message() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");

@@ -7,6 +7,9 @@
 //! A message larger than `checks.dkim_max_size` is not verified (the real
 //! MX can): verifying needs the whole message in memory, and the node keeps
 //! its memory flat in message size.
+//!
+//! The key and policy look-ups spend the message's DNS budget; what runs
+//! out of it is `temperror` (never a refusal).
 
 use std::sync::Arc;
 
@@ -14,10 +17,12 @@ use crate::replies::Refusal;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::dmarc::Policy;
 use mail_auth::{
-    AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator, SpfOutput,
+    AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcOutput, DmarcResult,
+    MessageAuthenticator, SpfOutput,
 };
 
 use super::spf::Spf;
+use super::DnsBudget;
 use crate::settings::CheckMode;
 use crate::stats::Stats;
 
@@ -44,19 +49,23 @@ impl DkimChecker {
 
     /// Verifies `content` (the message as the client sent it), whose
     /// envelope sender's domain is `mail_from` and whose SPF result, if
-    /// checked, is `spf`.
+    /// checked, is `spf`, within the message's DNS `budget`.
     pub async fn check(
         &self,
         stats: &Stats,
         content: &[u8],
         mail_from: &str,
         spf: Option<&Spf>,
+        budget: &mut DnsBudget,
     ) -> Authenticity {
         let Some(message) = AuthenticatedMessage::parse(content) else {
             stats.check("dkim", "unparsable");
             return Authenticity { summary: "dkim=unparsable".into(), ..Authenticity::default() };
         };
-        let dkim = self.authenticator.verify_dkim(&message).await;
+        let dkim = budget
+            .within(self.authenticator.verify_dkim(&message))
+            .await
+            .unwrap_or_else(|| vec![DkimOutput::temp_err(spent())]);
         let dkim_label = dkim.iter().map(|d| label(d.result())).min_by_key(|l| rank(l)).unwrap_or("none");
         stats.check("dkim", dkim_label);
         let from = message.from().to_string();
@@ -65,11 +74,15 @@ impl DkimChecker {
         let mut refusal = None;
         if self.dmarc != CheckMode::Off {
             let spf_output = match spf {
-                Some(spf) => SpfOutput::new(spf.domain.clone()).with_result(spf.result.clone()),
+                Some(spf) => SpfOutput::new(spf.domain.clone()).with_result(spf.result),
                 None => SpfOutput::new(mail_from.to_string()),
             };
             let params = DmarcParameters::new(&message, &dkim, mail_from, &spf_output);
-            let dmarc = self.authenticator.verify_dmarc(params).await;
+            let dmarc = budget.within(self.authenticator.verify_dmarc(params)).await.unwrap_or_else(|| {
+                let domain = from.rsplit_once('@').map_or("", |(_, domain)| domain).to_ascii_lowercase();
+                let spent = DmarcResult::TempError(spent());
+                DmarcOutput::new(domain).with_dkim_result(spent.clone()).with_spf_result(spent)
+            });
             let result = match dmarc.result() {
                 DmarcResult::Pass => "pass",
                 DmarcResult::Fail(_) => "fail",
@@ -86,6 +99,11 @@ impl DkimChecker {
         }
         Authenticity { results: results.to_string(), summary, refusal }
     }
+}
+
+/// Why a look-up cut short by the message's DNS budget failed.
+fn spent() -> mail_auth::Error {
+    mail_auth::Error::Dns(mail_auth::DnsError::Resolver(crate::dns::SPENT.into()))
 }
 
 fn label(result: &DkimResult) -> &'static str {

@@ -1,7 +1,9 @@
 //! The SMTP-time checks, after the gate and never on the flood path: what no
 //! honest sender fails. Each check lives in its own file; this one runs them
-//! in order and turns their outcomes into replies and header text.
+//! in order, within the message's DNS budget (`budget.rs`), and turns their
+//! outcomes into replies and header text.
 
+pub mod budget;
 pub mod callout;
 pub mod dkim;
 pub mod dnsbl;
@@ -15,10 +17,12 @@ use std::sync::Arc;
 use magicmx_proto::Address;
 
 use crate::dns::Dns;
+use crate::named_trust::Proof;
 use crate::replies::Refusal;
 use crate::settings::{CheckMode, CheckSettings};
 use crate::stats::Stats;
 
+pub use budget::DnsBudget;
 pub use iprev::IpRev;
 
 /// Counts one check outcome (for `/metrics`) and hands it back.
@@ -74,6 +78,7 @@ pub struct Checks {
     dns: Arc<Dns>,
     stats: Arc<Stats>,
     settings: CheckSettings,
+    /// SPF, at MAIL FROM (`checks.spf`) or for DMARC alone.
     spf: Option<spf::SpfChecker>,
     dkim: Option<dkim::DkimChecker>,
     /// Large messages read back for DKIM at once, at most.
@@ -88,7 +93,9 @@ impl Checks {
     pub fn new(dns: Arc<Dns>, settings: CheckSettings, stats: Arc<Stats>) -> Checks {
         let wanted = settings.spf != CheckMode::Off || settings.dkim != CheckMode::Off;
         let authenticator = wanted.then(|| spf::authenticator(dns.settings())).flatten();
-        let spf = (settings.spf != CheckMode::Off).then(|| spf::SpfChecker::new(authenticator.clone()));
+        let dmarc = settings.dkim != CheckMode::Off && settings.dmarc != CheckMode::Off;
+        let spf =
+            (settings.spf != CheckMode::Off || dmarc).then(|| spf::SpfChecker::new(authenticator.clone()));
         let dkim = match (settings.dkim, authenticator) {
             (CheckMode::Off, _) | (_, None) => None,
             (_, Some(authenticator)) => Some(dkim::DkimChecker::new(authenticator, settings.dmarc)),
@@ -98,14 +105,20 @@ impl Checks {
         Checks { dns, stats, settings, spf, dkim, reading, callouts }
     }
 
-    /// DKIM and DMARC of a message in (see `dkim.rs`); `None` when they are
-    /// off or the message is larger than `checks.dkim_max_size`.
+    /// The DNS time one message may spend on its checks.
+    pub fn dns_budget(&self) -> DnsBudget {
+        DnsBudget::new(self.dns.settings().budget())
+    }
+
+    /// DKIM and DMARC of a message in (see `dkim.rs`), from `origin`, within
+    /// what is left of its DNS `budget`; `None` when they are off or the
+    /// message is larger than `checks.dkim_max_size`.
     pub async fn authenticity(
         &self,
         body: &crate::queue::Source,
-        sender: Option<&Address>,
-        helo: &str,
+        origin: Origin<'_>,
         findings: &Findings,
+        budget: &mut DnsBudget,
     ) -> Option<dkim::Authenticity> {
         let checker = self.dkim.as_ref()?;
         let content = match body {
@@ -128,51 +141,75 @@ impl Checks {
                 }
             }
         };
+        let Origin { ip, helo, sender } = origin;
         let mail_from = sender.map(|s| s.domain.to_string()).unwrap_or_else(|| helo.to_string());
-        Some(checker.check(&self.stats, &content, &mail_from, findings.spf.as_ref()).await)
+        // DMARC weighs SPF: asked now when MAIL FROM did not (`spf = "off"`).
+        let for_dmarc = match (&findings.spf, &self.spf, self.settings.dmarc) {
+            (None, Some(spf), CheckMode::Header | CheckMode::Reject) => {
+                Some(spf.check(&self.stats, ip, helo, sender, budget).await)
+            }
+            _ => None,
+        };
+        let spf = findings.spf.as_ref().or(for_dmarc.as_ref());
+        Some(checker.check(&self.stats, &content, &mail_from, spf, budget).await)
     }
 
     /// True when nothing needs asking at MAIL FROM.
     pub fn idle_at_mail(&self) -> bool {
         let s = &self.settings;
-        s.dnsbl.is_empty() && s.fcrdns == CheckMode::Off && !s.sender_domain && self.spf.is_none()
+        s.dnsbl.is_empty() && s.fcrdns == CheckMode::Off && !s.sender_domain && s.spf == CheckMode::Off
     }
 
     pub fn settings(&self) -> &CheckSettings {
         &self.settings
     }
 
-    /// True when `ip`'s forward-confirmed name matches a trusted host name.
-    pub async fn trusted_by_name(&self, ip: IpAddr) -> bool {
+    /// Whether `ip`'s forward-confirmed name is a trusted host name (asked
+    /// within a DNS budget of its own).
+    pub async fn prove_name(&self, ip: IpAddr) -> Proof {
         if self.settings.trusted_hostnames.is_empty() {
-            return false;
+            return Proof::Refuted;
         }
-        let iprev = iprev::check(&self.dns, &self.stats, ip).await;
-        iprev.name.as_deref().is_some_and(|name| {
-            iprev.result == "pass" && self.settings.trusted_hostnames.iter().any(|p| host_matches(name, p))
-        })
+        let mut budget = self.dns_budget();
+        let iprev = budget
+            .run(|deadline| async move { iprev::check(&self.dns.until(deadline), &self.stats, ip).await })
+            .await;
+        let trusted = |name: &str| self.settings.trusted_hostnames.iter().any(|p| host_matches(name, p));
+        match (iprev.result, iprev.name.as_deref()) {
+            ("pass", Some(name)) if trusted(name) => Proof::Proved,
+            ("temperror", _) => Proof::Unknown,
+            _ => Proof::Refuted,
+        }
     }
 
     /// The checks at MAIL FROM: the client (block lists, reverse DNS), then
-    /// the sender (its domain, SPF). A refusal, or the findings.
+    /// the sender (its domain, SPF), within the message's DNS `budget`. A
+    /// refusal, or the findings.
     pub async fn mail(
         &self,
         ip: IpAddr,
         helo: &str,
         sender: Option<&Address>,
         findings: &mut Findings,
+        budget: &mut DnsBudget,
     ) -> Option<Refusal> {
-        if !self.settings.dnsbl.is_empty() {
-            let outcome =
-                dnsbl::check(&self.dns, &self.stats, ip, &self.settings.dnsbl, self.settings.dnsbl_threshold)
-                    .await;
+        let s = &self.settings;
+        if !s.dnsbl.is_empty() {
+            let outcome = budget
+                .run(|deadline| async move {
+                    dnsbl::check(&self.dns.until(deadline), &self.stats, ip, &s.dnsbl, s.dnsbl_threshold)
+                        .await
+                })
+                .await;
             findings.dnsbl = Some(outcome.label());
             if let Some(refusal) = outcome.refusal() {
                 return Some(refusal);
             }
         }
         if self.settings.fcrdns != CheckMode::Off {
-            let iprev = iprev::check(&self.dns, &self.stats, ip).await;
+            let iprev = budget
+                .run(|deadline| async move { iprev::check(&self.dns.until(deadline), &self.stats, ip).await })
+                .await;
             let refuse = self.settings.fcrdns == CheckMode::Reject && iprev.result != "pass";
             findings.iprev = Some(iprev.clone());
             if refuse {
@@ -180,12 +217,15 @@ impl Checks {
             }
         }
         if let (Some(sender), true) = (sender, self.settings.sender_domain) {
-            if let Some(refusal) = sender::check(&self.dns, &self.stats, sender).await {
+            let checked = budget.run(|deadline| async move {
+                sender::check(&self.dns.until(deadline), &self.stats, sender).await
+            });
+            if let Some(refusal) = checked.await {
                 return Some(refusal);
             }
         }
-        if let Some(checker) = &self.spf {
-            let spf = checker.check(&self.stats, ip, helo, sender).await;
+        if let (Some(checker), false) = (&self.spf, self.settings.spf == CheckMode::Off) {
+            let spf = checker.check(&self.stats, ip, helo, sender, budget).await;
             let refusal = spf.refusal(&self.settings);
             findings.spf = Some(spf);
             if refusal.is_some() {
@@ -194,6 +234,15 @@ impl Checks {
         }
         None
     }
+}
+
+/// Who sent a message: the client's address, its HELO name and the
+/// envelope sender (`None`: the null sender).
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub ip: IpAddr,
+    pub helo: &'a str,
+    pub sender: Option<&'a Address>,
 }
 
 /// A property value of `Authentication-Results:` (RFC 8601 §2.2): as it is

@@ -1,7 +1,9 @@
 //! SPF (RFC 7208) with mail-auth: `strict` (`spf = "strict"`) refuses `fail`
 //! with `550 5.7.23` (RFC 7372), and `softfail` too when asked; `header`
 //! only records. The result is kept with the message: delivery returns a DSN
-//! only to senders whose SPF passed.
+//! only to senders whose SPF passed. DMARC weighs SPF too: with `spf =
+//! "off"` and DMARC on, SPF is still evaluated for DMARC alone (at the end
+//! of DATA), and refuses nothing itself.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use magicmx_proto::Address;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{MessageAuthenticator, SpfResult};
 
-use super::counted;
+use super::{counted, DnsBudget};
 use crate::settings::{CheckMode, CheckSettings, DnsSettings};
 use crate::stats::Stats;
 
@@ -55,15 +57,12 @@ pub struct SpfChecker {
     authenticator: Option<Arc<MessageAuthenticator>>,
 }
 
-/// mail-auth's resolver, shared by SPF, DKIM and DMARC; `None` when it
-/// cannot be set up (logged: SPF then gives temperror).
+/// mail-auth's resolver, shared by SPF, DKIM and DMARC, with the node's
+/// servers and options; `None` when it cannot be set up (logged: SPF then
+/// gives temperror).
 pub fn authenticator(dns: &DnsSettings) -> Option<Arc<MessageAuthenticator>> {
-    let authenticator = if dns.nameservers.is_empty() {
-        MessageAuthenticator::new_system_conf()
-    } else {
-        let (config, options) = crate::dns::resolver_config(dns);
-        MessageAuthenticator::new(config, options)
-    };
+    let authenticator = crate::dns::resolver_config(dns)
+        .and_then(|(config, options)| MessageAuthenticator::new(config, options));
     authenticator.map(Arc::new).map_err(|e| tracing::error!(error = %e, "SPF/DKIM resolver unavailable")).ok()
 }
 
@@ -72,21 +71,29 @@ impl SpfChecker {
         SpfChecker { authenticator }
     }
 
-    /// SPF of the MAIL FROM domain (or of the HELO name for the null sender).
-    pub async fn check(&self, stats: &Stats, ip: IpAddr, helo: &str, sender: Option<&Address>) -> Spf {
+    /// SPF of the MAIL FROM domain (or of the HELO name for the null
+    /// sender), within the message's DNS `budget` (past it: temperror).
+    pub async fn check(
+        &self,
+        stats: &Stats,
+        ip: IpAddr,
+        helo: &str,
+        sender: Option<&Address>,
+        budget: &mut DnsBudget,
+    ) -> Spf {
         let domain = sender.map(|s| s.domain.to_string()).unwrap_or_else(|| helo.to_string());
         let Some(authenticator) = &self.authenticator else {
             return Spf { result: SpfResult::TempError, domain };
         };
         let host = "magicmx";
-        let output = match sender {
-            Some(sender) => {
-                let sender = sender.to_string();
-                authenticator.verify_spf(SpfParameters::verify_mail_from(ip, helo, host, &sender)).await
-            }
-            None => authenticator.verify_spf(SpfParameters::verify_ehlo(ip, helo, host)).await,
+        let sender = sender.map(ToString::to_string);
+        let parameters = match &sender {
+            Some(sender) => SpfParameters::verify_mail_from(ip, helo, host, sender),
+            None => SpfParameters::verify_ehlo(ip, helo, host),
         };
-        let spf = Spf { result: output.result(), domain };
+        let output = budget.within(authenticator.verify_spf(parameters)).await;
+        let result = output.map_or(SpfResult::TempError, |output| output.result());
+        let spf = Spf { result, domain };
         counted(stats, "spf", spf.as_str(), spf)
     }
 }

@@ -53,7 +53,8 @@ pub(crate) async fn end_of_data(
     }
     let verdict = match body {
         Some(body) => {
-            let verify = !transaction.trusted;
+            // The checks of DATA, but not for a trusted client.
+            let verify = (!transaction.trusted).then_some(&mut transaction.dns_budget);
             intake::accept(stage.intake, session, message, body, &transaction.findings, verify, now_ms).await
         }
         None => Err(Refusal::QueueError),

@@ -19,10 +19,11 @@ pub(crate) async fn mail(
     sender: Option<Address>,
     transaction: &mut Transaction,
 ) -> Result<(), Refusal> {
-    transaction.restart(sender);
+    transaction.restart(sender, checks.dns_budget());
     if transaction.trusted || checks.idle_at_mail() {
         return Ok(());
     }
-    let refusal = checks.mail(client, helo, transaction.sender.as_ref(), &mut transaction.findings).await;
+    let (findings, budget) = (&mut transaction.findings, &mut transaction.dns_budget);
+    let refusal = checks.mail(client, helo, transaction.sender.as_ref(), findings, budget).await;
     refusal.map_or(Ok(()), Err)
 }

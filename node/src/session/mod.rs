@@ -17,7 +17,7 @@ use std::net::IpAddr;
 
 use magicmx_proto::Address;
 
-use crate::checks::Findings;
+use crate::checks::{DnsBudget, Findings};
 use crate::intake;
 use crate::replies::Refusal;
 use crate::reservation::Reservation;
@@ -37,6 +37,8 @@ pub(crate) struct Transaction {
     pub reserved: Option<Reservation>,
     /// What the checks found, for the queue and the headers.
     pub findings: Findings,
+    /// The DNS time the checks of this message have left.
+    pub dns_budget: DnsBudget,
     pub sender: Option<Address>,
     /// The message being read, on its way to the spool.
     pub body: intake::Receiving,
@@ -49,16 +51,19 @@ impl Transaction {
             trusted,
             reserved: None,
             findings: Findings::default(),
+            dns_budget: DnsBudget::default(),
             sender: None,
             body: intake::Receiving::default(),
         }
     }
 
-    /// MAIL FROM starts a new transaction: what the last one kept goes.
-    pub(crate) fn restart(&mut self, sender: Option<Address>) {
+    /// MAIL FROM starts a new transaction, with a DNS budget of its own:
+    /// what the last one kept goes.
+    pub(crate) fn restart(&mut self, sender: Option<Address>, dns_budget: DnsBudget) {
         self.reserved = None;
         self.body.discard();
         self.findings = Findings::default();
+        self.dns_budget = dns_budget;
         self.sender = sender;
     }
 }

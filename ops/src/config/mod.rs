@@ -22,6 +22,9 @@ use schema::{CheckMode, OnViolation, OutboundTls as TlsMode};
 /// loopback that delivers `example.test` into a maildir under ./magicmx-data.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
 
+/// The longest DNS budget of one message (and the longest look-up).
+const MAX_DNS_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A mistake in a configuration file, located as precisely as it can be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -69,9 +72,14 @@ impl Config {
     pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|span| line_of(text, span.start));
-            let key = line.and_then(|line| key_at(text, line));
             let message = e.message().trim().replace('\n', " ");
-            ConfigError { file: file.to_string(), line, key, message }
+            match line.and_then(|line| unknown_table(text, line, &message)) {
+                Some(message) => ConfigError { file: file.to_string(), line, key: None, message },
+                None => {
+                    let key = line.and_then(|line| key_at(text, line));
+                    ConfigError { file: file.to_string(), line, key, message }
+                }
+            }
         })?;
         config.check().map_err(|(key, message)| ConfigError {
             file: file.to_string(),
@@ -207,6 +215,15 @@ impl Config {
         if self.smtp.max_connections == 0 || self.smtp.max_connections_per_ip == 0 {
             return Err(("smtp.max_connections".into(), "connection caps must be at least 1".into()));
         }
+        if checks.dns_budget.is_zero() || checks.dns_budget > MAX_DNS_BUDGET {
+            return Err((
+                "checks.dns_budget".into(),
+                "more than zero and at most 60s: the end of DATA waits for it, and so does the client".into(),
+            ));
+        }
+        if checks.dns_timeout > MAX_DNS_BUDGET {
+            return Err(("checks.dns_timeout".into(), "at most 60s".into()));
+        }
         let admin_is_local = self.admin.listen.ip().is_loopback();
         if !admin_is_local && self.admin.token.is_none() {
             return Err(("admin.token".into(), "an admin API beyond loopback needs a token".into()));
@@ -278,6 +295,7 @@ impl Config {
             dns: DnsSettings {
                 nameservers: self.checks.nameservers.clone(),
                 timeout: self.checks.dns_timeout,
+                budget: self.checks.dns_budget,
             },
             ipv4_prefix: self.throttle.ipv4_prefix,
             ipv6_prefix: self.throttle.ipv6_prefix,
@@ -379,11 +397,33 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// The header on a line, `[name]` or `[[name]]`, and the name.
+fn table_header(line: &str) -> Option<(&str, &str)> {
+    let line = line.trim();
+    let brackets = if line.starts_with("[[") { 2 } else { 1 };
+    let end = line.find(&"]]"[..brackets])? + brackets;
+    let header = line.get(..end).filter(|h| h.starts_with('['))?;
+    Some((header, header[brackets..end - brackets].trim()))
+}
+
+/// "unknown table [name], expected one of …" when the mistake on `line` is
+/// a table header the schema does not know: toml reports it as an unknown
+/// field of the table above, which is not where the mistake is.
+fn unknown_table(text: &str, line: usize, message: &str) -> Option<String> {
+    let (header, name) = table_header(text.lines().nth(line - 1)?)?;
+    let last = name.rsplit('.').next()?.trim().trim_matches('"');
+    let rest = message.strip_prefix(&format!("unknown field `{last}`"))?;
+    Some(format!("unknown table {header}{rest}"))
+}
+
 /// `section.key` for the key set on a line (the section from the nearest
-/// `[header]` above it).
+/// `[header]` above it), or the table a header line opens.
 fn key_at(text: &str, line: usize) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     let this = lines.get(line - 1)?.trim();
+    if let Some((_, name)) = table_header(this) {
+        return Some(name.to_string());
+    }
     let key = this.split_once('=').map(|(k, _)| k.trim().trim_matches('"').to_string());
     let section = lines[..line - 1]
         .iter()
@@ -394,7 +434,6 @@ fn key_at(text: &str, line: usize) -> Option<String> {
     match (section, key) {
         (Some(section), Some(key)) => Some(format!("{section}.{key}")),
         (None, Some(key)) => Some(key),
-        (Some(section), None) if this.starts_with('[') => Some(section),
         _ => None,
     }
 }
@@ -480,6 +519,29 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_table_is_named_itself_on_its_line() {
+        let text = format!("{MINIMAL}[admin]\nlisten = \"127.0.0.1:8025\"\n\n[bulk]\nrate = 1\n");
+        let e = Config::parse("/etc/magicmx.toml", &text).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(6), None), "{e}");
+        assert!(e.message.starts_with("unknown table [bulk]"), "{e}");
+        assert!(e.to_string().starts_with("/etc/magicmx.toml:6: unknown table [bulk]"), "{e}");
+        assert!(!e.to_string().contains("admin: unknown field"), "another table is not to blame: {e}");
+        // An unknown table inside a known one, and one of an array.
+        let nested = format!("{MINIMAL}[smtp]\nhostname = \"mx\"\n[smtp.tls]\ncert = \"x\"\n");
+        let e = Config::parse("c.toml", &nested).unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.starts_with("unknown table [smtp.tls]"), "{e}");
+        let array = format!("{MINIMAL}[[relay]]\nname = \"x\"\n");
+        let e = Config::parse("c.toml", &array).unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.starts_with("unknown table [[relay]]"), "{e}");
+        // An unknown key is still blamed on its table.
+        let key = format!("{MINIMAL}[admin]\nbulk = 1\n");
+        let e = Config::parse("c.toml", &key).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("admin.bulk")), "{e}");
+    }
+
+    #[test]
     fn bad_values_are_reported_on_their_line() {
         let e = Config::parse("c.toml", &format!("{MINIMAL}[throttle]\npenalty = \"soon\"\n")).unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("throttle.penalty")));
@@ -506,6 +568,13 @@ mod tests {
         let long = format!("{MINIMAL}[throttle]\nipv6_prefix = 96\n");
         let e = Config::parse("c.toml", &long).unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("throttle.ipv6_prefix")));
+        for budget in ["0s", "61s"] {
+            let text = format!("{MINIMAL}[checks]\ndns_budget = \"{budget}\"\n");
+            let e = Config::parse("c.toml", &text).unwrap_err();
+            assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("checks.dns_budget")), "{budget}");
+        }
+        let budget = Config::parse("c.toml", &format!("{MINIMAL}[checks]\ndns_budget = \"2s\"\n")).unwrap();
+        assert_eq!(budget.node_settings().dns.budget(), std::time::Duration::from_secs(2));
         let small = format!("{MINIMAL}[smtp]\nmax_data_memory = 1000\n");
         let e = Config::parse("c.toml", &small).unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("smtp.max_data_memory")));

@@ -309,8 +309,12 @@ pub struct ChecksSection {
     pub verify_recipients: bool,
     pub sender_domain: bool,
     pub nameservers: Vec<SocketAddr>,
+    /// One look-up's time-out.
     #[serde(deserialize_with = "values::duration")]
     pub dns_timeout: Duration,
+    /// All the check look-ups of one message together, at most.
+    #[serde(deserialize_with = "values::duration")]
+    pub dns_budget: Duration,
 }
 
 impl Default for ChecksSection {
@@ -328,6 +332,7 @@ impl Default for ChecksSection {
             sender_domain: true,
             nameservers: vec![],
             dns_timeout: Duration::from_secs(5),
+            dns_budget: magicmx_node::settings::DEFAULT_DNS_BUDGET,
         }
     }
 }
