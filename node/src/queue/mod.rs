@@ -4,6 +4,7 @@
 
 mod body;
 mod envelope;
+mod handle;
 mod spool;
 mod state;
 mod store;
