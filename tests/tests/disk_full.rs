@@ -139,3 +139,187 @@ fn a_failed_queue_commit_is_recovered_from_without_a_restart() {
     let files = wait_for_maildir_files(&maildir, "bob", taken.len(), Duration::ZERO);
     assert_eq!(files.len(), taken.len(), "none delivered twice");
 }
+
+/// `/metrics` of the node: each sample line's name (with its labels) and value.
+fn metrics(node: &NodeProcess) -> std::collections::HashMap<String, f64> {
+    const GET: &str = "import sys, urllib.request\nprint(urllib.request.urlopen('http://%s/metrics' % sys.argv[1], timeout=10).read().decode())";
+    let text = python(GET, &[&node.admin.expect("the admin address").to_string()]);
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(name, value)| Some((name.to_string(), value.parse().ok()?))))
+        .collect()
+}
+
+fn metric(node: &NodeProcess, name: &str) -> f64 {
+    metrics(node).get(name).copied().unwrap_or(0.0)
+}
+
+/// The files in the spool now.
+fn spool_files(data: &Path) -> usize {
+    std::fs::read_dir(data.join("spool")).unwrap().count()
+}
+
+#[test]
+fn below_min_free_mail_and_a_data_in_progress_get_452_and_nothing_is_left() {
+    const MIB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let data = Tmpfs::mount(&dir.path().join("data"), 64 * MIB);
+    let node = NodeProcess::start_on_port_0(dir.path(), &config(dir.path(), "[queue]\nmin_free = 16777216\n"));
+
+    // 12 MiB free, under the 16 MiB floor: refused at MAIL, three times.
+    data.fill(12 * MIB);
+    for n in 0..3 {
+        let reply = send(&node, &format!("floor-{n}"), 1_000);
+        assert!(reply.starts_with("MAIL 452 4.3.1 Insufficient system storage: the disk is nearly full"), "{reply}");
+    }
+    // 20 MiB free: a 10 MiB message starts, and the floor is met half way.
+    data.free();
+    data.fill(20 * MIB);
+    let reply = send(&node, "big-while-full", 10 * MIB as usize);
+    assert!(reply.starts_with("DATA 452 4.3.1"), "{reply}");
+    assert_eq!(spool_files(data.path()), 0, "the partial spool file is gone");
+    assert!(data.available() >= 19 * MIB, "its space is back: {} free", data.available());
+    // Space again: the same message is taken.
+    data.free();
+    let reply = send(&node, "big-with-room", 10 * MIB as usize);
+    assert!(reply.starts_with("DATA 250 "), "{reply}");
+    let subjects = delivered(&dir.path().join("maildir"), 1);
+    assert_eq!(subjects, BTreeSet::from(["big-with-room".to_string()]), "only the message taken is delivered");
+
+    let log = node.log_text();
+    assert_eq!(log.matches("disk nearly full").count(), 1, "one log line for four refusals:\n{log}");
+    assert!(log.contains("refused=1"), "{log}");
+    assert_eq!(metric(&node, "magicmx_refusals_total{reason=\"disk_full\"}"), 4.0);
+    assert!(metric(&node, "magicmx_disk_free_bytes") > 16.0 * MIB as f64);
+}
+
+/// Starts a message of `size` octets from `source` and leaves it unended;
+/// the process prints HOLDING once it has sent it, and waits to be killed.
+const HOLD: &str = r#"
+import smtplib, sys
+port, source, size = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+s = smtplib.SMTP("127.0.0.1", port, timeout=60, source_address=(source, 0))
+s.ehlo("client.test")
+assert s.mail("alice@client.test")[0] == 250
+assert s.rcpt("bob@example.test")[0] == 250
+assert s.docmd("DATA")[0] == 354
+s.send(("Subject: held\r\n\r\n" + ("%-76s\r\n" % "held") * (size // 78)).encode())
+print("HOLDING", flush=True)
+sys.stdin.read()
+"#;
+
+/// A message being sent and not ended, until dropped.
+struct Held(std::process::Child);
+
+impl Held {
+    fn start(node: &NodeProcess, source: &str, size: usize) -> Held {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", HOLD, &node.smtp.port().to_string(), source, &size.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "HOLDING", "the held message was started");
+        Held(child)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn send_from(node: &NodeProcess, source: &str, tag: &str, size: usize) -> String {
+    python(SEND, &[&node.smtp.port().to_string(), tag, &size.to_string(), source]).trim().to_string()
+}
+
+/// Waits until the bodies in flight (`magicmx_spool_in_flight_bytes`)
+/// are as `wanted` says (a held message's pieces have reached the node, or
+/// a client gone has given its own back); returns them.
+fn in_flight_until(node: &NodeProcess, wanted: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = metric(node, "magicmx_spool_in_flight_bytes");
+        if wanted(now) || Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `n` pieces at least.
+fn pieces(n: u32) -> impl Fn(f64) -> bool {
+    move |octets| octets >= f64::from(n) * 65_536.0
+}
+
+#[test]
+fn bodies_in_flight_are_bounded_per_block_and_in_all() {
+    let dir = tempfile::tempdir().unwrap();
+    // Pieces are 64 KiB (65,536 to 65,613 octets: whole lines), and a
+    // message being read holds those handed out: one of 540,000 octets
+    // holds 8. Per block 560,000: with one such message in flight, another
+    // from its block does not fit (8 + 1 pieces). In all 1,100,000: with
+    // two, nothing more does (16 + 1).
+    let bounds = "[queue]\nmin_free = 0\nmax_in_flight = 1100000\nmax_in_flight_per_block = 560000\n";
+    let config = config(dir.path(), bounds).replace("greet_pause", "max_message_size = 560000\ngreet_pause");
+    let node = NodeProcess::start_on_port_0(dir.path(), &config);
+    const HELD: usize = 540_000;
+
+    let held_a = Held::start(&node, "127.0.10.1", HELD);
+    assert!(pieces(8)(in_flight_until(&node, pieces(8))));
+    for n in 0..3 {
+        let reply = send_from(&node, "127.0.10.2", &format!("a-{n}"), 1_000);
+        assert!(
+            reply.starts_with("MAIL 452 4.3.1 Insufficient system storage: too much mail being received from your network 127.0.10.0/24"),
+            "{reply}"
+        );
+    }
+    // Another block is not held back by the first.
+    let reply = send_from(&node, "127.0.11.1", "b-small", 300_000);
+    assert!(reply.starts_with("DATA 250 "), "{reply}");
+    assert_eq!(delivered(&dir.path().join("maildir"), 1).len(), 1, "delivered, its spool file gone");
+
+    let held_b = Held::start(&node, "127.0.11.2", HELD);
+    assert!(pieces(16)(in_flight_until(&node, pieces(16))));
+    let reply = send_from(&node, "127.0.12.1", "c-refused", 1_000);
+    assert!(
+        reply.starts_with("MAIL 452 4.3.1 Insufficient system storage: too much mail being received; try again later"),
+        "{reply}"
+    );
+    // The held messages' spool files are the only ones.
+    assert_eq!(spool_files(&dir.path().join("data")), 2);
+
+    // A DATA in progress meets its block's bound: a message of block D
+    // while another of D is being read ends with 452, its spool file gone.
+    drop(held_b);
+    let a_alone = in_flight_until(&node, |octets| octets < 9.0 * 65_536.0);
+    assert!(pieces(8)(a_alone) && !pieces(9)(a_alone), "held B gave its own back: {a_alone}");
+    let held_d = Held::start(&node, "127.0.13.1", 200_000);
+    assert!(pieces(11)(in_flight_until(&node, pieces(11))));
+    let reply = send_from(&node, "127.0.13.2", "d-mid-data", 450_000);
+    assert!(reply.starts_with("DATA 452 4.3.1"), "{reply}");
+    assert!(reply.contains("from your network 127.0.13.0/24"), "{reply}");
+    assert_eq!(spool_files(&dir.path().join("data")), 2, "held A and held D only");
+
+    // Everyone gone: nothing in flight, and block A is taken again.
+    drop((held_a, held_d));
+    let left = in_flight_until(&node, |octets| octets == 0.0);
+    assert_eq!(left, 0.0, "what clients left is given back");
+    let reply = send_from(&node, "127.0.10.3", "a-later", 300_000);
+    assert!(reply.starts_with("DATA 250 "), "{reply}");
+    let subjects = delivered(&dir.path().join("maildir"), 2);
+    let taken = BTreeSet::from(["a-later".to_string(), "b-small".to_string()]);
+    assert_eq!(subjects, taken, "only what got 250 is delivered");
+    assert_eq!(spool_files(&dir.path().join("data")), 0, "and the spool is empty once they are");
+
+    let log = node.log_text();
+    assert_eq!(log.matches("queue.max_in_flight_per_block reached").count(), 1, "one line for four refusals:\n{log}");
+    assert_eq!(log.matches("queue.max_in_flight reached").count(), 1, "{log}");
+    assert_eq!(metric(&node, "magicmx_refusals_total{reason=\"in_flight_block\"}"), 4.0);
+    assert_eq!(metric(&node, "magicmx_refusals_total{reason=\"in_flight\"}"), 1.0);
+}

@@ -54,15 +54,16 @@ impl InFlight {
         self.check(&held, block, octets)
     }
 
+    /// The block's own bound is named first: it is the block's doing.
     fn check(&self, held: &Held, block: Option<SourceBlock>, octets: u64) -> Result<(), Bound> {
-        if held.total.saturating_add(octets) > self.inner.max_total {
-            return Err(Bound::Total);
-        }
         if let Some(block) = block {
             let of_block = held.blocks.get(&block).copied().unwrap_or(0);
             if of_block.saturating_add(octets) > self.inner.max_block {
                 return Err(Bound::Block(block));
             }
+        }
+        if held.total.saturating_add(octets) > self.inner.max_total {
+            return Err(Bound::Total);
         }
         Ok(())
     }
