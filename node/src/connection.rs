@@ -114,7 +114,8 @@ where
                     let helo = session.helo().unwrap_or("").to_string();
                     let sender = request.sender;
                     let intake = &shared.intake;
-                    let stage = Mail { checks: &shared.checks, disk: &intake.disk, prefixes: intake.prefixes };
+                    let stage =
+                        Mail { checks: &shared.checks, disk: &intake.disk, prefixes: intake.prefixes };
                     let now = shared.clock.now();
                     let verdict = session::mail(stage, client_ip, &helo, sender, transaction, now).await;
                     let reply = match verdict {

@@ -247,7 +247,11 @@ impl Node {
     /// queue database was opened again after a failed commit.
     pub fn disk(&self) -> DiskNow {
         let disk = &self.shared.intake.disk;
-        DiskNow { in_flight: disk.in_flight(), free: disk.free(), queue_reopened: self.shared.queue.reopened() }
+        DiskNow {
+            in_flight: disk.in_flight(),
+            free: disk.free(),
+            queue_reopened: self.shared.queue.reopened(),
+        }
     }
 
     /// Time since the node started.

@@ -97,7 +97,8 @@ impl NodeProcess {
         let mut node = NodeProcess::spawn(Command::new(magicmx_binary()), dir, config, unknown);
         let line = node.wait_started(log_before);
         let field = |name: &str| {
-            let start = line.find(&format!("{name}=")).expect("the address in the start-up line") + name.len() + 1;
+            let start =
+                line.find(&format!("{name}=")).expect("the address in the start-up line") + name.len() + 1;
             let text = line[start..].trim_start_matches('[');
             let end = text.find([']', ' ', ',']).unwrap_or(text.len());
             text[..end].parse::<SocketAddr>().unwrap_or_else(|e| panic!("{name} in {line:?}: {e}"))

@@ -117,7 +117,11 @@ fn a_failed_queue_commit_is_recovered_from_without_a_restart() {
             taken.insert(tag);
             break reply;
         }
-        assert!(Instant::now() < deadline, "no 250 within 10 s of freeing the disk: {reply}\n{}", node.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "no 250 within 10 s of freeing the disk: {reply}\n{}",
+            node.log_text()
+        );
         std::thread::sleep(Duration::from_millis(300));
     };
     assert!(after.starts_with("DATA 250 "), "{after}");
@@ -146,7 +150,9 @@ fn metrics(node: &NodeProcess) -> std::collections::HashMap<String, f64> {
     let text = python(GET, &[&node.admin.expect("the admin address").to_string()]);
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(name, value)| Some((name.to_string(), value.parse().ok()?))))
+        .filter_map(|l| {
+            l.rsplit_once(' ').and_then(|(name, value)| Some((name.to_string(), value.parse().ok()?)))
+        })
         .collect()
 }
 
@@ -164,13 +170,17 @@ fn below_min_free_mail_and_a_data_in_progress_get_452_and_nothing_is_left() {
     const MIB: u64 = 1 << 20;
     let dir = tempfile::tempdir().unwrap();
     let data = Tmpfs::mount(&dir.path().join("data"), 64 * MIB);
-    let node = NodeProcess::start_on_port_0(dir.path(), &config(dir.path(), "[queue]\nmin_free = 16777216\n"));
+    let node =
+        NodeProcess::start_on_port_0(dir.path(), &config(dir.path(), "[queue]\nmin_free = 16777216\n"));
 
     // 12 MiB free, under the 16 MiB floor: refused at MAIL, three times.
     data.fill(12 * MIB);
     for n in 0..3 {
         let reply = send(&node, &format!("floor-{n}"), 1_000);
-        assert!(reply.starts_with("MAIL 452 4.3.1 Insufficient system storage: the disk is nearly full"), "{reply}");
+        assert!(
+            reply.starts_with("MAIL 452 4.3.1 Insufficient system storage: the disk is nearly full"),
+            "{reply}"
+        );
     }
     // 20 MiB free: a 10 MiB message starts, and the floor is met half way.
     data.free();
@@ -184,7 +194,11 @@ fn below_min_free_mail_and_a_data_in_progress_get_452_and_nothing_is_left() {
     let reply = send(&node, "big-with-room", 10 * MIB as usize);
     assert!(reply.starts_with("DATA 250 "), "{reply}");
     let subjects = delivered(&dir.path().join("maildir"), 1);
-    assert_eq!(subjects, BTreeSet::from(["big-with-room".to_string()]), "only the message taken is delivered");
+    assert_eq!(
+        subjects,
+        BTreeSet::from(["big-with-room".to_string()]),
+        "only the message taken is delivered"
+    );
 
     let log = node.log_text();
     assert_eq!(log.matches("disk nearly full").count(), 1, "one log line for four refusals:\n{log}");
@@ -288,7 +302,9 @@ fn bodies_in_flight_are_bounded_per_block_and_in_all() {
     assert!(pieces(16)(in_flight_until(&node, pieces(16))));
     let reply = send_from(&node, "127.0.12.1", "c-refused", 1_000);
     assert!(
-        reply.starts_with("MAIL 452 4.3.1 Insufficient system storage: too much mail being received; try again later"),
+        reply.starts_with(
+            "MAIL 452 4.3.1 Insufficient system storage: too much mail being received; try again later"
+        ),
         "{reply}"
     );
     // The held messages' spool files are the only ones.
@@ -318,7 +334,11 @@ fn bodies_in_flight_are_bounded_per_block_and_in_all() {
     assert_eq!(spool_files(&dir.path().join("data")), 0, "and the spool is empty once they are");
 
     let log = node.log_text();
-    assert_eq!(log.matches("queue.max_in_flight_per_block reached").count(), 1, "one line for four refusals:\n{log}");
+    assert_eq!(
+        log.matches("queue.max_in_flight_per_block reached").count(),
+        1,
+        "one line for four refusals:\n{log}"
+    );
     assert_eq!(log.matches("queue.max_in_flight reached").count(), 1, "{log}");
     assert_eq!(metric(&node, "magicmx_refusals_total{reason=\"in_flight_block\"}"), 4.0);
     assert_eq!(metric(&node, "magicmx_refusals_total{reason=\"in_flight\"}"), 1.0);

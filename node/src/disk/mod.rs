@@ -83,7 +83,12 @@ impl Disk {
             return Ok(());
         }
         if let Some(refused) = self.notices.note(Cause::Floor, now) {
-            tracing::warn!(free, min_free = self.min_free, refused, "disk nearly full: mail deferred (452 4.3.1) until space is freed");
+            tracing::warn!(
+                free,
+                min_free = self.min_free,
+                refused,
+                "disk nearly full: mail deferred (452 4.3.1) until space is freed"
+            );
         }
         Err(Refusal::DiskFull)
     }
@@ -93,7 +98,11 @@ impl Disk {
         match bound {
             Bound::Total => {
                 if let Some(refused) = self.notices.note(Cause::Total, now) {
-                    tracing::warn!(in_flight, refused, "queue.max_in_flight reached: mail deferred (452 4.3.1)");
+                    tracing::warn!(
+                        in_flight,
+                        refused,
+                        "queue.max_in_flight reached: mail deferred (452 4.3.1)"
+                    );
                 }
                 Refusal::InFlight { block: None }
             }
@@ -127,7 +136,8 @@ mod tests {
 
     #[test]
     fn the_bounds_refuse_with_the_block() {
-        let settings = QueueSettings { min_free: 0, max_in_flight: 4 * PIECE, max_in_flight_per_block: 2 * PIECE };
+        let settings =
+            QueueSettings { min_free: 0, max_in_flight: 4 * PIECE, max_in_flight_per_block: 2 * PIECE };
         let disk = Disk::new(&settings, vec![]);
         let block = SourceBlock::of_default("192.0.2.9".parse().unwrap());
         let mut claim = disk.claim(Some(block));

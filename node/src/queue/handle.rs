@@ -121,7 +121,8 @@ impl Handle {
         if slot.generation != generation {
             return;
         }
-        if slot.db.is_none() && slot.last_try.is_some_and(|t| now.saturating_duration_since(t) < RETRY_OPEN_EVERY)
+        if slot.db.is_none()
+            && slot.last_try.is_some_and(|t| now.saturating_duration_since(t) < RETRY_OPEN_EVERY)
         {
             return;
         }

@@ -199,7 +199,8 @@ async fn mail_from_starts_afresh_and_trusted_clients_skip_the_checks() {
     let disk = Disk::new(&QueueSettings::default(), vec![]);
     let stage = |checks| Mail { checks, disk: &disk, prefixes: (24, 48) };
     let now = node.clock.now();
-    let verdict = mail(stage(&checks), trusted.client, "client.test", sender.clone(), &mut trusted, now).await;
+    let verdict =
+        mail(stage(&checks), trusted.client, "client.test", sender.clone(), &mut trusted, now).await;
     assert_eq!(verdict, Ok(()));
     assert_eq!(trusted.sender, sender, "the new transaction's sender");
     assert!(trusted.findings.spf.is_none(), "no check ran for a trusted client");

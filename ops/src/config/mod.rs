@@ -455,6 +455,7 @@ mod tests {
         assert_eq!(settings.smtp.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
         assert_eq!(settings.data_dir, PathBuf::from("./magicmx-data"));
         assert_eq!(settings.domains[0].name.as_str(), "example.test");
+        assert_eq!(settings.queue, magicmx_node::settings::QueueSettings::default(), "the disk's defaults");
     }
 
     #[test]
@@ -467,6 +468,7 @@ mod tests {
         assert_eq!(format!("{:?}", config.checks), format!("{:?}", defaults.checks));
         assert_eq!(format!("{:?}", config.admin), format!("{:?}", defaults.admin));
         assert_eq!(format!("{:?}", config.delivery), format!("{:?}", defaults.delivery));
+        assert_eq!(format!("{:?}", config.queue), format!("{:?}", defaults.queue));
         assert_eq!(config.smtp.max_connections_per_ip, defaults.smtp.max_connections_per_ip);
         assert_eq!(config.smtp.greet_pause, defaults.smtp.greet_pause);
         assert_eq!(config.smtp.junk_command_limit, defaults.smtp.junk_command_limit);
