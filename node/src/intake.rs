@@ -239,8 +239,16 @@ pub(crate) async fn accept(
     let sender = message.sender.as_ref().map(ToString::to_string).unwrap_or_default();
     let rcpts = message.recipients.len();
     let failed = |error: crate::Error| {
-        // Written but never queued: not to be delivered.
-        intake.queue.spool().remove(id);
+        // Written but never queued: not to be delivered. (A commit reported
+        // failed whose header reached the file anyway is in the queue once
+        // it is reopened: its body stays, to be delivered.)
+        let landed =
+            matches!(error, crate::Error::Commit(_)) && matches!(intake.queue.envelope(id), Ok(Some(_)));
+        if landed {
+            tracing::warn!(queue_id = %id, "a commit reported failed is in the queue after all: it will be delivered");
+        } else {
+            intake.queue.spool().remove(id);
+        }
         tracing::error!(queue_id = %id, client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, verdict = "tempfail", %error, "transaction");
         Err(Refusal::QueueError)
     };

@@ -343,3 +343,105 @@ fn bodies_in_flight_are_bounded_per_block_and_in_all() {
     assert_eq!(metric(&node, "magicmx_refusals_total{reason=\"in_flight_block\"}"), 4.0);
     assert_eq!(metric(&node, "magicmx_refusals_total{reason=\"in_flight\"}"), 1.0);
 }
+
+/// The queue in-process, on a tmpfs that fills: readers on other threads
+/// go on reading while commits fail and the database is replaced. They see
+/// the old handle or the new one (an error from the latched old one, or
+/// "unavailable" while it cannot be opened yet), never a closed one, and
+/// never fewer messages than were committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_see_the_old_handle_or_the_new_while_the_queue_is_reopened() {
+    use magicmx_node::queue::{Arrival, RecipientState, RecipientStatus};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = Tmpfs::mount(&dir.path().join("data"), 8 << 20);
+    let _spool = Tmpfs::mount(&data.path().join("spool"), 1 << 20);
+    let queue = Queue::open(data.path()).unwrap();
+    let envelope = magicmx_node::Envelope {
+        sender: None,
+        recipients: vec![RecipientState {
+            address: magicmx_proto::Address::parse("bob@example.test").unwrap(),
+            status: RecipientStatus::Pending { attempts: 0, next_attempt_ms: 0, last_error: None },
+        }],
+        arrived: 0,
+        client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        block: "127.0.0.0/24".into(),
+        helo: "client.test".into(),
+        tls: false,
+        size: 0,
+        dsn_for: None,
+        spf: None,
+    };
+    let info = Arrival::local(vec![], false);
+    let body = Arc::new(vec![b'x'; 40_000]);
+    let committed = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(Mutex::new(BTreeSet::new()));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (queue, committed, stop, errors) =
+                (queue.clone(), committed.clone(), stop.clone(), errors.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let floor = committed.load(Ordering::SeqCst);
+                    match queue.list() {
+                        Ok(list) => assert!(list.len() >= floor, "{} listed, {floor} committed", list.len()),
+                        Err(error) => drop(errors.lock().unwrap().insert(error.to_string())),
+                    }
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+
+    let mut taken = vec![];
+    let insert = |queue: &Queue| {
+        let (queue, envelope, info, body) = (queue.clone(), envelope.clone(), info.clone(), body.clone());
+        async move {
+            let id = queue.next_id();
+            queue.insert(id, &envelope, &info, Some(body), None).await.map(|()| id)
+        }
+    };
+    for _ in 0..5 {
+        taken.push(insert(&queue).await.unwrap());
+        committed.fetch_add(1, Ordering::SeqCst);
+    }
+    data.fill(0);
+    let mut failed = 0;
+    for _ in 0..200 {
+        match insert(&queue).await {
+            Ok(id) => {
+                taken.push(id);
+                committed.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(_) => failed += 1,
+        }
+        if failed == 3 {
+            break;
+        }
+    }
+    assert_eq!(failed, 3, "the full file system makes commits fail");
+    data.free();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(id) = insert(&queue).await {
+            taken.push(id);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the queue takes writes again once there is room");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for reader in readers {
+        assert!(reader.join().expect("a reader's assertion failed") > 0);
+    }
+    assert!(queue.reopened() >= 1, "the database was opened again");
+    let errors = errors.lock().unwrap();
+    assert!(!errors.iter().any(|e| e.contains("closed")), "no reader met a closed handle: {errors:?}");
+    let listed: BTreeSet<u64> = queue.list().unwrap().iter().map(|(id, _)| id.0).collect();
+    assert_eq!(listed, taken.iter().map(|id| id.0).collect(), "exactly what was committed");
+}
