@@ -7,7 +7,9 @@
 //! requesters hears back, so a session says 250 only for a message that is
 //! on disk, and concurrent sessions share fsyncs. Beside each new message it
 //! notes the message as unanswered until the session reports its 250
-//! written (see `crate::resend`).
+//! written (see `crate::resend`). A failed commit is reported to the
+//! database's handle, which replaces itself if redb latched the error
+//! (`handle.rs`): a full disk stops the queue only while it is full.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
