@@ -15,7 +15,7 @@ use crate::intake;
 use crate::named_trust;
 use crate::replies;
 use crate::route::smtp::OriginalClient;
-use crate::session::{self, Callout, Data, Rcpt, Transaction};
+use crate::session::{self, Callout, Data, Mail, Rcpt, Transaction};
 use crate::stats::Stats;
 use crate::Shared;
 
@@ -110,15 +110,22 @@ where
                 Event::Mail(request) => {
                     let helo = session.helo().unwrap_or("").to_string();
                     let sender = request.sender;
-                    let verdict = session::mail(&shared.checks, client_ip, &helo, sender, transaction).await;
+                    let intake = &shared.intake;
+                    let stage =
+                        Mail { checks: &shared.checks, disk: &intake.disk, prefixes: intake.prefixes };
+                    let now = shared.clock.now();
+                    let verdict = session::mail(stage, client_ip, &helo, sender, transaction, now).await;
                     let reply = match verdict {
                         Ok(()) => replies::sender_ok(),
                         Err(refusal) => {
                             shared.stats.refusal(refusal.label());
-                            let summary = transaction.findings.summary();
-                            let sender = transaction.sender.as_ref().map(ToString::to_string);
                             let reply = refusal.reply();
-                            tracing::info!(client = %client_ip, sender = ?sender, checks = %summary, reply = %reply.to_string().trim_end(), "sender refused");
+                            // The disk logs its own refusals, once a minute.
+                            if !refusal.is_disk() {
+                                let summary = transaction.findings.summary();
+                                let sender = transaction.sender.as_ref().map(ToString::to_string);
+                                tracing::info!(client = %client_ip, sender = ?sender, checks = %summary, reply = %reply.to_string().trim_end(), "sender refused");
+                            }
                             reply
                         }
                     };
@@ -143,7 +150,7 @@ where
                     };
                     session.decide(reply);
                 }
-                Event::Content(piece) => transaction.body.piece(&shared.queue, piece).await,
+                Event::Content(piece) => transaction.content(&shared.intake, piece, shared.clock.now()).await,
                 Event::Message(message) => {
                     in_data = false;
                     let now = shared.clock.now();

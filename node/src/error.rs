@@ -25,6 +25,10 @@ pub enum Error {
     /// may or may not have taken effect, nothing else is affected.
     #[error("a blocking task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The queue database was closed after a failed commit and cannot be
+    /// opened again yet (the disk still full); tried again shortly.
+    #[error("queue database unavailable until it can be opened again")]
+    QueueUnavailable,
     /// The queue's writer thread is gone (the node is shutting down).
     #[error("queue writer stopped")]
     QueueClosed,

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use crate::checks::{Checks, DnsBudget, Findings, Origin};
 use crate::clock::Millis;
 use crate::deliver::Job;
+use crate::disk::{Claim, Disk};
 use crate::queue::{
     Arrival, Body, Envelope, Queue, QueueId, RecipientState, RecipientStatus, Source, SpoolFile, Unanswered,
 };
@@ -26,6 +27,8 @@ use crate::stats::Stats;
 /// What the queue stage uses.
 pub(crate) struct Intake {
     pub queue: Queue,
+    /// Room on the disk, and the bodies in flight.
+    pub disk: Arc<Disk>,
     /// Messages whose 250 may not have reached the client (`resend`).
     pub unanswered: Arc<resend::UnansweredMessages>,
     /// For DKIM and DMARC.
@@ -88,13 +91,17 @@ fn settler(
 /// session hands content out in pieces of 64 KiB): that piece is kept, goes
 /// into the queue's own commit (one fsync for a group of messages), and
 /// delivery reads it from memory. From a second piece on, the body goes to a
-/// spool file piece by piece as it arrives.
+/// spool file piece by piece as it arrives. Every piece is first held
+/// against the disk's bounds (`crate::disk`).
 #[derive(Default)]
 pub(crate) struct Receiving {
     first: Option<Vec<u8>>,
     spool: Option<SpoolFile>,
-    /// Writing failed: the message gets `451 4.3.0` at its end.
-    failed: bool,
+    /// The octets this message holds of the bodies in flight.
+    claim: Option<Claim>,
+    /// The message is refused at its end: writing failed (`451 4.3.0`), or
+    /// the disk has no room for it (`452 4.3.1`). What was written is gone.
+    refused: Option<Refusal>,
 }
 
 /// A message's body at the end of DATA.
@@ -106,15 +113,27 @@ pub(crate) enum Incoming {
 }
 
 impl Receiving {
-    /// Takes the next piece.
-    pub(crate) async fn piece(&mut self, queue: &Queue, piece: Vec<u8>) {
-        if self.failed {
+    /// Takes the next piece of a message from `block` (`None`: a trusted
+    /// client) at `now`.
+    pub(crate) async fn piece(
+        &mut self,
+        intake: &Intake,
+        block: Option<SourceBlock>,
+        piece: Vec<u8>,
+        now: Millis,
+    ) {
+        if self.refused.is_some() {
             return;
+        }
+        let claim = self.claim.get_or_insert_with(|| intake.disk.claim(block));
+        if let Err(refusal) = intake.disk.room_for_piece(claim, piece.len() as u64, now) {
+            return self.refuse(refusal);
         }
         if self.spool.is_none() && self.first.is_none() {
             self.first = Some(piece);
             return;
         }
+        let queue = &intake.queue;
         if self.spool.is_none() {
             match queue.spool().create(queue.next_id()).await {
                 Ok(file) => self.spool = Some(file),
@@ -131,7 +150,13 @@ impl Receiving {
 
     fn fail(&mut self, error: &std::io::Error) {
         tracing::error!(%error, "cannot write a message to the spool");
-        *self = Receiving { failed: true, ..Receiving::default() };
+        self.refuse(Refusal::QueueError);
+    }
+
+    /// What was written goes now (the spool file with it); the message is
+    /// refused at its end.
+    fn refuse(&mut self, refusal: Refusal) {
+        *self = Receiving { refused: Some(refusal), ..Receiving::default() };
     }
 
     /// The message was refused: what was written goes.
@@ -139,14 +164,16 @@ impl Receiving {
         *self = Receiving::default();
     }
 
-    /// The message has ended: its body, or `None` when writing failed.
-    pub(crate) fn take(&mut self) -> Option<Incoming> {
+    /// The message has ended: its body, or why it is refused; and its claim
+    /// on the bodies in flight, to be held until the message is queued.
+    pub(crate) fn take(&mut self) -> (Result<Incoming, Refusal>, Option<Claim>) {
         let taken = std::mem::take(self);
-        match (taken.failed, taken.spool) {
-            (true, _) => None,
-            (false, Some(spool)) => Some(Incoming::Spooled(spool)),
-            (false, None) => Some(Incoming::Whole(taken.first.unwrap_or_default())),
-        }
+        let body = match (taken.refused, taken.spool) {
+            (Some(refusal), _) => Err(refusal),
+            (None, Some(spool)) => Ok(Incoming::Spooled(spool)),
+            (None, None) => Ok(Incoming::Whole(taken.first.unwrap_or_default())),
+        };
+        (body, taken.claim)
     }
 }
 
@@ -213,8 +240,16 @@ pub(crate) async fn accept(
     let sender = message.sender.as_ref().map(ToString::to_string).unwrap_or_default();
     let rcpts = message.recipients.len();
     let failed = |error: crate::Error| {
-        // Written but never queued: not to be delivered.
-        intake.queue.spool().remove(id);
+        // Written but never queued: not to be delivered. (A commit reported
+        // failed whose header reached the file anyway is in the queue once
+        // it is reopened: its body stays, to be delivered.)
+        let landed =
+            matches!(error, crate::Error::Commit(_)) && matches!(intake.queue.envelope(id), Ok(Some(_)));
+        if landed {
+            tracing::warn!(queue_id = %id, "a commit reported failed is in the queue after all: it will be delivered");
+        } else {
+            intake.queue.spool().remove(id);
+        }
         tracing::error!(queue_id = %id, client = %client_ip, %block, sender = %format!("<{sender}>"), rcpts, verdict = "tempfail", %error, "transaction");
         Err(Refusal::QueueError)
     };

@@ -7,6 +7,7 @@ pub mod clock;
 mod connection;
 mod connections;
 mod deliver;
+mod disk;
 mod dns;
 mod domains;
 mod dsn;
@@ -84,6 +85,14 @@ pub(crate) struct Shared {
     pub clock: Arc<dyn Clock>,
 }
 
+/// See [`Node::disk`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskNow {
+    pub in_flight: u64,
+    pub free: Option<u64>,
+    pub queue_reopened: u64,
+}
+
 /// A running node. Dropping it leaves its tasks running; call
 /// [`Node::shutdown`] to stop them.
 pub struct Node {
@@ -155,7 +164,9 @@ impl Node {
         let gate = gate::Gate::new(settings.throttle.polite_refusals);
         let traps = listener::bind(&settings.trap_listen).await?;
         let checks = Arc::new(checks::Checks::new(dns.clone(), settings.checks.clone(), stats.clone()));
+        let disk_dirs = vec![settings.data_dir.clone(), queue.spool().dir().to_path_buf()];
         let intake = intake::Intake {
+            disk: Arc::new(disk::Disk::new(&settings.queue, disk_dirs)),
             queue: queue.clone(),
             unanswered,
             checks: checks.clone(),
@@ -241,6 +252,18 @@ impl Node {
     /// What the node has done, counted.
     pub fn stats(&self) -> &stats::Stats {
         &self.shared.stats
+    }
+
+    /// The disk now: octets of bodies being received (not yet queued), the
+    /// least free space under the queue and the spool, and the times the
+    /// queue database was opened again after a failed commit.
+    pub fn disk(&self) -> DiskNow {
+        let disk = &self.shared.intake.disk;
+        DiskNow {
+            in_flight: disk.in_flight(),
+            free: disk.free(),
+            queue_reopened: self.shared.queue.reopened(),
+        }
     }
 
     /// Time since the node started.

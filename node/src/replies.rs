@@ -67,6 +67,12 @@ pub enum Refusal {
     Dmarc { domain: String },
     /// The queue could not take the message: `451 4.3.0`.
     QueueError,
+    // ---- at MAIL FROM and during DATA (the disk) ------------------------
+    /// Free space below `queue.min_free`: `452 4.3.1`.
+    DiskFull,
+    /// Bodies in flight at `queue.max_in_flight` (`block: None`) or at the
+    /// block's `queue.max_in_flight_per_block`: `452 4.3.1`.
+    InFlight { block: Option<SourceBlock> },
 }
 
 impl Refusal {
@@ -91,6 +97,9 @@ impl Refusal {
             Refusal::OverLimitAfterHold { .. } => "over_limit_after_hold",
             Refusal::Dmarc { .. } => "dmarc",
             Refusal::QueueError => "queue_error",
+            Refusal::DiskFull => "disk_full",
+            Refusal::InFlight { block: None } => "in_flight",
+            Refusal::InFlight { block: Some(_) } => "in_flight_block",
         }
     }
 
@@ -170,7 +179,25 @@ impl Refusal {
             Refusal::QueueError => {
                 Reply::new(451, "4.3.0", "Temporary failure writing the queue; please try again later")
             }
+            Refusal::DiskFull => {
+                Reply::new(452, "4.3.1", "Insufficient system storage: the disk is nearly full; try again later")
+            }
+            Refusal::InFlight { block: None } => Reply::new(
+                452,
+                "4.3.1",
+                "Insufficient system storage: too much mail being received; try again later",
+            ),
+            Refusal::InFlight { block: Some(block) } => Reply::new(
+                452,
+                "4.3.1",
+                format!("Insufficient system storage: too much mail being received from your network {block}; try again later"),
+            ),
         }
+    }
+
+    /// The disk has no room (`crate::disk`, which logs these once a minute).
+    pub fn is_disk(&self) -> bool {
+        matches!(self, Refusal::DiskFull | Refusal::InFlight { .. })
     }
 
     /// True when the sender keeps the message and tries again (4xx).
@@ -229,6 +256,9 @@ mod tests {
             Refusal::OverLimitAfterHold { block, limit: 30.0, until_ms: 0 },
             Refusal::Dmarc { domain: "x.test".into() },
             Refusal::QueueError,
+            Refusal::DiskFull,
+            Refusal::InFlight { block: None },
+            Refusal::InFlight { block: Some(block) },
         ]
     }
 

@@ -21,6 +21,8 @@ pub struct NodeSettings {
     /// The mesh; `None` runs the node alone.
     pub mesh: Option<magicmx_gossip::MeshSettings>,
     pub throttle: ThrottleSettings,
+    /// What the disk may be asked to take.
+    pub queue: QueueSettings,
     /// Sources that bypass counting, gate and hold, from the configuration.
     pub trusted: Vec<ipnet::IpNet>,
     /// Honeypot listeners: whoever connects is penalised.
@@ -44,6 +46,23 @@ pub struct SmtpSettings {
     /// talk first (postscreen's greet pause). Zero disables the test.
     pub greet_pause: Duration,
     pub tls: Option<TlsFiles>,
+}
+
+/// The disk's bounds: a floor of free space, and the octets of message
+/// bodies being received (not yet queued), in all and per source block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// Octets kept free on the queue's and the spool's file systems; 0: no floor.
+    pub min_free: u64,
+    pub max_in_flight: u64,
+    /// For the sessions of one untrusted source block.
+    pub max_in_flight_per_block: u64,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings { min_free: 64 << 20, max_in_flight: 1 << 30, max_in_flight_per_block: 100 << 20 }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -14,6 +14,7 @@ mod node;
 mod ports;
 mod postfix;
 mod sink;
+mod tmpfs;
 mod world;
 
 pub use client::{connect_from, python, RawClient};
@@ -27,4 +28,5 @@ pub use node::{
 pub use ports::claim_port;
 pub use postfix::Postfix;
 pub use sink::Sink;
+pub use tmpfs::Tmpfs;
 pub use world::{wait_for, wait_until, World, RESOLVER};

@@ -66,6 +66,8 @@ route = "maildir:{maildir}"
 pub struct NodeProcess {
     child: Child,
     pub smtp: SocketAddr,
+    /// The admin API, when read from the log ([`NodeProcess::start_on_port_0`]).
+    pub admin: Option<SocketAddr>,
     pub log: PathBuf,
 }
 
@@ -83,15 +85,44 @@ impl NodeProcess {
     pub fn start_in(world: &crate::World, dir: &Path, config: &str, smtp: SocketAddr) -> NodeProcess {
         let log_before = std::fs::metadata(dir.join("node.log")).map_or(0, |m| m.len() as usize);
         let mut node = NodeProcess::spawn(world.command(magicmx_binary()), dir, config, smtp);
+        node.wait_started(log_before);
+        node
+    }
+
+    /// Starts a node whose configuration has SMTP and the admin API on port
+    /// 0; the addresses it bound are read from its start-up log line.
+    pub fn start_on_port_0(dir: &Path, config: &str) -> NodeProcess {
+        let log_before = std::fs::metadata(dir.join("node.log")).map_or(0, |m| m.len() as usize);
+        let unknown = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut node = NodeProcess::spawn(Command::new(magicmx_binary()), dir, config, unknown);
+        let line = node.wait_started(log_before);
+        let field = |name: &str| {
+            let start =
+                line.find(&format!("{name}=")).expect("the address in the start-up line") + name.len() + 1;
+            let text = line[start..].trim_start_matches('[');
+            let end = text.find([']', ' ', ',']).unwrap_or(text.len());
+            text[..end].parse::<SocketAddr>().unwrap_or_else(|e| panic!("{name} in {line:?}: {e}"))
+        };
+        node.smtp = field("smtp");
+        node.admin = Some(field("admin"));
+        node
+    }
+
+    /// Waits for the "magicmx started" line written after `log_before`; returns it.
+    fn wait_started(&mut self, log_before: usize) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !node.log_text().get(log_before..).unwrap_or("").contains("magicmx started") {
-            if let Some(status) = node.child.try_wait().unwrap() {
-                panic!("magicmx exited with {status}:\n{}", node.log_text());
+        loop {
+            let text = self.log_text();
+            let new = text.get(log_before..).unwrap_or("");
+            if let Some(line) = new.lines().find(|l| l.contains("magicmx started")) {
+                return line.to_string();
             }
-            assert!(Instant::now() < deadline, "magicmx did not start within 20 s:\n{}", node.log_text());
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("magicmx exited with {status}:\n{text}");
+            }
+            assert!(Instant::now() < deadline, "magicmx did not start within 20 s:\n{text}");
             std::thread::sleep(Duration::from_millis(25));
         }
-        node
     }
 
     fn spawn(mut command: Command, dir: &Path, config: &str, smtp: SocketAddr) -> NodeProcess {
@@ -107,7 +138,7 @@ impl NodeProcess {
             .stderr(log_file)
             .spawn()
             .expect("start magicmx");
-        NodeProcess { child, smtp, log }
+        NodeProcess { child, smtp, admin: None, log }
     }
 
     fn wait_until_listening(&mut self) {

@@ -70,6 +70,26 @@ fn check_config_bounds_the_dns_budget() {
 }
 
 #[test]
+fn check_config_checks_the_disk_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("disk.toml");
+    // A bound per block below the largest message: no such message could fit.
+    let text = node_config(dir.path(), 2525, "[queue]\nmin_free = 0\nmax_in_flight_per_block = 4096");
+    let line = text.lines().position(|l| l.starts_with("max_in_flight_per_block")).unwrap() + 1;
+    std::fs::write(&path, &text).unwrap();
+    let (ok, _, stderr) = magicmx(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(!ok, "a bad file fails");
+    let expected = format!("{}:{line}: queue.max_in_flight_per_block: must be at least", path.display());
+    assert!(stderr.contains(&expected), "{stderr}");
+    let text = node_config(dir.path(), 2525, "[queue]\nmin_free = \"lots\"");
+    std::fs::write(&path, &text).unwrap();
+    let line = text.lines().position(|l| l.starts_with("min_free")).unwrap() + 1;
+    let (ok, _, stderr) = magicmx(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains(&format!("{}:{line}: queue.min_free: invalid type", path.display())), "{stderr}");
+}
+
+#[test]
 fn run_with_a_bad_config_fails_with_the_same_message() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");

@@ -212,7 +212,10 @@ fn a_lone_node_answers_its_own_questions_and_penalises_over_the_limit() {
     let b = block(1);
     for txn in 1..=10 {
         alone.reserve(b, txn, 1, 1_000);
-        assert_eq!(alone.ask(b, Question::Recipient, 1_000), Asked::Now(Answer { yes: true, penalty: None, alone: false }));
+        assert_eq!(
+            alone.ask(b, Question::Recipient, 1_000),
+            Asked::Now(Answer { yes: true, penalty: None, alone: false })
+        );
     }
     alone.reserve(b, 11, 1, 1_000);
     let Asked::Now(over) = alone.ask(b, Question::Recipient, 1_000) else { panic!("alone") };

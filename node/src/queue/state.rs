@@ -26,16 +26,17 @@ impl Queue {
     /// from a blocking task).
     pub fn save_penalties(&self, penalties: &[StoredPenalty]) -> Result<()> {
         let bytes = postcard::to_stdvec(penalties)?;
-        let txn = self.db().begin_write()?;
-        txn.open_table(PENALTIES)?.insert(0, bytes.as_slice())?;
-        txn.commit()?;
-        Ok(())
+        self.write_now(|txn| {
+            txn.open_table(PENALTIES)?.insert(0, bytes.as_slice())?;
+            Ok(())
+        })
     }
 
     /// The stored penalties. Those of an earlier release, kept without their
     /// origins, are dropped (the mesh imposes them again if still due).
     pub fn load_penalties(&self) -> Result<Vec<StoredPenalty>> {
-        let txn = self.db().begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let table = match txn.open_table(PENALTIES) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
@@ -50,22 +51,20 @@ impl Queue {
 
     pub fn put_trust(&self, cidr: &str, record: &TrustRecord) -> Result<()> {
         let bytes = postcard::to_stdvec(record)?;
-        let txn = self.db().begin_write()?;
-        txn.open_table(TRUST)?.insert(cidr, bytes.as_slice())?;
-        txn.commit()?;
-        Ok(())
+        self.write_now(|txn| {
+            txn.open_table(TRUST)?.insert(cidr, bytes.as_slice())?;
+            Ok(())
+        })
     }
 
     /// True if it was there.
     pub fn remove_trust(&self, cidr: &str) -> Result<bool> {
-        let txn = self.db().begin_write()?;
-        let removed = txn.open_table(TRUST)?.remove(cidr)?.is_some();
-        txn.commit()?;
-        Ok(removed)
+        self.write_now(|txn| Ok(txn.open_table(TRUST)?.remove(cidr)?.is_some()))
     }
 
     pub fn list_trust(&self) -> Result<Vec<(String, TrustRecord)>> {
-        let txn = self.db().begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let table = match txn.open_table(TRUST) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),

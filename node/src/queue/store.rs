@@ -7,18 +7,24 @@
 //! requesters hears back, so a session says 250 only for a message that is
 //! on disk, and concurrent sessions share fsyncs. Beside each new message it
 //! notes the message as unanswered until the session reports its 250
-//! written (see `crate::resend`).
+//! written (see `crate::resend`). A failed commit is reported to the
+//! database's handle, which replaces itself if redb latched the error
+//! (`handle.rs`): a full disk stops the queue only while it is full.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::body::{Arrival, Body};
 use super::envelope::{Envelope, QueueId};
+use super::handle::{self, Guard, Handle};
 use super::spool::Spool;
 use crate::error::{Error, Result};
 
@@ -37,10 +43,6 @@ const CONTENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("contents");
 /// Messages whose 250 is not known to have been written, by queue id: the
 /// postcard-encoded [`Unanswered`] record.
 const UNANSWERED: TableDefinition<u64, &[u8]> = TableDefinition::new("unanswered");
-
-/// redb's page cache: envelopes are small and bodies are elsewhere (redb's
-/// default is 1 GiB).
-const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Requests beyond this many wait for the next group.
 const MAX_GROUP: usize = 512;
@@ -94,9 +96,9 @@ pub struct Queue {
 }
 
 struct Inner {
-    /// Shared by every reader and the writer; taken whole only to compact.
-    db: Arc<RwLock<Database>>,
-    path: PathBuf,
+    /// Shared by every reader and the writer; taken whole only to compact
+    /// or to replace it after a failed commit (`handle.rs`).
+    db: Arc<Handle>,
     spool: Spool,
     writer: Option<mpsc::UnboundedSender<Request>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -121,10 +123,7 @@ impl Queue {
         let path = data_dir.join("queue.redb");
         let spool_dir = data_dir.join("spool");
         let spool = Spool::open(&spool_dir).map_err(|error| Error::Io { path: spool_dir.clone(), error })?;
-        let mut db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| Error::QueueOpen { path: path.to_path_buf(), error: e.into() })?;
+        let mut db = handle::open_file(&path)?;
         let txn = db.begin_write()?;
         txn.open_table(ENVELOPES)?;
         txn.open_table(BODIES)?;
@@ -135,13 +134,13 @@ impl Queue {
         move_contents_to_spool(&db, &spool)?;
         remove_orphans(&db, &spool)?;
         db.compact().map_err(|e| Error::QueueOpen { path: path.to_path_buf(), error: e.into() })?;
-        let db = Arc::new(RwLock::new(db));
         let last = {
-            let txn = db.read().unwrap().begin_read()?;
+            let txn = db.begin_read()?;
             let table = txn.open_table(ENVELOPES)?;
             let last = table.last()?.map(|(k, _)| k.value()).unwrap_or(0);
             last
         };
+        let db = Arc::new(Handle::new(db, path.clone()));
         // Ids never repeat, even after the queue empties: they start above
         // both the last one stored and the current time in microseconds.
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
@@ -152,12 +151,37 @@ impl Queue {
             .name("queue-writer".into())
             .spawn(move || run_writer(writer_db, writer_spool, requests))
             .map_err(|error| Error::Io { path: path.to_path_buf(), error })?;
-        let inner = Inner { db, path, spool, writer: Some(writer), thread: Some(thread), next_id };
+        let inner = Inner { db, spool, writer: Some(writer), thread: Some(thread), next_id };
         Ok(Queue { inner: Arc::new(inner) })
     }
 
-    pub(super) fn db(&self) -> RwLockReadGuard<'_, Database> {
-        self.inner.db.read().unwrap()
+    /// The database, for as long as the guard is held (keep it while a
+    /// transaction begun on it lives).
+    pub(super) fn db(&self) -> Result<Guard<'_>> {
+        self.inner.db.get(Instant::now())
+    }
+
+    /// One write transaction outside the group commit (rare writes: the
+    /// penalties, the trust list), committed; a failed commit is reported
+    /// so that a latched handle is replaced.
+    pub(super) fn write_now<T>(&self, write: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
+        let db = self.db()?;
+        let generation = db.generation();
+        let result = db.begin_write().map_err(Error::from).and_then(|txn| {
+            let out = write(&txn)?;
+            txn.commit()?;
+            Ok(out)
+        });
+        drop(db);
+        if result.is_err() {
+            self.inner.db.failed(generation, Instant::now());
+        }
+        result
+    }
+
+    /// Times the database was opened again after a failed commit.
+    pub fn reopened(&self) -> u64 {
+        self.inner.db.reopened()
     }
 
     /// A fresh queue id.
@@ -199,7 +223,8 @@ impl Queue {
 
     /// Every message noted as unanswered.
     pub fn unanswered(&self) -> Result<Vec<(QueueId, Unanswered)>> {
-        let txn = self.db().begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(UNANSWERED)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -230,7 +255,8 @@ impl Queue {
 
     /// Every queued message's id and envelope, oldest first.
     pub fn list(&self) -> Result<Vec<(QueueId, Envelope)>> {
-        let txn = self.db().begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(ENVELOPES)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -241,7 +267,8 @@ impl Queue {
     }
 
     pub fn envelope(&self, id: QueueId) -> Result<Option<Envelope>> {
-        let txn = self.db().begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(ENVELOPES)?;
         let value = table.get(id.0)?;
         Ok(match value {
@@ -252,7 +279,8 @@ impl Queue {
 
     /// A queued message's content, to be read at delivery.
     pub fn body(&self, id: QueueId) -> Result<Option<Body>> {
-        let txn = self.db().begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let Some(value) = txn.open_table(BODIES)?.get(id.0)? else { return Ok(None) };
         let info: Arrival = postcard::from_bytes(value.value())?;
         if let Some(inline) = txn.open_table(INLINE)?.get(id.0)? {
@@ -266,14 +294,15 @@ impl Queue {
     /// Compacts the database file if the queue has drained and the file is
     /// large (blocking: call from a blocking task). True if it did.
     pub fn compact_if_drained(&self) -> Result<bool> {
-        let size = std::fs::metadata(&self.inner.path).map_or(0, |m| m.len());
-        if size <= COMPACT_ABOVE || self.db().begin_read()?.open_table(ENVELOPES)?.len()? > 0 {
+        let path = self.inner.db.path();
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        if size <= COMPACT_ABOVE || self.db()?.begin_read()?.open_table(ENVELOPES)?.len()? > 0 {
             return Ok(false);
         }
-        let compacted = self.inner.db.write().unwrap().compact();
+        let Some(compacted) = self.inner.db.exclusive(|db| db.compact()) else { return Ok(false) };
         match compacted {
             Ok(_) => {
-                let after = std::fs::metadata(&self.inner.path).map_or(0, |m| m.len());
+                let after = std::fs::metadata(path).map_or(0, |m| m.len());
                 tracing::info!(before = size, after, "queue drained: database compacted");
                 Ok(true)
             }
@@ -285,7 +314,7 @@ impl Queue {
 }
 
 /// The writer thread: gathers every waiting request into one transaction.
-fn run_writer(db: Arc<RwLock<Database>>, spool: Spool, mut requests: mpsc::UnboundedReceiver<Request>) {
+fn run_writer(db: Arc<Handle>, spool: Spool, mut requests: mpsc::UnboundedReceiver<Request>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = requests.blocking_recv() {
         group.push(first);
@@ -295,7 +324,7 @@ fn run_writer(db: Arc<RwLock<Database>>, spool: Spool, mut requests: mpsc::Unbou
                 Err(_) => break,
             }
         }
-        let result = commit(&db.read().unwrap(), &spool, &group).map_err(std::sync::Arc::new);
+        let result = commit_group(&db, &spool, &group).map_err(std::sync::Arc::new);
         // Spooled bodies go once their envelopes are gone for good.
         if let Ok(spooled) = &result {
             for &id in spooled {
@@ -309,6 +338,19 @@ fn run_writer(db: Arc<RwLock<Database>>, spool: Spool, mut requests: mpsc::Unbou
             }
         }
     }
+}
+
+/// Commits the group on the current handle; a failure is reported, so that
+/// a handle that latched it is replaced before the next group.
+fn commit_group(handle: &Handle, spool: &Spool, group: &[Request]) -> Result<Vec<QueueId>> {
+    let db = handle.get(Instant::now())?;
+    let generation = db.generation();
+    let result = commit(&db, spool, group);
+    drop(db);
+    if result.is_err() {
+        handle.failed(generation, Instant::now());
+    }
+    result
 }
 
 /// One transaction for the group: durable (fsync'd) when anybody waits for

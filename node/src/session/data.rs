@@ -35,11 +35,23 @@ pub(crate) async fn end_of_data(
     transaction: &mut Transaction,
     now_ms: Millis,
 ) -> Result<Taken, Refusal> {
-    // Its body; dropped unqueued, a spool file goes with it.
-    let body = transaction.body.take();
+    // Its body (dropped unqueued, a spool file goes with it), and its
+    // octets in flight, held until it is queued or refused.
+    let (body, _in_flight) = transaction.body.take();
     // Only recipients the throttle counted are held: none for a trusted
     // client, nor for mail to postmaster alone.
     let mut reserved = transaction.reserved.take().filter(|r| r.recipients() > 0);
+    // Refused already (no room on the disk, a failed write): no hold. The
+    // disk's own log line says so, once a minute.
+    let body = match body {
+        Ok(body) => body,
+        Err(refusal) => {
+            if let Some(reserved) = reserved {
+                reserved.settle(false, now_ms);
+            }
+            return Err(refusal);
+        }
+    };
     if let Some(reserved) = &mut reserved {
         let started = Instant::now();
         let held = hold(stage.throttle, reserved, now_ms).await;
@@ -51,14 +63,10 @@ pub(crate) async fn end_of_data(
             return Err(refusal);
         }
     }
-    let verdict = match body {
-        Some(body) => {
-            // The checks of DATA, but not for a trusted client.
-            let verify = (!transaction.trusted).then_some(&mut transaction.dns_budget);
-            intake::accept(stage.intake, session, message, body, &transaction.findings, verify, now_ms).await
-        }
-        None => Err(Refusal::QueueError),
-    };
+    // The checks of DATA, but not for a trusted client.
+    let verify = (!transaction.trusted).then_some(&mut transaction.dns_budget);
+    let verdict =
+        intake::accept(stage.intake, session, message, body, &transaction.findings, verify, now_ms).await;
     if let Some(reserved) = reserved {
         reserved.settle(verdict.is_ok(), now_ms);
     }

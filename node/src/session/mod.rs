@@ -15,16 +15,17 @@ mod tests;
 
 use std::net::IpAddr;
 
-use magicmx_proto::Address;
+use magicmx_proto::{Address, SourceBlock};
 
 use crate::checks::{DnsBudget, Findings};
+use crate::clock::Millis;
 use crate::intake;
 use crate::replies::Refusal;
 use crate::reservation::Reservation;
 use crate::stats::Stats;
 
 pub(crate) use data::{end_of_data, Data};
-pub(crate) use mail::mail;
+pub(crate) use mail::{mail, Mail};
 pub(crate) use rcpt::{Callout, Rcpt};
 
 /// What the node keeps about the client's current transaction.
@@ -55,6 +56,18 @@ impl Transaction {
             sender: None,
             body: intake::Receiving::default(),
         }
+    }
+
+    /// The block the disk's bounds hold this client to; `None` for a
+    /// trusted client (held to the total only).
+    pub(crate) fn disk_block(&self, prefixes: (u8, u8)) -> Option<SourceBlock> {
+        (!self.trusted).then(|| SourceBlock::of(self.client, prefixes.0, prefixes.1))
+    }
+
+    /// The next piece of the message being read, at `now`.
+    pub(crate) async fn content(&mut self, intake: &intake::Intake, piece: Vec<u8>, now: Millis) {
+        let block = self.disk_block(intake.prefixes);
+        self.body.piece(intake, block, piece, now).await;
     }
 
     /// MAIL FROM starts a new transaction, with a DNS budget of its own:

@@ -9,16 +9,19 @@ use std::time::Duration;
 use magicmx_gossip::{EngineSettings, Tally};
 use magicmx_proto::{Address, Domain};
 
-use super::{mail, Rcpt, Transaction};
+use super::{mail, Mail, Rcpt, Transaction};
 use crate::checks::Checks;
 use crate::clock::{Clock, ManualClock};
+use crate::disk::Disk;
 use crate::dns::Dns;
 use crate::domains::Domains;
 use crate::hold::hold;
 use crate::replies::Refusal;
 use crate::route::smtp::ClientForwarding;
 use crate::route::Route;
-use crate::settings::{CheckMode, CheckSettings, DnsSettings, DomainSettings, OutboundTls, ThrottleSettings};
+use crate::settings::{
+    CheckMode, CheckSettings, DnsSettings, DomainSettings, OutboundTls, QueueSettings, ThrottleSettings,
+};
 use crate::stats::Stats;
 use crate::throttle::Throttle;
 
@@ -193,7 +196,12 @@ async fn mail_from_starts_afresh_and_trusted_clients_skip_the_checks() {
     let mut trusted = Transaction::new(client("192.0.2.1"), true);
     assert_eq!(node.rcpt(&mut trusted, "bob@example.test").await, "250 2.1.5");
     let sender = Address::parse("alice@client.test").ok();
-    assert_eq!(mail(&checks, trusted.client, "client.test", sender.clone(), &mut trusted).await, Ok(()));
+    let disk = Disk::new(&QueueSettings::default(), vec![]);
+    let stage = |checks| Mail { checks, disk: &disk, prefixes: (24, 48) };
+    let now = node.clock.now();
+    let verdict =
+        mail(stage(&checks), trusted.client, "client.test", sender.clone(), &mut trusted, now).await;
+    assert_eq!(verdict, Ok(()));
     assert_eq!(trusted.sender, sender, "the new transaction's sender");
     assert!(trusted.findings.spf.is_none(), "no check ran for a trusted client");
     // Nothing configured: nothing asked, for anyone.
@@ -206,6 +214,6 @@ async fn mail_from_starts_afresh_and_trusted_clients_skip_the_checks() {
     let idle = Checks::new(dns, off, stats);
     let mut t = Transaction::new(client("192.0.2.2"), false);
     assert_eq!(node.rcpt(&mut t, "bob@example.test").await, "250 2.1.5");
-    assert_eq!(mail(&idle, t.client, "client.test", None, &mut t).await, Ok(()));
+    assert_eq!(mail(stage(&idle), t.client, "client.test", None, &mut t, now).await, Ok(()));
     assert!(t.reserved.is_none(), "MAIL FROM forgets the last transaction's reservation");
 }

@@ -37,6 +37,7 @@ struct Snapshot {
     gossip: Option<Gossip>,
     /// Per-bucket counts (not cumulative) of the hold, and their sum in milliseconds.
     hold: (Vec<u64>, u64),
+    disk: magicmx_node::DiskNow,
 }
 
 #[derive(Debug)]
@@ -105,6 +106,34 @@ impl Snapshot {
         )
     }
 
+    /// The disk: bodies in flight, free space, the queue reopened.
+    fn disk_families(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        let d = &self.disk;
+        family(
+            e,
+            "magicmx_spool_in_flight_bytes",
+            "Octets of message bodies being received and not yet queued (bounded by queue.max_in_flight).",
+            MetricType::Gauge,
+            &single_gauge(d.in_flight),
+        )?;
+        if let Some(free) = d.free {
+            family(
+                e,
+                "magicmx_disk_free_bytes",
+                "Free space on the queue's and the spool's file systems, the lesser (floor: queue.min_free).",
+                MetricType::Gauge,
+                &single_gauge(free),
+            )?;
+        }
+        family(
+            e,
+            "magicmx_queue_reopened",
+            "Times the queue database was opened again after a commit failed (a full disk).",
+            MetricType::Counter,
+            &single_counter(d.queue_reopened),
+        )
+    }
+
     fn of(admin: &Admin) -> Snapshot {
         let stats = admin.node.stats();
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
@@ -143,6 +172,7 @@ impl Snapshot {
             },
             gossip,
             hold: stats.hold_histogram(),
+            disk: admin.node.disk(),
         }
     }
 }
@@ -307,6 +337,7 @@ impl Collector for Snapshot {
             MetricType::Gauge,
             &single_gauge(s.penalised.len() as u64),
         )?;
+        self.disk_families(e)?;
         // Per-bucket counts: the encoder makes them cumulative.
         let (buckets, sum_ms) = &self.hold;
         let count = buckets.iter().sum();

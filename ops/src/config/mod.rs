@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use magicmx_gossip::MeshSettings;
 use magicmx_node::settings::{
     CheckMode as NodeCheckMode, CheckSettings, DeliverySettings, DnsSettings, DomainSettings, NodeSettings,
-    OutboundTls, SmtpSettings, ThrottleSettings, TlsFiles,
+    OutboundTls, QueueSettings, SmtpSettings, ThrottleSettings, TlsFiles,
 };
 use magicmx_proto::smtp::{DataBudget, Limits, SessionConfig, ViolationAction};
 
@@ -212,6 +212,22 @@ impl Config {
                 ),
             ));
         }
+        let queue = &self.queue;
+        if queue.max_in_flight_per_block < self.smtp.max_message_size as u64 {
+            return Err((
+                "queue.max_in_flight_per_block".into(),
+                format!(
+                    "must be at least smtp.max_message_size ({}): a message of the largest size must fit",
+                    self.smtp.max_message_size
+                ),
+            ));
+        }
+        if queue.max_in_flight < queue.max_in_flight_per_block {
+            return Err((
+                "queue.max_in_flight".into(),
+                format!("must be at least queue.max_in_flight_per_block ({})", queue.max_in_flight_per_block),
+            ));
+        }
         if self.smtp.max_connections == 0 || self.smtp.max_connections_per_ip == 0 {
             return Err(("smtp.max_connections".into(), "connection caps must be at least 1".into()));
         }
@@ -288,6 +304,11 @@ impl Config {
             delivery: self.delivery_settings(),
             mesh: self.mesh_settings(),
             throttle: self.throttle_settings(),
+            queue: QueueSettings {
+                min_free: self.queue.min_free,
+                max_in_flight: self.queue.max_in_flight,
+                max_in_flight_per_block: self.queue.max_in_flight_per_block,
+            },
             trusted: self.trust.cidrs.clone(),
             trap_listen: self.trap.listen.clone(),
             max_tracked: self.mesh.max_tracked,
@@ -473,6 +494,7 @@ mod tests {
         assert_eq!(settings.smtp.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
         assert_eq!(settings.data_dir, PathBuf::from("./magicmx-data"));
         assert_eq!(settings.domains[0].name.as_str(), "example.test");
+        assert_eq!(settings.queue, magicmx_node::settings::QueueSettings::default(), "the disk's defaults");
     }
 
     #[test]
@@ -485,6 +507,7 @@ mod tests {
         assert_eq!(format!("{:?}", config.checks), format!("{:?}", defaults.checks));
         assert_eq!(format!("{:?}", config.admin), format!("{:?}", defaults.admin));
         assert_eq!(format!("{:?}", config.delivery), format!("{:?}", defaults.delivery));
+        assert_eq!(format!("{:?}", config.queue), format!("{:?}", defaults.queue));
         assert_eq!(config.smtp.max_connections_per_ip, defaults.smtp.max_connections_per_ip);
         assert_eq!(config.smtp.greet_pause, defaults.smtp.greet_pause);
         assert_eq!(config.smtp.junk_command_limit, defaults.smtp.junk_command_limit);
@@ -578,5 +601,29 @@ mod tests {
         let small = format!("{MINIMAL}[smtp]\nmax_data_memory = 1000\n");
         let e = Config::parse("c.toml", &small).unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("smtp.max_data_memory")));
+    }
+
+    #[test]
+    fn the_disk_keys_have_defaults_and_are_checked() {
+        let settings = Config::parse("t.toml", MINIMAL).unwrap().node_settings();
+        assert_eq!(settings.queue.min_free, 64 << 20);
+        assert_eq!(settings.queue.max_in_flight, 1 << 30);
+        assert_eq!(settings.queue.max_in_flight_per_block, 100 << 20);
+        let per_block = format!("{MINIMAL}[queue]\nmin_free = 0\nmax_in_flight_per_block = 1000000\n");
+        let e = Config::parse("c.toml", &per_block).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(5), Some("queue.max_in_flight_per_block")));
+        assert!(e.to_string().starts_with("c.toml:5: queue.max_in_flight_per_block: "), "{e}");
+        let total = format!("{MINIMAL}[queue]\nmax_in_flight = 30000000\n");
+        let e = Config::parse("c.toml", &total).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("queue.max_in_flight")));
+        let typo = format!("{MINIMAL}[queue]\nmin_fre = 1\n");
+        let e = Config::parse("c.toml", &typo).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("queue.min_fre")));
+        let negative = format!("{MINIMAL}[queue]\nmin_free = -1\n");
+        let e = Config::parse("c.toml", &negative).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("queue.min_free")));
+        let small = format!("{MINIMAL}[smtp]\nmax_message_size = 1000\n[queue]\nmin_free = 0\nmax_in_flight = 5000\nmax_in_flight_per_block = 1000\n");
+        let settings = Config::parse("c.toml", &small).unwrap().node_settings();
+        assert_eq!((settings.queue.min_free, settings.queue.max_in_flight), (0, 5000));
     }
 }

@@ -19,6 +19,7 @@ pub struct Config {
     pub trap: TrapSection,
     pub mesh: MeshSection,
     pub throttle: ThrottleSection,
+    pub queue: QueueSection,
     #[serde(rename = "domain")]
     pub domains: Vec<DomainSection>,
     pub trust: TrustSection,
@@ -194,6 +195,31 @@ impl Default for ThrottleSection {
             peer_share: 0.95,
             comeback_recipients: 5,
             trap_penalty: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// What the disk under `node.data_dir` may be asked to take.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSection {
+    /// Octets that must stay free on the file systems of the queue and the
+    /// spool (Postfix's `queue_minfree`); below it, MAIL and DATA get
+    /// `452 4.3.1`. 0: no floor.
+    pub min_free: u64,
+    /// Octets of message bodies being received and not yet queued, all
+    /// sessions together; past it, `452 4.3.1`.
+    pub max_in_flight: u64,
+    /// The same for the sessions of one source block (untrusted clients).
+    pub max_in_flight_per_block: u64,
+}
+
+impl Default for QueueSection {
+    fn default() -> Self {
+        QueueSection {
+            min_free: 64 * 1024 * 1024,
+            max_in_flight: 1024 * 1024 * 1024,
+            max_in_flight_per_block: 100 * 1024 * 1024,
         }
     }
 }
