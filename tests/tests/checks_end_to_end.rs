@@ -261,7 +261,11 @@ async def serve(reader, writer):
             break
         verb = line[:4].upper()
         if verb in (b"EHLO", b"HELO"):
-            writer.write(b"250 picky.test\r\n")
+            # It lets the node hand over the original client, as the
+            # printed mesh listener does.
+            writer.write(b"250-picky.test\r\n250 XCLIENT ADDR NAME HELO PROTO\r\n")
+        elif verb == b"XCLI":
+            writer.write(b"220 picky.test ESMTP\r\n")
         elif verb == b"MAIL" and b"spammer@" in line.lower():
             writer.write(b"553 5.7.1 sender refused here\r\n")
         elif verb == b"RCPT":
@@ -280,8 +284,8 @@ async def serve(reader, writer):
     writer.close()
     now -= 1
 async def main():
-    server = await asyncio.start_server(serve, "127.0.0.1", int(sys.argv[1]))
-    print("ready", flush=True)
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    print("ready %d" % server.sockets[0].getsockname()[1], flush=True)
     await asyncio.sleep(120)
 asyncio.run(main())
 "#;
@@ -294,25 +298,25 @@ impl Drop for Picky {
     }
 }
 
-fn picky_mx(port: u16, most_at_once: &std::path::Path) -> Picky {
+/// The picky MX, on a port of its own choosing; and that port.
+fn picky_mx(most_at_once: &std::path::Path) -> (Picky, u16) {
     let mut child = Command::new("python3")
-        .args(["-c", PICKY_MX, &port.to_string(), most_at_once.to_str().unwrap()])
+        .args(["-c", PICKY_MX, "0", most_at_once.to_str().unwrap()])
         .stdout(Stdio::piped())
         .spawn()
         .expect("python3 for the call-out test's MX");
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line)
         .unwrap();
-    assert_eq!(line.trim(), "ready");
-    Picky(child)
+    let port = line.trim().strip_prefix("ready ").and_then(|p| p.parse().ok()).expect("ready PORT");
+    (Picky(child), port)
 }
 
 #[test]
 fn callouts_refuse_what_the_real_mx_refuses_and_defer_ok_when_it_is_down() {
     let root = tempfile::tempdir().unwrap();
     let dns = TestDns::start(&[]);
-    let mx_port = claim_port();
-    let mx = picky_mx(mx_port, &root.path().join("most"));
+    let (mx, mx_port) = picky_mx(&root.path().join("most"));
     let mut spec = specs(&root.path().join("callout"), 1, false, "").remove(0);
     spec.route = Some(format!("smtp://127.0.0.1:{mx_port}"));
     spec.checks = format!("nameservers = [\"{}\"]\n{}", dns.addr, only("verify_recipients = true"));
@@ -335,9 +339,8 @@ fn callouts_refuse_what_the_real_mx_refuses_and_defer_ok_when_it_is_down() {
 fn a_refused_sender_poisons_no_callout_and_probes_keep_the_per_host_limit() {
     let root = tempfile::tempdir().unwrap();
     let dns = TestDns::start(&[]);
-    let mx_port = claim_port();
     let most_at_once = root.path().join("most");
-    let _mx = picky_mx(mx_port, &most_at_once);
+    let (_mx, mx_port) = picky_mx(&most_at_once);
     let mut spec = specs(&root.path().join("callout"), 1, false, "").remove(0);
     spec.route = Some(format!("smtp://127.0.0.1:{mx_port}"));
     spec.checks = format!("nameservers = [\"{}\"]\n{}", dns.addr, only("verify_recipients = true"));
@@ -345,7 +348,8 @@ fn a_refused_sender_poisons_no_callout_and_probes_keep_the_per_host_limit() {
     spec.delivery = "max_per_host = 2\nidle_connection = \"0s\"".into();
     let _node = spec.start();
 
-    // The real MX refuses this sender: passed on, as a refusal of the sender...
+    // The real MX, handed the original client, refuses this sender: passed
+    // on, as a refusal of the sender...
     let out = dialogue(&spec, ip(0, 72, 1), "spammer@client.test", &["bob@example.test"]);
     assert!(out.contains("RCPT bob@example.test 550 5.1.0") && out.contains("sender refused here"), "{out}");
     // ...and bob is not refused for the next sender.
