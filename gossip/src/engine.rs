@@ -299,6 +299,11 @@ impl Engine {
         &self.clocks
     }
 
+    /// `member` passed on a revocation the mesh CA did not sign.
+    pub fn forged_revocation(&mut self, member: Fingerprint, now_ms: u64) {
+        self.caught(member, "passed on a revocation the CA did not sign", now_ms);
+    }
+
     /// A member's bound reached or its word lost, since the last call.
     pub fn poll_fault(&mut self) -> Option<Fault> {
         self.faults.pop_front()
@@ -722,7 +727,7 @@ impl Engine {
     /// Takes in a frame from `from` (authenticated by its certificate).
     pub fn handle(&mut self, from: Fingerprint, frame: Frame, now_ms: u64) {
         let their_ms = match &frame {
-            Frame::Swim(_) => return,
+            Frame::Swim(_) | Frame::Revoked(_) => return,
             Frame::Counts(counts) => counts.base_ms,
             Frame::Ask(ask) => ask.base_ms,
             Frame::Answer(answer) => answer.at_ms,
@@ -736,7 +741,7 @@ impl Engine {
             self.counts.set_offset(from, offset);
         }
         match frame {
-            Frame::Swim(_) => {}
+            Frame::Swim(_) | Frame::Revoked(_) => {}
             Frame::Counts(counts) => self.take_counts(from, counts, now_ms),
             Frame::Ask(ask) => self.answer_for(from, ask, now_ms),
             Frame::Answer(reply) => self.take_answer(from, reply, now_ms),

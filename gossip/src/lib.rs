@@ -12,6 +12,7 @@ pub mod identity;
 mod mesh;
 pub mod penalties;
 pub mod pki;
+pub mod revocation;
 pub mod standing;
 mod swim;
 pub mod tally;

@@ -29,10 +29,14 @@ use crate::counts::{Caps, Fingerprint, Kind, Periods, Rates};
 use crate::engine::{Answer, Asked, Engine, EngineSettings, EngineStats, Lenient};
 use crate::identity::NodeId;
 use crate::penalties::PeerBounds;
+use crate::revocation::Revocations;
 use crate::swim::{self, Input};
 use crate::tally::{now_ms, wire_block, Tally};
+use crate::tls::RevokedSet;
 use crate::transport::{Delivery, Inbound, Transport};
 use crate::Error;
+
+mod revocations;
 
 /// How a node takes part in the mesh.
 #[derive(Debug, Clone)]
@@ -56,6 +60,8 @@ pub struct MeshSettings {
     /// A member down this long has left for good: forgotten, with its
     /// counts and penalties.
     pub forget_after: Duration,
+    /// Where revocations signed by the mesh CA are kept (one line each).
+    pub revocations_file: Option<PathBuf>,
 }
 
 impl MeshSettings {
@@ -74,7 +80,17 @@ impl MeshSettings {
             max_tracked: 1_000_000,
             peer_bounds: PeerBounds::default(),
             forget_after: Duration::from_secs(3600),
+            revocations_file: None,
         }
+    }
+
+    /// The certificates refused from the start: `revoked` and those in
+    /// `revocations_file`.
+    pub fn revoked_at_start(&self) -> Vec<[u8; 32]> {
+        let kept = Revocations::load(self.revocations_file.clone());
+        let mut all = self.revoked.clone();
+        all.extend(kept.certs().filter(|c| !self.revoked.contains(c)));
+        all
     }
 
     /// The engine's part of these settings.
@@ -148,6 +164,12 @@ pub(crate) struct Shared {
     ghosts: Mutex<Vec<Fingerprint>>,
     /// Questions to a home, waiting for its answer.
     waiting: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    /// Revocations signed by the mesh CA, kept on disk.
+    revocations: Mutex<Revocations>,
+    /// The certificates the handshakes refuse.
+    revoked: RevokedSet,
+    /// The mesh CA's certificate, which signs revocations.
+    ca: rustls::pki_types::CertificateDer<'static>,
 }
 
 /// A node's handle on the mesh; cheap to clone.
@@ -168,13 +190,17 @@ impl Mesh {
 
     /// The same, sharing `tally` (the node's, with its judge) with the mesh.
     pub async fn start_with(settings: MeshSettings, tally: Arc<Tally>) -> Result<Mesh, Error> {
+        let revocations = Revocations::load(settings.revocations_file.clone());
+        let revoked: RevokedSet =
+            Arc::new(std::sync::RwLock::new(settings.revoked_at_start().into_iter().collect()));
         let tls = crate::tls::load(
             &settings.ca_cert,
             &settings.cert,
             &settings.key,
-            settings.revoked.clone(),
+            revoked.clone(),
             (settings.interval * 20).max(Duration::from_secs(5)),
         )?;
+        let ca = revocations::ca_certificate(&settings.ca_cert)?;
         let fingerprint = tls.fingerprint;
         tally.set_own(fingerprint);
         // Until the members have noticed this node and sent it their
@@ -200,6 +226,9 @@ impl Mesh {
             heard: Mutex::new(HashMap::new()),
             ghosts: Mutex::new(Vec::new()),
             waiting: Mutex::new(HashMap::new()),
+            revocations: Mutex::new(revocations),
+            revoked,
+            ca,
             own: own.clone(),
             transport,
             settings,
@@ -528,6 +557,7 @@ impl Shared {
             peer.outbox = Some(self.peer_sender(id.addr));
         }
         tracing::info!(peer = %id.name, addr = %id.addr, "mesh peer up");
+        self.send_revocations_to(id.fingerprint);
         self.members_changed();
     }
 
@@ -646,6 +676,7 @@ async fn receive(
             Ok(Frame::Swim(packet)) => {
                 let _ = swim.send(Input::Packet(packet));
             }
+            Ok(Frame::Revoked(list)) => shared.take_revocations(peer, list),
             Ok(frame) => {
                 let mut engine = shared.tally.engine();
                 engine.handle(peer, frame, now_ms());

@@ -20,6 +20,10 @@ use crate::Error;
 
 pub const ALPN: &[u8] = b"magicmx/1";
 
+/// SHA-256s of the certificates refused at the handshake; revocations that
+/// arrive while the node runs are added to it.
+pub type RevokedSet = Arc<std::sync::RwLock<std::collections::HashSet<[u8; 32]>>>;
+
 /// The QUIC configurations of one node.
 pub struct MeshTls {
     pub server: quinn::ServerConfig,
@@ -58,7 +62,7 @@ pub fn load(
     ca: &Path,
     cert: &Path,
     key: &Path,
-    revoked: Vec<[u8; 32]>,
+    revoked: RevokedSet,
     idle: Duration,
 ) -> Result<MeshTls, Error> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -75,7 +79,6 @@ pub fn load(
     let own = chain.first().ok_or_else(|| tls_err(cert, "no certificate".into()))?;
     let fingerprint = fingerprint(own);
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| tls_err(key, e.to_string()))?;
-    let revoked = Arc::new(revoked);
 
     let client_verifier =
         WebPkiClientVerifier::builder(roots.clone()).build().map_err(|e| Error::Tls(e.to_string()))?;
@@ -147,8 +150,8 @@ macro_rules! delegate_signatures {
     };
 }
 
-fn check_revoked(revoked: &[[u8; 32]], cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
-    if revoked.contains(&sha256(cert)) {
+fn check_revoked(revoked: &RevokedSet, cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+    if revoked.read().unwrap().contains(&sha256(cert)) {
         return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
     }
     Ok(())
@@ -158,7 +161,7 @@ fn check_revoked(revoked: &[[u8; 32]], cert: &CertificateDer<'_>) -> Result<(), 
 #[derive(Debug)]
 struct RevocableServer {
     inner: Arc<WebPkiServerVerifier>,
-    revoked: Arc<Vec<[u8; 32]>>,
+    revoked: RevokedSet,
 }
 
 impl ServerCertVerifier for RevocableServer {
@@ -181,7 +184,7 @@ impl ServerCertVerifier for RevocableServer {
 #[derive(Debug)]
 struct RevocableClient {
     inner: Arc<dyn ClientCertVerifier>,
-    revoked: Arc<Vec<[u8; 32]>>,
+    revoked: RevokedSet,
 }
 
 impl ClientCertVerifier for RevocableClient {

@@ -229,6 +229,27 @@ impl Transport {
         }
     }
 
+    /// Closes every connection, either way, with the member whose
+    /// certificate is `member` (revoked).
+    pub fn drop_member(&self, member: Fingerprint) {
+        let addrs: Vec<SocketAddr> = {
+            let mut authenticated = self.authenticated.lock().unwrap();
+            let addrs = authenticated.iter().filter(|(_, fp)| **fp == member).map(|(a, _)| *a).collect();
+            authenticated.retain(|_, fp| *fp != member);
+            addrs
+        };
+        for addr in addrs {
+            self.forget(addr);
+        }
+        self.inbound.lock().unwrap().retain(|conn| {
+            let theirs = peer_fingerprint(conn) == Some(member);
+            if theirs {
+                conn.close(0u32.into(), b"revoked");
+            }
+            !theirs
+        });
+    }
+
     /// Drops the cached connection to `addr`: the peer there has restarted or
     /// gone, and a connection to its old process would swallow what is sent.
     pub fn forget(&self, addr: SocketAddr) {

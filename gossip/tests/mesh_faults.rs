@@ -75,7 +75,8 @@ fn hostile(dir: &Path, ca_key: &str, name: &str) -> Arc<Transport> {
 
 /// A transport with the certificate of `bad`.
 fn transport_for(bad: &MeshSettings) -> Arc<Transport> {
-    let config = tls::load(&bad.ca_cert, &bad.cert, &bad.key, vec![], Duration::from_secs(10)).unwrap();
+    let config =
+        tls::load(&bad.ca_cert, &bad.cert, &bad.key, Default::default(), Duration::from_secs(10)).unwrap();
     let (inbox, frames) = tokio::sync::mpsc::channel(16);
     // What comes back is read and thrown away.
     tokio::spawn(async move {
@@ -96,7 +97,8 @@ async fn a_hostile_peer_is_capped_or_dropped_and_honest_nodes_keep_their_limits(
     let (ca_key, nodes) = mesh(dir.path(), 2).await;
     // A peer with a valid certificate of the mesh, speaking the wire format.
     let bad = settings(dir.path(), &ca_key, "hostile");
-    let config = tls::load(&bad.ca_cert, &bad.cert, &bad.key, vec![], Duration::from_secs(10)).unwrap();
+    let config =
+        tls::load(&bad.ca_cert, &bad.cert, &bad.key, Default::default(), Duration::from_secs(10)).unwrap();
     let (inbox, _frames) = tokio::sync::mpsc::channel(16);
     let hostile = Transport::bind("127.0.0.1:0".parse().unwrap(), config, inbox).unwrap();
     let target = nodes[0].local_addr();

@@ -146,7 +146,7 @@ impl Node {
         let revoked: Vec<[u8; 16]> = settings
             .mesh
             .iter()
-            .flat_map(|m| &m.revoked)
+            .flat_map(|m| m.revoked_at_start())
             .map(|fp| fp[..16].try_into().expect("16 of 32 bytes"))
             .collect();
         let stored = queue.load_penalties()?;

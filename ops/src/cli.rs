@@ -166,6 +166,20 @@ enum MeshCommand {
         #[arg(long, value_name = "FILE")]
         cert: PathBuf,
     },
+    /// Revoke a member mesh-wide: sign its fingerprint with the CA key and
+    /// hand the revocation to a running node, which passes it to every
+    /// member; every node refuses the member from then on and keeps the
+    /// revocation on disk.
+    Revoke {
+        /// The member's certificate fingerprint (`magicmx mesh fingerprint`),
+        /// or a revocation line this command printed before.
+        what: String,
+        /// The mesh CA directory, whose key signs (not needed for a line).
+        #[arg(long, value_name = "DIR")]
+        ca: Option<PathBuf>,
+        #[command(flatten)]
+        node: NodeAddress,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -238,6 +252,9 @@ pub fn main() -> ExitCode {
         }
         Command::Mesh(MeshCommand::Fingerprint { cert }) => {
             report(crate::pki_files::fingerprint(&cert).map(|fp| println!("{fp}")))
+        }
+        Command::Mesh(MeshCommand::Revoke { what, ca, node }) => {
+            report(node.client().and_then(|client| crate::pki_files::revoke(&client, &what, ca.as_deref())))
         }
     }
 }

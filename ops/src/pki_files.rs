@@ -69,3 +69,29 @@ fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
     file.write_all(text.as_bytes())?;
     Ok(())
 }
+
+/// `magicmx mesh revoke`: signs the revocation of the certificate with
+/// fingerprint `what` with the CA key in `ca` (or takes `what` as a signed
+/// line), prints its line, and hands it to the node behind `client`.
+pub fn revoke(client: &crate::client::AdminClient, what: &str, ca: Option<&Path>) -> anyhow::Result<()> {
+    use magicmx_gossip::revocation;
+    let signed = match revocation::from_text(what) {
+        Ok(signed) => signed,
+        Err(_) => {
+            let Some(sha) = magicmx_gossip::tls::parse_revoked(what) else {
+                anyhow::bail!("{what:?} is neither a SHA-256 fingerprint (magicmx mesh fingerprint) nor a revocation line");
+            };
+            let Some(ca) = ca else { anyhow::bail!("--ca DIR is needed to sign a revocation") };
+            let key_path = ca.join(CA_KEY);
+            let key = std::fs::read_to_string(&key_path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", key_path.display()))?;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+            revocation::sign(&key, sha, now).map_err(|e| anyhow::anyhow!("{}: {e}", key_path.display()))?
+        }
+    };
+    let line = revocation::to_text(&signed);
+    println!("{line}");
+    client.post("/mesh/revoke", &crate::admin::revoke::RevokeJson { revocation: line })?;
+    println!("revoked; the node passes it on to every member");
+    Ok(())
+}

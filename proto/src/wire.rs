@@ -26,6 +26,30 @@ pub enum Frame {
     Ask(Ask),
     /// The home's answer.
     Answer(Answer),
+    /// Members revoked by the mesh CA, passed on to every member at once
+    /// (a release without this frame drops it, and nothing else).
+    Revoked(Vec<Revocation>),
+}
+
+/// "The certificate with this SHA-256 is revoked", signed with the mesh
+/// CA's key (`magicmx mesh revoke`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub cert_sha256: [u8; 32],
+    /// When the CA's holder signed it (Unix milliseconds).
+    pub at_ms: u64,
+    /// The CA key's signature over [`Revocation::signed_bytes`].
+    pub signature: Vec<u8>,
+}
+
+impl Revocation {
+    /// What the CA signs: a context string, the certificate's SHA-256 and the time.
+    pub fn signed_bytes(cert_sha256: &[u8; 32], at_ms: u64) -> Vec<u8> {
+        let mut out = b"magicmx revocation v1\0".to_vec();
+        out.extend_from_slice(cert_sha256);
+        out.extend_from_slice(&at_ms.to_be_bytes());
+        out
+    }
 }
 
 /// A question to the home of a block, with the asker's register for it (so

@@ -127,7 +127,8 @@ async fn a_hostile_member_neither_evicts_nor_starves_nor_penalises_the_honest_on
 
     // 2. From a second socket with the liar's own certificate: what a
     //    compromised member sends.
-    let config = tls::load(&bad.ca_cert, &bad.cert, &bad.key, vec![], Duration::from_secs(10)).unwrap();
+    let config =
+        tls::load(&bad.ca_cert, &bad.cert, &bad.key, Default::default(), Duration::from_secs(10)).unwrap();
     let (inbox, mut replies) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move { while replies.recv().await.is_some() {} });
     let forger = Transport::bind("127.0.0.1:0".parse().unwrap(), config, inbox).unwrap();

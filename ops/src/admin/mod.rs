@@ -5,6 +5,7 @@
 mod guard;
 mod metrics;
 pub mod queue;
+pub mod revoke;
 pub mod status;
 mod trust;
 
@@ -40,6 +41,7 @@ pub async fn serve(listener: tokio::net::TcpListener, admin: Admin) -> anyhow::R
         .route("/queue/{id}", get(queue::show).delete(queue::drop))
         .route("/queue/{id}/retry", post(queue::retry))
         .route("/trust", get(trust::list).post(trust::add).delete(trust::remove))
+        .route("/mesh/revoke", post(revoke::revoke))
         .layer(middleware::from_fn_with_state(admin.clone(), guard::guard))
         .with_state(admin);
     tracing::info!(addr = %listener.local_addr()?, "admin API listening");

@@ -343,6 +343,8 @@ impl Config {
             per_minute: m.peer_penalties_per_minute,
         };
         settings.revoked = m.revoked.iter().filter_map(|fp| magicmx_gossip::tls::parse_revoked(fp)).collect();
+        // Revocations the CA signed, as they reached this node (`mesh revoke`).
+        settings.revocations_file = Some(self.data_dir().join("mesh-revocations"));
         for seed in &m.seeds {
             match std::net::ToSocketAddrs::to_socket_addrs(seed.as_str()) {
                 Ok(addrs) => settings.seeds.extend(addrs),
