@@ -698,6 +698,16 @@ except smtplib.SMTPRecipientsRefused as e:
     // original client, and the mesh listener judges only the recipient.
     let queued = mesh.relay_one_to_the_mesh_listener("strict-1@client.test");
     assert!(queued.contains(&format!("client=unknown[{SENDER}]")), "{queued}");
+    // The call-out's session names the sender too (its MAIL gets a queue
+    // id and a `client=` line, though nothing is queued): two in all.
+    let sessions = mesh.real_mx.log_lines("postfix/magicmx/smtpd");
+    let as_sender = sessions.iter().filter(|l| l.contains(&format!(": client=unknown[{SENDER}]"))).count();
+    assert_eq!(
+        as_sender,
+        2,
+        "the call-out and the delivery both hand the client over:\n{}",
+        sessions.join("\n")
+    );
     let refused: Vec<String> = mesh
         .real_mx
         .log_lines("postfix/magicmx/smtpd")
