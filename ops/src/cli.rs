@@ -161,6 +161,36 @@ enum MeshCommand {
         #[arg(long, default_value_t = 365)]
         days: i64,
     },
+    /// On a joining node: make its key (node.key, 0600) and a certificate
+    /// request (node.csr) in DIR. Only the request goes to the CA holder.
+    Request {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// At the CA holder: check a request (its signature, its node name) and
+    /// issue the node's certificate, written with the CA's after it to OUT.
+    Sign {
+        /// The request (node.csr) the joining node made.
+        request: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// Where to write the signed certificate (default: NAME.pem beside the request).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+    /// On the joining node: check the signed certificate against its key
+    /// and the CA, and put node.pem and mesh-ca.pem into DIR.
+    Install {
+        /// The file `magicmx mesh sign` wrote.
+        cert: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Print a node certificate's SHA-256 fingerprint, as `mesh.revoked` takes it.
     Fingerprint {
         #[arg(long, value_name = "FILE")]
@@ -248,6 +278,23 @@ pub fn main() -> ExitCode {
         Command::Mesh(MeshCommand::Issue { ca, name, out, days }) => {
             report(crate::pki_files::issue(&ca, &name, &out, days).map(|()| {
                 println!("node {name}: {}/node.pem, node.key and mesh-ca.pem", out.display());
+            }))
+        }
+        Command::Mesh(MeshCommand::Request { dir, name }) => {
+            report(crate::pki_files::request(&dir, &name).map(|request| {
+                println!("key: {} (stays here); request: {}", dir.join("node.key").display(), request.display());
+                println!("send the request to the mesh CA's holder: magicmx mesh sign {} --ca DIR", request.display());
+            }))
+        }
+        Command::Mesh(MeshCommand::Sign { request, ca, out, days }) => {
+            report(crate::pki_files::sign(&request, &ca, out.as_deref(), days).map(|(name, out)| {
+                println!("node {name}: {} (send it back; it holds no key)", out.display());
+            }))
+        }
+        Command::Mesh(MeshCommand::Install { cert, dir }) => {
+            report(crate::pki_files::install(&cert, &dir).map(|ca| {
+                println!("installed {}/node.pem and mesh-ca.pem", dir.display());
+                println!("mesh CA fingerprint: {ca} (compare it with the CA holder's `magicmx mesh fingerprint --cert mesh-ca.pem`)");
             }))
         }
         Command::Mesh(MeshCommand::Fingerprint { cert }) => {

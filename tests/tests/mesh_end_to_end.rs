@@ -35,6 +35,60 @@ fn the_cli_makes_a_ca_node_certificates_and_a_checkable_node_directory() {
 }
 
 #[test]
+fn a_node_joins_by_request_its_key_never_leaving_its_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let specs = specs(root.path(), 2, true, "");
+    let (ca, joining) = (root.path().join("ca"), root.path().join("joining"));
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    // On the joining node: its key and a request.
+    let (ok, out) = magicmx(&["mesh", "request", "--dir", &path(&joining), "--name", "n1"]);
+    assert!(ok, "{out}");
+    let key = std::fs::read_to_string(joining.join("node.key")).unwrap();
+    let mode = std::fs::metadata(joining.join("node.key")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the key is private");
+    // Only the request travels to the CA holder, who signs it.
+    let carried = root.path().join("carried");
+    std::fs::create_dir_all(&carried).unwrap();
+    std::fs::copy(joining.join("node.csr"), carried.join("node.csr")).unwrap();
+    let (ok, out) = magicmx(&["mesh", "sign", &path(&carried.join("node.csr")), "--ca", &path(&ca)]);
+    assert!(ok, "{out}");
+    let signed = carried.join("n1.pem");
+    assert!(signed.exists(), "{out}");
+    // A request whose contents were changed after signing is refused.
+    let request = std::fs::read_to_string(carried.join("node.csr")).unwrap();
+    let lines: Vec<&str> = request.lines().collect();
+    let mut tampered: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    let middle = lines.len() / 2;
+    tampered[middle] = tampered[middle].chars().rev().collect();
+    std::fs::write(carried.join("bad.csr"), tampered.join("\n")).unwrap();
+    let (ok, out) = magicmx(&["mesh", "sign", &path(&carried.join("bad.csr")), "--ca", &path(&ca)]);
+    assert!(!ok, "a damaged request is refused: {out}");
+    // A certificate for another key is refused at install.
+    let other = root.path().join("other");
+    assert!(magicmx(&["mesh", "request", "--dir", &path(&other), "--name", "n1"]).0);
+    let (ok, out) = magicmx(&["mesh", "install", &path(&signed), "--dir", &path(&other)]);
+    assert!(!ok && out.contains("not for this node's key"), "{out}");
+    // Back on the joining node: installed beside its key.
+    let (ok, out) = magicmx(&["mesh", "install", &path(&signed), "--dir", &path(&joining)]);
+    assert!(ok && out.contains("mesh CA fingerprint"), "{out}");
+    // The key never left: nothing the CA holder saw or made holds it.
+    let secret: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+    for dir in [&ca, &carried] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+            assert!(!text.replace('\n', "").contains(&secret), "the key is not in {}", dir.display());
+        }
+    }
+    assert_eq!(std::fs::read_to_string(joining.join("node.key")).unwrap(), key, "the key is unchanged");
+    // The joined node meshes with a node issued the other way.
+    for file in ["node.key", "node.pem", "mesh-ca.pem"] {
+        std::fs::copy(joining.join(file), specs[1].dir.join(file)).unwrap();
+    }
+    let nodes: Vec<NodeProcess> = specs.iter().map(Spec::start).collect();
+    assert!(wait_for_mesh(&nodes, Duration::from_secs(20)), "{}", nodes[1].log_text());
+}
+
+#[test]
 fn two_node_processes_find_each_other_through_a_seed() {
     let root = tempfile::tempdir().unwrap();
     let specs = specs(root.path(), 2, true, "");
