@@ -4,7 +4,8 @@
 //! which, from a second socket with the same certificate, sends what a
 //! compromised node would in the real wire format: penalties on a block
 //! that is within its limit, counts from an hour ahead and nonsense, a
-//! restart in every frame, and SWIM gossip that an honest member is down.
+//! restart in every frame, SWIM gossip that an honest member is down, and
+//! revocations of an honest member that the mesh CA never signed.
 //! The hostile parts are this test's code; the shipped binary has none.
 
 use std::path::Path;
@@ -18,7 +19,7 @@ use magicmx_gossip::tally::{now_ms, wire_block};
 use magicmx_gossip::transport::{Delivery, Transport};
 use magicmx_gossip::{pki, tls, Judge, Kind, Mesh, MeshSettings, Penalty, Question, Tally};
 use magicmx_node::settings::ThrottleSettings;
-use magicmx_proto::wire::{encode, Ask, CountEntry, Counts, Frame, PenaltyEntry};
+use magicmx_proto::wire::{encode, Ask, CountEntry, Counts, Frame, PenaltyEntry, Revocation};
 use magicmx_proto::SourceBlock;
 use magicmx_tests::wait_for;
 use rand::SeedableRng;
@@ -255,6 +256,32 @@ async fn a_hostile_member_neither_evicts_nor_starves_nor_penalises_the_honest_on
         "honest0 still takes honest1 as up: {seen:?}"
     );
     assert_eq!(nodes[0].heard_share().0, 3, "and hears the whole mesh: {:?}", nodes[0].heard_share());
+
+    // 5. Revocations of an honest member signed by a CA of the liar's own:
+    //    a frame of 4,096 of them. None is taken, the member stays up, and
+    //    the liar is caught for it (one signature check per frame).
+    let own_ca = pki::new_ca(1).unwrap();
+    let (ok, honest1) = magicmx_tests::magicmx(&[
+        "mesh",
+        "fingerprint",
+        "--cert",
+        dir.path().join("honest1.pem").to_str().unwrap(),
+    ]);
+    assert!(ok, "{honest1}");
+    let honest1 = tls::parse_revoked(honest1.trim()).unwrap();
+    let forged = magicmx_gossip::revocation::sign(&own_ca.key, honest1, now_ms()).unwrap();
+    let flood: Vec<Revocation> =
+        (0..4096u64).map(|n| Revocation { at_ms: forged.at_ms + n, ..forged.clone() }).collect();
+    let forgeries = |n: &Mesh| {
+        let report = n.standing().into_iter().find(|m| m.fingerprint == liar_fp);
+        report
+            .and_then(|m| m.standing.contradicted.get("passed on a revocation the CA did not sign").copied())
+    };
+    send(nodes[0].local_addr(), Frame::Revoked(flood)).await;
+    tokio::time::sleep(INTERVAL * 5).await;
+    assert!(nodes[0].revocations().is_empty(), "no forged revocation is kept");
+    assert!(nodes[0].peers().iter().any(|p| p.name == "honest1" && p.alive), "honest1 stays up");
+    assert_eq!(forgeries(&nodes[0]), Some(1), "the liar is caught once for the frame of forgeries");
 
     for n in nodes.iter().chain([&liar]) {
         n.shutdown();

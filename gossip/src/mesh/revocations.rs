@@ -46,7 +46,8 @@ impl Mesh {
 
 impl Shared {
     /// Revocations passed on by `from`: each new one the CA signed is
-    /// applied; one it did not sign costs `from` its standing.
+    /// applied; one it did not sign costs `from` its standing and ends the
+    /// frame, so a flood of forgeries costs one signature check a frame.
     pub(super) fn take_revocations(&self, from: Fingerprint, list: Vec<Revocation>) {
         for revocation in list.into_iter().take(MAX_REVOCATIONS) {
             if self.revocations.lock().unwrap().contains(&revocation.cert_sha256) {
@@ -56,7 +57,7 @@ impl Shared {
                 let mut engine = self.tally.engine();
                 engine.forged_revocation(from, now_ms());
                 self.flush(&mut engine);
-                continue;
+                return;
             }
             if let Err(error) = self.apply_revocation(revocation) {
                 tracing::error!(%error, "cannot keep a revocation");
